@@ -1,0 +1,133 @@
+"""The toy model's architecture: Stable Diffusion's own classes, shrunk to fit the toy world.
+
+Same parts as SD v1, in the same diffusers/transformers classes, so every pipeline, hook and
+scheduler that works on SD works here unchanged:
+
+    part             class                   SD v1.5                      toy
+    VAE              AutoencoderKL           3→4 channels, factor 8       3→4 channels, factor 8
+    latent           -                       4×64×64 for 512² (48×)       4×8×8 for 64² (48×)
+    text encoder     CLIPTextModel           12 layers, width 768         2 layers, width 64
+    tokenizer        CLIPTokenizer           49,408 BPE tokens            our own (sdexplain.toy.tokenizer)
+    noise predictor  UNet2DConditionModel    320/640/1280/1280            64/96, cross-attention at 8×8 and 4×4
+    scheduler        PNDMScheduler           scaled_linear 0.00085–0.012  identical config
+
+Also here: the judge, a small CNN that reads colour, shape, position and size off a clean 64×64
+image — it measures prompt adherence in the evaluation and the notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from sdexplain.toy import world
+
+MODEL_DIR = Path(__file__).parent / "model"  # the shipped model, diffusers save_pretrained layout
+
+# SD v1's scheduler config (stable-diffusion-v1-5/scheduler/scheduler_config.json)
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    set_alpha_to_one=False,
+    skip_prk_steps=True,
+    steps_offset=1,
+    trained_betas=None,
+    prediction_type="epsilon",
+)
+
+TEXT_WIDTH = 64  # SD v1: 768
+
+
+def make_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,  # 64 → 32 → 16 → 8: factor 8, as SD
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 64, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=world.IMAGE_SIZE,
+    )
+
+
+def make_text_encoder(vocab_size: int, bos_token_id: int, eos_token_id: int) -> CLIPTextModel:
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=4 * TEXT_WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        hidden_act="quick_gelu",  # as CLIP ViT-L/14
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=eos_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def make_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=world.IMAGE_SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(64, 96),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=2,  # diffusers reads this as the NUMBER of heads (issue #2011)
+        norm_num_groups=32,
+    )
+
+
+def make_scheduler() -> PNDMScheduler:
+    return PNDMScheduler(**SCHEDULER_CONFIG)
+
+
+class Judge(nn.Module):
+    """Reads colour, shape, position and size off a clean 64×64 image in [-1, 1].
+
+    A plain CNN with one linear head per attribute; the labels are the toy world's.
+    """
+
+    HEADS = {
+        "shape": world.SHAPES,
+        "colour": world.COLOUR_NAMES,
+        "position": world.POSITION_NAMES,
+        "size": world.SIZE_NAMES,
+    }
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        layers, channels = [], 3
+        for out in (width, 2 * width, 2 * width, 4 * width):  # 64 → 32 → 16 → 8 → 4
+            layers += [nn.Conv2d(channels, out, 3, padding=1), nn.GroupNorm(8, out), nn.SiLU(), nn.MaxPool2d(2)]
+            channels = out
+        self.features = nn.Sequential(*layers, nn.Flatten())  # (B, 4w·4·4)
+        self.heads = nn.ModuleDict({name: nn.Linear(channels * 16, len(labels)) for name, labels in self.HEADS.items()})
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.features(images)
+        return {name: head(features) for name, head in self.heads.items()}  # logits per attribute
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / "judge.safetensors")
+        (folder / "judge.json").write_text(json.dumps({"heads": {k: list(v) for k, v in self.HEADS.items()}}, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path = MODEL_DIR / "judge") -> "Judge":
+        judge = cls()
+        judge.load_state_dict(load_file(folder / "judge.safetensors"))
+        return judge.eval()

@@ -1,0 +1,244 @@
+"""The toy world: procedural 64×64 scenes of cats, dogs and simple shapes, with captions.
+
+This is the article's thought experiment made real: "suppose we trained a diffusion model on
+only two kinds of images, cats and dogs". Every scene is generated from a seed, so every claim
+the notebooks make about the toy model can be checked against ground truth: the object's mask
+(does a word's attention map cover its object?) and a depth map (for depth-to-image).
+
+Caption grammar (part of the toy model's contract — prompts outside it are out of distribution):
+
+    caption  := "a" [size] [colour] shape [place]
+    size     := "small" | "large"
+    colour   := "red" | "orange" | "yellow" | "green" | "blue" | "purple"
+    shape    := "cat" | "dog" | "circle" | "square" | "triangle"
+    place    := "on the left" | "on the right" | "at the top" | "at the bottom" | "in the center"
+
+e.g. "a large red cat on the left", "a small blue square at the top", "a green dog in the center".
+Training captions always name the shape; size, colour and place are each left out 10 % of the
+time, so shorter prompts ("a red cat") are in distribution too.
+
+Not here: the model itself (`sdexplain.toy.model`), training (`sdexplain.toy.train`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+IMAGE_SIZE = 64
+
+SHAPES = ("cat", "dog", "circle", "square", "triangle")
+COLOURS = {  # name -> RGB
+    "red": (220, 40, 40),
+    "orange": (245, 140, 30),
+    "yellow": (235, 210, 35),
+    "green": (45, 165, 65),
+    "blue": (40, 90, 220),
+    "purple": (140, 60, 190),
+}
+COLOUR_NAMES = tuple(COLOURS)
+POSITIONS = {  # name -> (x, y) of the object's centre, and the words that place it
+    "left": ((17, 32), "on the left"),
+    "right": ((47, 32), "on the right"),
+    "top": ((32, 17), "at the top"),
+    "bottom": ((32, 47), "at the bottom"),
+    "center": ((32, 32), "in the center"),
+}
+POSITION_NAMES = tuple(POSITIONS)
+SIZES = {"small": 8, "large": 13}  # name -> radius in pixels
+SIZE_NAMES = tuple(SIZES)
+
+BACKGROUND = (235, 235, 228)  # plain, light, neutral
+DETAIL = (30, 30, 30)  # eyes and noses
+JITTER = 2  # pixels the centre may move in x and y
+DROP_RATE = 0.1  # chance that a training caption leaves out size, colour or place (each)
+
+# Depth as MiDaS reports it: relative inverse depth ("nearness"), larger = closer, in [0, 1].
+FLOOR_NEAR, FLOOR_FAR = 0.35, 0.05  # the background is a floor receding towards the top
+OBJECT_NEARNESS = {"small": 0.65, "large": 0.9}
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One object on a plain background: what it is, and exactly where it was drawn."""
+
+    shape: str
+    colour: str
+    position: str
+    size: str
+    cx: int  # centre, pixels
+    cy: int
+    radius: int
+
+    def caption(self, rng: np.random.Generator | None = None) -> str:
+        """The full caption, or (given an rng) one with size/colour/place dropped at DROP_RATE."""
+        keep = lambda: rng is None or rng.random() >= DROP_RATE  # noqa: E731
+        words = ["a"]
+        if keep():
+            words.append(self.size)
+        if keep():
+            words.append(self.colour)
+        words.append(self.shape)
+        if keep():
+            words.append(POSITIONS[self.position][1])
+        return " ".join(words)
+
+    @property
+    def labels(self) -> dict[str, int]:
+        return {
+            "shape": SHAPES.index(self.shape),
+            "colour": COLOUR_NAMES.index(self.colour),
+            "position": POSITION_NAMES.index(self.position),
+            "size": SIZE_NAMES.index(self.size),
+        }
+
+
+def make_scene(shape: str, colour: str, position: str, size: str, rng: np.random.Generator | None = None) -> Scene:
+    """A scene from its attributes; with an rng the centre and radius get a little jitter."""
+    for value, allowed, what in (
+        (shape, SHAPES, "shape"),
+        (colour, COLOUR_NAMES, "colour"),
+        (position, POSITION_NAMES, "position"),
+        (size, SIZE_NAMES, "size"),
+    ):
+        if value not in allowed:
+            raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+    (cx, cy), _ = POSITIONS[position]
+    radius = SIZES[size]
+    if rng is not None:
+        cx += int(rng.integers(-JITTER, JITTER + 1))
+        cy += int(rng.integers(-JITTER, JITTER + 1))
+        radius += int(rng.integers(-1, 2))
+    return Scene(shape, colour, position, size, cx, cy, radius)
+
+
+def sample_scenes(n: int, seed: int) -> list[Scene]:
+    """n random scenes, the same ones for the same seed."""
+    rng = np.random.default_rng(seed)
+    return [
+        make_scene(
+            SHAPES[rng.integers(len(SHAPES))],
+            COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))],
+            POSITION_NAMES[rng.integers(len(POSITION_NAMES))],
+            SIZE_NAMES[rng.integers(len(SIZE_NAMES))],
+            rng,
+        )
+        for _ in range(n)
+    ]
+
+
+_Y, _X = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
+
+
+def _disc(cx: float, cy: float, r: float) -> np.ndarray:
+    return (_X - cx) ** 2 + (_Y - cy) ** 2 <= r * r
+
+
+def _ellipse(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+    return ((_X - cx) / rx) ** 2 + ((_Y - cy) / ry) ** 2 <= 1.0
+
+
+def _triangle(apex_x: float, apex_y: float, base_y: float, half_width: float) -> np.ndarray:
+    """An isoceles triangle with its apex above (or below) a horizontal base."""
+    height = base_y - apex_y
+    frac = (_Y - apex_y) / height  # 0 at the apex, 1 at the base
+    return (frac >= 0) & (frac <= 1) & (np.abs(_X - apex_x) <= half_width * frac)
+
+
+@lru_cache(maxsize=4096)
+def _parts(shape: str, cx: int, cy: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(body, shade, detail) boolean masks: body in the colour, shade darker, detail near-black."""
+    empty = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
+    shade, detail = empty, empty
+    if shape == "circle":
+        body = _disc(cx, cy, r)
+    elif shape == "square":
+        body = (np.abs(_X - cx) <= 0.85 * r) & (np.abs(_Y - cy) <= 0.85 * r)
+    elif shape == "triangle":
+        body = _triangle(cx, cy - r, cy + 0.8 * r, r)
+    elif shape == "cat":  # round head, two pointed ears on top
+        head = _disc(cx, cy + 0.15 * r, 0.78 * r)
+        ears = _triangle(cx - 0.55 * r, cy - r, cy - 0.2 * r, 0.33 * r) | _triangle(cx + 0.55 * r, cy - r, cy - 0.2 * r, 0.33 * r)
+        body = head | ears
+        detail = _disc(cx - 0.3 * r, cy + 0.05 * r, 0.13 * r + 0.5) | _disc(cx + 0.3 * r, cy + 0.05 * r, 0.13 * r + 0.5)
+        detail = detail | _disc(cx, cy + 0.38 * r, 0.08 * r + 0.5)
+    elif shape == "dog":  # round head, two floppy ears hanging at the sides, a big nose
+        body = _disc(cx, cy + 0.05 * r, 0.72 * r)
+        shade = (_ellipse(cx - 0.78 * r, cy + 0.15 * r, 0.28 * r, 0.62 * r) | _ellipse(cx + 0.78 * r, cy + 0.15 * r, 0.28 * r, 0.62 * r)) & ~body
+        detail = _disc(cx - 0.28 * r, cy - 0.08 * r, 0.12 * r + 0.5) | _disc(cx + 0.28 * r, cy - 0.08 * r, 0.12 * r + 0.5)
+        detail = detail | _disc(cx, cy + 0.38 * r, 0.17 * r + 0.5)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; allowed: {', '.join(SHAPES)}")
+    return body & ~detail, shade & ~detail, detail
+
+
+def render(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image uint8 (64, 64, 3), object mask bool (64, 64), depth float32 (64, 64)) of one scene."""
+    body, shade, detail = _parts(scene.shape, scene.cx, scene.cy, scene.radius)
+    colour = np.array(COLOURS[scene.colour], dtype=np.uint8)
+    image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    image[:] = BACKGROUND
+    image[body] = colour
+    image[shade] = (colour * 0.6).astype(np.uint8)
+    image[detail] = DETAIL
+    mask = body | shade | detail
+    depth = floor_depth().copy()
+    depth[mask] = OBJECT_NEARNESS[scene.size]
+    return image, mask, depth
+
+
+@lru_cache(maxsize=1)
+def floor_depth() -> np.ndarray:
+    """Nearness of the empty floor: far at the top of the picture, near at the bottom."""
+    return (FLOOR_FAR + (FLOOR_NEAR - FLOOR_FAR) * _Y / (IMAGE_SIZE - 1)).astype(np.float32)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1], as diffusers' VAE expects."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def batch(n: int, seed: int, drop_rate_captions: bool = True) -> dict:
+    """A batch of n scenes: images in [-1, 1], masks, depths, labels and captions.
+
+    Deterministic in `seed`. Captions drop words at DROP_RATE when `drop_rate_captions`.
+    """
+    scenes = sample_scenes(n, seed)
+    rng = np.random.default_rng(seed + 1_000_003)
+    rendered = [render(s) for s in scenes]
+    images = np.stack([r[0] for r in rendered])
+    return {
+        "scenes": scenes,
+        "images": to_tensor(images),  # (n, 3, 64, 64)
+        "masks": torch.from_numpy(np.stack([r[1] for r in rendered])),  # (n, 64, 64) bool
+        "depths": torch.from_numpy(np.stack([r[2] for r in rendered])),  # (n, 64, 64)
+        "labels": {k: torch.tensor([s.labels[k] for s in scenes]) for k in ("shape", "colour", "position", "size")},
+        "captions": [s.caption(rng if drop_rate_captions else None) for s in scenes],
+    }
+
+
+def parse_caption(caption: str) -> dict[str, str | None]:
+    """The attributes a caption names (None where it names none) — the inverse of Scene.caption."""
+    words = caption.lower().split()
+    found: dict[str, str | None] = {"shape": None, "colour": None, "position": None, "size": None}
+    for word in words:
+        if word in SHAPES:
+            found["shape"] = word
+        elif word in COLOURS:
+            found["colour"] = word
+        elif word in SIZES:
+            found["size"] = word
+        elif word in POSITIONS:
+            found["position"] = word
+    return found
+
+
+def all_words() -> list[str]:
+    """Every word the caption grammar can produce (the toy tokenizer's core vocabulary)."""
+    words = {"a"} | set(SHAPES) | set(COLOURS) | set(SIZES)
+    for _, phrase in POSITIONS.values():
+        words |= set(phrase.split())
+    return sorted(words)
