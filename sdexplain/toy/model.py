@@ -29,6 +29,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from sdexplain.toy import world
 
 MODEL_DIR = Path(__file__).parent / "model"  # the shipped model, diffusers save_pretrained layout
+EXTRAS_DIR = Path(__file__).parent / "model_extras"  # classifier, depth estimator, depth U-Net
 
 # SD v1's scheduler config (stable-diffusion-v1-5/scheduler/scheduler_config.json)
 SCHEDULER_CONFIG = dict(

@@ -11,6 +11,9 @@ resumes from it when run again (stop it whenever you like). A finished part is s
               makes classifier-free guidance work, as in SD v1.4's last training stage),
               offset noise, min-SNR-5 loss weighting, timesteps biased to the noisy end, EMA.
     4. export the EMA weights as a diffusers StableDiffusionPipeline (save_pretrained, safetensors)
+    5. extras (sdexplain.toy.extras): the noisy-latent classifier for classifier guidance
+       (`--part classifier`), the depth estimator and the 5-channel depth U-Net fine-tuned from
+       the trained U-Net (`--part depth`), exported beside the model (`--part export-extras`)
 
 Why the recipe has the extras (all measured on this world while building it):
 - Flat-coloured 8×8 latents keep their colour far into the schedule: at most timesteps the model
@@ -100,9 +103,16 @@ def train_vae(workdir: Path, steps: int, batch_size: int, checkpoint_every: int,
             _save(path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
 
 
+def _require(path: Path, part: str) -> dict:
+    state = _load(path)
+    if state is None:
+        raise FileNotFoundError(f"{path} does not exist: train that part first (python -m sdexplain.toy.train --part {part})")
+    return state
+
+
 def load_vae(workdir: Path):
     vae = toy_model.make_vae()
-    vae.load_state_dict(_load(workdir / "vae.pt")["model"])
+    vae.load_state_dict(_require(workdir / "vae.pt", "vae")["model"])
     return vae.eval().requires_grad_(False)
 
 
@@ -280,6 +290,166 @@ def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int
             )
 
 
+# ----------------------------------------------------------------------------- 5. extras: classifier, depth
+
+
+def _dataset(workdir: Path) -> tuple[torch.Tensor, list]:
+    data = _require(workdir / "latents.pt", "unet")
+    return data["latents"] * data["scaling_factor"], data["scenes"]  # (N, 4, 8, 8) std 1, scenes
+
+
+def _ddpm():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**{k: v for k, v in toy_model.SCHEDULER_CONFIG.items() if k not in ("skip_prk_steps", "set_alpha_to_one")})
+
+
+def train_classifier(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
+    """The noisy-latent classifier p(y | x_t, t) for classifier guidance: noise at every t, as the U-Net sees."""
+    from sdexplain.toy.extras import NoisyLatentClassifier
+
+    path = workdir / "classifier.pt"
+    state = _load(path)
+    latents, scenes = _dataset(workdir)
+    labels = {k: torch.tensor([s.labels[k] for s in scenes]) for k in NoisyLatentClassifier.HEADS}
+    torch.manual_seed(seed)
+    classifier = NoisyLatentClassifier()
+    opt = torch.optim.AdamW(classifier.parameters(), lr=1e-3, weight_decay=0.01)
+    start = 0
+    if state is not None:
+        classifier.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    if start >= steps:
+        print(f"classifier: done ({start} steps)")
+        return
+    scheduler = _ddpm()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="classifier")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, steps, 1e-3, 100)
+        g = torch.Generator().manual_seed(seed * 13 + step)
+        idx = torch.randint(len(scenes), (batch_size,), generator=g)
+        t = torch.randint(0, 1000, (batch_size,), generator=g)
+        x_t = scheduler.add_noise(latents[idx], torch.randn((batch_size, 4, 8, 8), generator=g), t)
+        logits = classifier(x_t, t)
+        loss = sum(F.cross_entropy(logits[k], labels[k][idx]) for k in logits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            _save(path, {"model": classifier.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+
+
+def train_depth_estimator(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
+    """Image -> depth (the MiDaS stand-in), L1 against the world's true depth maps."""
+    from sdexplain.toy.extras import DepthEstimator
+
+    path = workdir / "depth_estimator.pt"
+    state = _load(path)
+    torch.manual_seed(seed)
+    estimator = DepthEstimator()
+    opt = torch.optim.AdamW(estimator.parameters(), lr=2e-3)
+    start = 0
+    if state is not None:
+        estimator.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    if start >= steps:
+        print(f"depth estimator: done ({start} steps)")
+        return
+    generator = torch.Generator().manual_seed(seed)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="depth estimator")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, steps, 2e-3, 50)
+        data = world.batch(batch_size, seed=seed * 15485863 + step)
+        loss = (estimator(_augment(data["images"], generator)) - data["depths"]).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(l1=f"{loss.item():.4f}")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            _save(path, {"model": estimator.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+
+
+def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
+    """Fine-tune a 5-channel copy of the trained U-Net on [latent, depth] (text encoder frozen), as SD 2 depth."""
+    import copy
+
+    from sdexplain.toy.extras import depth_to_latent_input, make_depth_unet
+
+    path = workdir / "depth_unet.pt"
+    state = _load(path)
+    if state is not None and state["step"] >= steps:
+        print(f"depth unet: done ({state['step']} steps)")
+        return
+    latents, scenes = _dataset(workdir)
+    depths = depth_to_latent_input(torch.from_numpy(np.stack([world.render(s)[2] for s in scenes])), (8, 8))  # (N, 1, 8, 8)
+    base = _require(workdir / "unet.pt", "unet")
+    tokenizer = build_tokenizer()
+    text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    text_encoder.load_state_dict(base["ema_text"])
+    text_encoder.requires_grad_(False).eval()
+    unet = toy_model.make_unet()
+    unet.load_state_dict(base["ema_unet"])
+    unet = make_depth_unet(unet)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=2e-4, betas=(0.9, 0.99), weight_decay=0.01)
+    start = 0
+    if state is not None:
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema_unet"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    scheduler = _ddpm()
+    snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
+    unet.train()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="depth unet")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, steps, 2e-4, 100)
+        rng = np.random.default_rng(seed * 999_983 + step)
+        idx = torch.from_numpy(rng.integers(len(scenes), size=batch_size))
+        captions = [scenes[i].caption(rng) if rng.random() >= 0.1 else "" for i in idx.tolist()]
+        g = torch.Generator().manual_seed(seed * 11 + step)
+        t = torch.randint(0, 1000, (batch_size,), generator=g)
+        noise = torch.randn((batch_size, 4, 8, 8), generator=g) + 0.1 * torch.randn((batch_size, 4, 1, 1), generator=g)
+        x_t = scheduler.add_noise(latents[idx], noise, t)
+        with torch.no_grad():
+            ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+            context = text_encoder(ids).last_hidden_state
+        eps = unet(torch.cat([x_t, depths[idx]], dim=1), t, context).sample  # (B, 5, 8, 8) in, (B, 4, 8, 8) out
+        weight = torch.clamp(snr[t], max=5.0) / snr[t]
+        loss = (weight * (eps - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        _ema_update(ema, unet, step, max_decay=0.995)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            _save(path, {"unet": unet.state_dict(), "ema_unet": ema.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+
+
+def export_extras(workdir: Path, out: Path) -> Path:
+    """Write the extras beside the model: classifier/, depth_estimator/, depth_unet/ (diffusers layout)."""
+    from sdexplain.toy.extras import DepthEstimator, NoisyLatentClassifier, make_depth_unet
+
+    classifier = NoisyLatentClassifier()
+    classifier.load_state_dict(_require(workdir / "classifier.pt", "classifier")["model"])
+    classifier.save(out / "classifier")
+    estimator = DepthEstimator()
+    estimator.load_state_dict(_require(workdir / "depth_estimator.pt", "depth")["model"])
+    estimator.save(out / "depth_estimator")
+    depth_unet = make_depth_unet(toy_model.make_unet())
+    depth_unet.load_state_dict(_require(workdir / "depth_unet.pt", "depth")["ema_unet"])
+    depth_unet.save_pretrained(out / "depth_unet", safe_serialization=True)
+    print(f"exported extras to {out}")
+    return out
+
+
 # ----------------------------------------------------------------------------- 4. export
 
 
@@ -287,7 +457,7 @@ def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True)
     """Write the shipped model: a StableDiffusionPipeline folder plus the judge."""
     from diffusers import StableDiffusionPipeline
 
-    state = _load(workdir / "unet.pt")
+    state = _require(workdir / "unet.pt", "unet")
     tokenizer = build_tokenizer()
     text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet = toy_model.make_unet()
@@ -307,7 +477,7 @@ def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True)
     )
     pipe.save_pretrained(out, safe_serialization=True)
     judge = toy_model.Judge()
-    judge.load_state_dict(_load(workdir / "judge.pt")["model"])
+    judge.load_state_dict(_require(workdir / "judge.pt", "judge")["model"])
     judge.save(out / "judge")
     print(f"exported to {out} (unet step {state['step']}, {'EMA' if use_ema else 'raw'} weights)")
     return out
@@ -315,9 +485,13 @@ def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True)
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["all", "vae", "judge", "unet", "export"], default="all")
+    parser.add_argument("--part", choices=["all", "vae", "judge", "unet", "export", "classifier", "depth", "export-extras"], default="all")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--out", type=Path, default=toy_model.MODEL_DIR)
+    parser.add_argument("--extras-out", type=Path, default=toy_model.EXTRAS_DIR)
+    parser.add_argument("--classifier-steps", type=int, default=3000)
+    parser.add_argument("--depth-estimator-steps", type=int, default=1500)
+    parser.add_argument("--depth-unet-steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--judge-steps", type=int, default=800)
@@ -338,6 +512,13 @@ def main(argv: list[str] | None = None) -> None:
         train_unet(args.workdir, args.unet_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size)
     if args.part in ("all", "export"):
         export(args.workdir, args.out)
+    if args.part in ("all", "classifier"):
+        train_classifier(args.workdir, args.classifier_steps, 256, args.checkpoint_every, args.seed)
+    if args.part in ("all", "depth"):
+        train_depth_estimator(args.workdir, args.depth_estimator_steps, 32, args.checkpoint_every, args.seed)
+        train_depth_unet(args.workdir, args.depth_unet_steps, args.batch_size, args.checkpoint_every, args.seed)
+    if args.part in ("all", "export-extras"):
+        export_extras(args.workdir, args.extras_out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,50 @@
+# sdexplain — the two commands a newcomer needs:
+#   make lab    set up (once) and open the notebooks in JupyterLab, on the shipped toy model
+#   make test   set up (once) and run every test, notebooks included
+#
+# Setup is idempotent: a virtual environment in .venv, re-installed only when pyproject.toml changes.
+# torch is installed first and on its own, so a CPU-only machine doesn't pull a multi-GB CUDA build
+# by accident. Override: make lab TORCH_SPEC="torch==2.5.1" TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sdexplain-installed
+
+.PHONY: setup lab test test-fast notebooks benchmarks toy clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/pip install -e ".[test]"
+	touch $(STAMP)
+
+lab: setup
+	cd notebooks && ../$(BIN)/jupyter lab
+
+# Everything CI runs: unit tests (slow ones too) and every notebook executed with nbval.
+test: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q tests notebooks --nbval-lax -m "not browser" $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q tests -m "not slow and not browser" $(PYTEST_ARGS)
+
+# Re-execute the notebooks in place on the toy model and strip widget state (outputs stay).
+notebooks: setup
+	$(BIN)/python -m sdexplain.notebook_tools refresh notebooks/*.ipynb
+
+benchmarks: setup
+	$(BIN)/python benchmarks/run_all.py
+
+# Re-train the shipped toy model from scratch (resumable: stop and run again at will).
+toy: setup
+	$(BIN)/python -m sdexplain.toy.train --threads 2
+	$(BIN)/python -m sdexplain.toy.evaluate
+
+clean:
+	rm -rf $(VENV) .pytest_cache

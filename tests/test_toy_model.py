@@ -1,0 +1,65 @@
+"""The shipped toy model: loads offline, is deterministic, stays small, and draws what it is asked."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdexplain.toy import evaluate, world
+from sdexplain.toy.model import MODEL_DIR, Judge
+
+pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").exists(), reason="toy model not built: python -m sdexplain.toy.train")
+
+
+@pytest.fixture(scope="module")
+def toy_pipe():
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL_DIR, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def judge():
+    return Judge.load()
+
+
+def test_shipped_files_stay_under_20_mb():
+    total = sum(f.stat().st_size for f in MODEL_DIR.rglob("*") if f.is_file())
+    assert total < 20 * 2**20, f"{total / 2**20:.1f} MB"
+    assert not list(MODEL_DIR.rglob("*.bin")) and list(MODEL_DIR.rglob("*.safetensors"))
+
+
+def test_loads_offline_with_sd_classes(toy_pipe):
+    assert type(toy_pipe).__name__ == "StableDiffusionPipeline"
+    assert type(toy_pipe.unet).__name__ == "UNet2DConditionModel"
+    assert type(toy_pipe.vae).__name__ == "AutoencoderKL"
+    assert type(toy_pipe.text_encoder).__name__ == "CLIPTextModel"
+    assert toy_pipe.tokenizer.model_max_length == 77
+    assert toy_pipe.scheduler.config.beta_schedule == "scaled_linear"
+
+
+def test_same_seed_same_image(toy_pipe):
+    images = [
+        toy_pipe("a red cat", num_inference_steps=5, generator=torch.Generator().manual_seed(1), output_type="np").images
+        for _ in range(2)
+    ]
+    assert (images[0] == images[1]).all()
+
+
+def test_judge_reads_held_out_scenes(judge):
+    accuracy = evaluate.judge_accuracy(judge, n=300)
+    assert min(accuracy.values()) >= 0.98, accuracy
+
+
+def test_vae_reconstructs_held_out_scenes(toy_pipe):
+    assert evaluate.vae_error(toy_pipe, n=64)["l1"] < 0.05
+
+
+@pytest.mark.slow
+def test_prompt_adherence_at_the_default_scale_beats_no_guidance(toy_pipe, judge):
+    guided = evaluate.adherence(toy_pipe, judge, n=60, guidance_scale=evaluate.DEFAULT_GUIDANCE)
+    assert guided["colour"] >= 0.9 and guided["shape"] >= 0.8 and guided["position"] >= 0.9, guided
+    unguided = evaluate.adherence(toy_pipe, judge, n=60, guidance_scale=1.0)
+    assert unguided["colour"] + unguided["shape"] + unguided["position"] < guided["colour"] + guided["shape"] + guided["position"]

@@ -1,0 +1,72 @@
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from sdexplain.toy import world
+
+
+def test_same_seed_same_batch_and_different_seed_differs():
+    a, b, c = world.batch(16, seed=3), world.batch(16, seed=3), world.batch(16, seed=4)
+    assert torch.equal(a["images"], b["images"]) and a["captions"] == b["captions"]
+    assert not torch.equal(a["images"], c["images"])
+
+
+def test_batch_shapes_and_ranges():
+    data = world.batch(8, seed=0)
+    assert data["images"].shape == (8, 3, 64, 64)
+    assert data["images"].min() >= -1 and data["images"].max() <= 1
+    assert data["masks"].shape == (8, 64, 64) and data["masks"].dtype == torch.bool
+    assert data["depths"].shape == (8, 64, 64)
+    assert set(data["labels"]) == {"shape", "colour", "position", "size"}
+
+
+def test_caption_grammar():
+    scene = world.make_scene("cat", "red", "left", "large")
+    assert scene.caption() == "a large red cat on the left"
+    assert world.make_scene("square", "blue", "top", "small").caption() == "a small blue square at the top"
+    assert world.make_scene("dog", "green", "center", "small").caption() == "a small green dog in the center"
+    assert world.parse_caption("a large red cat on the left") == {"shape": "cat", "colour": "red", "position": "left", "size": "large"}
+
+
+def test_captions_drop_words_sometimes_but_always_name_the_shape():
+    captions = world.batch(400, seed=1)["captions"]
+    full = sum(len(c.split()) == len(world.make_scene("cat", "red", "left", "large").caption().split()) for c in captions)
+    assert 0.5 * len(captions) < full < len(captions)  # ~73 % full at a 10 % drop rate per attribute
+    assert all(world.parse_caption(c)["shape"] is not None for c in captions)
+
+
+def test_object_is_drawn_in_its_colour_where_its_mask_is():
+    scene = world.make_scene("circle", "blue", "center", "large")
+    image, mask, depth = world.render(scene)
+    assert mask[32, 32] and not mask[0, 0]
+    assert tuple(image[32, 32]) == world.COLOURS["blue"]
+    assert tuple(image[0, 0]) == world.BACKGROUND
+    assert depth[32, 32] > depth[0, 0]  # the object is nearer than the floor behind it
+
+
+def test_position_words_place_the_object():
+    for position, ((cx, cy), _) in world.POSITIONS.items():
+        _, mask, _ = world.render(world.make_scene("square", "red", position, "small"))
+        ys, xs = np.nonzero(mask)
+        assert abs(xs.mean() - cx) < 1.5 and abs(ys.mean() - cy) < 1.5
+
+
+def test_cats_and_dogs_differ_in_their_ears():
+    cat = world.render(world.make_scene("cat", "red", "center", "large"))[1]
+    dog = world.render(world.make_scene("dog", "red", "center", "large"))[1]
+    assert cat[21, 25] and not dog[21, 25]  # a pointed ear above the head
+    assert dog[36, 21] and not cat[36, 21]  # a floppy ear beside the head
+
+
+def test_unknown_attribute_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown colour 'pink'.*red"):
+        world.make_scene("cat", "pink", "left", "large")
+
+
+def test_a_batch_of_64_is_fast():
+    world.batch(64, seed=0)  # warm the mask cache
+    start = time.perf_counter()
+    world.batch(64, seed=1)
+    assert time.perf_counter() - start < 0.5  # typically ~10 ms; generous for a loaded CI machine
