@@ -1,0 +1,158 @@
+"""Tools for the tutorial notebooks: build them, re-execute them, keep them small.
+
+    python -m sdexplain.notebook_tools refresh notebooks/*.ipynb   # execute in place, strip widget state
+    python -m sdexplain.notebook_tools check notebooks/*.ipynb     # sizes, badges, no widget state
+
+The repository's public URL is defined once, in pyproject.toml (`project.urls.Repository`); the
+"Open in Colab" badges and the Colab install cells are generated from it here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_NOTEBOOK_BYTES = 2_000_000
+
+
+def repository_url() -> str:
+    """The repository URL from pyproject.toml (the one place it is written)."""
+    import tomllib
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["urls"]["Repository"].rstrip("/")
+
+
+def colab_badge(notebook_name: str, branch: str = "main") -> str:
+    repo = repository_url().removeprefix("https://github.com/")
+    url = f"https://colab.research.google.com/github/{repo}/blob/{branch}/notebooks/{notebook_name}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+
+
+def setup_cell(model_line: str = 'MODEL = "toy"  # or a Hub id such as "stable-diffusion-v1-5/stable-diffusion-v1-5", a folder, a .safetensors file') -> str:
+    """The first code cell of every notebook: install in Colab only, pick the model, report the runtime."""
+    return "\n".join(
+        [
+            "import sys",
+            'if "google.colab" in sys.modules:  # in Colab: install sdexplain from the repository',
+            f'    !pip install -q "sdexplain @ git+{repository_url()}"',
+            "",
+            "import sdexplain",
+            "from sdexplain.notebook_tools import runtime_summary",
+            "",
+            model_line,
+            "print(runtime_summary(MODEL))",
+        ]
+    )
+
+
+def runtime_summary(model: str) -> str:
+    """One line about where this runs: the device found, and what that means for the chosen model."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)} — model {model!r} runs in float16."
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return f"Apple GPU (MPS) — model {model!r} runs there in float32."
+    if model == "toy":
+        return "No GPU found: fine for the toy model, which runs on the CPU in seconds."
+    return (
+        f"No GPU found: {model!r} would run on the CPU, which takes minutes per image. "
+        "In Colab: Runtime → Change runtime type → GPU."
+    )
+
+
+def new_notebook(name: str, title: str, learn: list[str], cells: list[tuple[str, str]], remember: list[str]) -> nbformat.NotebookNode:
+    """A notebook in the series' shape: title + badge, "What you will learn", setup, body, "What to remember".
+
+    `cells` is a list of ("md" | "code", source).
+    """
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"# {title}\n\n{colab_badge(name)}\n\n## What you will learn\n" + "\n".join(f"- {item}" for item in learn)))
+    nb.cells.append(nbformat.v4.new_code_cell(setup_cell()))
+    for kind, source in cells:
+        if kind == "md":
+            nb.cells.append(nbformat.v4.new_markdown_cell(source.strip("\n")))
+        elif kind == "code":
+            nb.cells.append(nbformat.v4.new_code_cell(source.strip("\n")))
+        else:
+            raise ValueError(f"cell kind must be 'md' or 'code', got {kind!r}")
+    nb.cells.append(nbformat.v4.new_markdown_cell("## What to remember\n" + "\n".join(f"- {item}" for item in remember)))
+    return nb
+
+
+def strip_widget_state(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Remove saved widget state (large, and stale once the kernel is gone); keep static outputs."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell.metadata.pop("widgets", None)
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                data.pop("application/vnd.jupyter.widget-view+json")
+                data.setdefault("text/plain", "(interactive widget: run the notebook to use it)")
+    return nb
+
+
+def execute(path: Path, timeout: int = 600) -> float:
+    """Execute a notebook in place (cwd = its folder), strip widget state, save; returns seconds."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    seconds = time.perf_counter() - start
+    strip_widget_state(nb)
+    tmp = path.with_suffix(".tmp.ipynb")
+    nbformat.write(nb, tmp)
+    tmp.replace(path)  # never leave a half-written notebook
+    return seconds
+
+
+def check(path: Path) -> list[str]:
+    """Problems with a committed notebook: size, widget state, missing badge/sections, errors."""
+    problems = []
+    size = path.stat().st_size
+    if size > MAX_NOTEBOOK_BYTES:
+        problems.append(f"{path.name}: {size / 1e6:.2f} MB (limit {MAX_NOTEBOOK_BYTES / 1e6:.0f} MB)")
+    nb = nbformat.read(path, as_version=4)
+    if "widgets" in nb.metadata:
+        problems.append(f"{path.name}: saved widget state in metadata")
+    first = nb.cells[0].source if nb.cells else ""
+    if colab_badge(path.name) not in first:
+        problems.append(f"{path.name}: the first cell lacks its own Colab badge")
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for heading in ("What you will learn", "What to remember"):
+        if heading not in text:
+            problems.append(f"{path.name}: no '{heading}' section")
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                problems.append(f"{path.name}: a cell has an error output ({output.get('ename')})")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["refresh", "check"])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    problems = []
+    for path in args.notebooks:
+        if args.command == "refresh":
+            seconds = execute(path)
+            print(f"{path.name}: executed in {seconds:.1f} s, {path.stat().st_size / 1e3:.0f} kB")
+        problems += check(path)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
