@@ -3,17 +3,208 @@
 Used where the shapes of a model matter but its weights don't: tests of every trace feature on
 real layouts, and benchmarks (compute cost equals the real model's).
 
-    build_pipeline("tiny")   a few-hundred-kB pipeline for fast unit tests (toy tokenizer)
+    build_pipeline("tiny")       a few-hundred-kB pipeline for fast unit tests (toy tokenizer)
+    build_pipeline("sd15")       Stable Diffusion v1.5's exact layout, random weights (~1.07 B parameters)
+    build_pipeline("sd21")       Stable Diffusion v2.1 (768-v), random weights (~1.29 B parameters)
+    build_pipeline("sd21-base")  Stable Diffusion v2.1-base (512, epsilon), random weights
+
+`ARCHITECTURES` keeps the published component configs (the numbers in each Hub repository's
+`unet/config.json`, `text_encoder/config.json`, `vae/config.json`, `scheduler/scheduler_config.json`
+and `tokenizer/tokenizer_config.json`) as plain dicts, so a notebook can show them side by side.
+
+The tokenizer is CLIP's real one (49,408 BPE tokens, ids identical to OpenAI's), rebuilt offline
+from the vocabulary that the `instant-clip-tokenizer` package bundles. Without that package the
+toy tokenizer stands in (with a warning); the text encoder keeps CLIP's vocab_size of 49,408 either way.
 """
 
 from __future__ import annotations
 
+import warnings
+from functools import lru_cache
+
+import diffusers
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from sdexplain.toy.model import SCHEDULER_CONFIG
 from sdexplain.toy.tokenizer import build_tokenizer
+
+# ----------------------------------------------------------------------------- published configs
+
+_SD_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+_SD_UP_BLOCKS = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+
+# Shared by every SD v1/v2 VAE (the v2 repositories say sample_size 768, v1.5 says 512).
+_SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    act_fn="silu",
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
+)
+
+_SD_UNET = dict(
+    in_channels=4,
+    out_channels=4,
+    down_block_types=_SD_DOWN_BLOCKS,
+    up_block_types=_SD_UP_BLOCKS,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    act_fn="silu",
+    center_input_sample=False,
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    mid_block_scale_factor=1,
+    norm_eps=1e-5,
+    norm_num_groups=32,
+)
+
+# scaled_linear betas 0.00085–0.012 over 1000 steps: the schedule every SD v1/v2 model was trained with
+_SD_SCHEDULE = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    skip_prk_steps=True,
+    steps_offset=1,
+    trained_betas=None,
+)
+
+# CLIP ViT-L/14's text tower (openai/clip-vit-large-patch14), as in stable-diffusion-v1-5/text_encoder.
+# bos/eos/pad ids 0/2/1 are what the published config says (a leftover of its conversion); with
+# eos_token_id == 2 transformers pools at the highest token id, which is the real end token 49407.
+_CLIP_VIT_L14_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    projection_dim=768,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+
+# OpenCLIP ViT-H/14's text tower as shipped in stabilityai/stable-diffusion-2-1*/text_encoder:
+# 23 of its 24 layers — SD 2 conditions on the penultimate layer, so the last one is simply left out.
+_OPENCLIP_VIT_H14_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+    projection_dim=512,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+
+ARCHITECTURES: dict[str, dict] = {
+    "sd15": dict(
+        hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        unet=dict(_SD_UNET, sample_size=64, attention_head_dim=8, cross_attention_dim=768),
+        text_encoder=_CLIP_VIT_L14_TEXT,
+        vae=_SD_VAE,
+        scheduler=dict(_SD_SCHEDULE, _class_name="PNDMScheduler", prediction_type="epsilon"),
+        tokenizer=dict(pad_token="<|endoftext|>", model_max_length=77),
+    ),
+    "sd21": dict(
+        hub_id="stabilityai/stable-diffusion-2-1",
+        unet=dict(
+            _SD_UNET,
+            sample_size=96,
+            attention_head_dim=(5, 10, 20, 20),  # diffusers reads these as head COUNTS: 64 channels per head
+            cross_attention_dim=1024,
+            use_linear_projection=True,
+            upcast_attention=True,  # 2.1-768 overflows in float16 attention otherwise
+        ),
+        text_encoder=_OPENCLIP_VIT_H14_TEXT,
+        vae=dict(_SD_VAE, sample_size=768),
+        scheduler=dict(_SD_SCHEDULE, _class_name="DDIMScheduler", prediction_type="v_prediction"),
+        tokenizer=dict(pad_token="!", model_max_length=77),  # OpenCLIP pads with "!" (id 0)
+    ),
+    "sd21-base": dict(
+        hub_id="stabilityai/stable-diffusion-2-1-base",
+        unet=dict(
+            _SD_UNET,
+            sample_size=64,
+            attention_head_dim=(5, 10, 20, 20),
+            cross_attention_dim=1024,
+            use_linear_projection=True,
+            upcast_attention=False,
+        ),
+        text_encoder=_OPENCLIP_VIT_H14_TEXT,
+        vae=dict(_SD_VAE, sample_size=768),
+        scheduler=dict(_SD_SCHEDULE, _class_name="PNDMScheduler", prediction_type="epsilon"),
+        tokenizer=dict(pad_token="!", model_max_length=77),
+    ),
+}
+
+# ----------------------------------------------------------------------------- CLIP's tokenizer, offline
+
+_CLIP_MERGES = 49152 - 256 - 2  # CLIP keeps the first 48,894 merges of its BPE file: 49,408 tokens in all
+
+
+def _clip_byte_chars() -> list[str]:
+    """CLIP's byte -> unicode table in CLIP's vocabulary order (printable bytes first)."""
+    order = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = [chr(b) for b in order]
+    extra = 0
+    for b in range(256):
+        if b not in order:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+@lru_cache(maxsize=1)
+def _clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of OpenAI's CLIP tokenizer, read from the data bundled in instant-clip-tokenizer.
+
+    That package embeds OpenAI's `bpe_simple_vocab_16e6.txt` verbatim in its compiled module; the
+    vocabulary is then built exactly as CLIP's `SimpleTokenizer` builds it.
+    """
+    import instant_clip_tokenizer  # optional dependency (extras "notebooks" and "test")
+
+    blob = open(instant_clip_tokenizer.instant_clip_tokenizer.__file__, "rb").read()
+    start = blob.find(b"#version: 0.2\n")
+    if start < 0:
+        raise RuntimeError("instant-clip-tokenizer no longer bundles CLIP's BPE file in the expected form")
+    lines = blob[start : start + 2_000_000].split(b"\n")[1 : 1 + _CLIP_MERGES]
+    merges = [tuple(line.decode("utf-8").split(" ")) for line in lines]
+    if len(merges) != _CLIP_MERGES or any(len(m) != 2 for m in merges):
+        raise RuntimeError("could not read CLIP's BPE merges from instant-clip-tokenizer")
+    chars = _clip_byte_chars()
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    return {token: i for i, token in enumerate(tokens)}, merges
+
+
+def clip_tokenizer(pad_token: str = "<|endoftext|>", model_max_length: int = 77) -> CLIPTokenizer:
+    """CLIP's real tokenizer (SD v1 pads with the end token, SD v2 with "!"), built offline.
+
+    Raises ImportError when the optional package instant-clip-tokenizer is not installed.
+    """
+    vocab, merges = _clip_bpe()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=model_max_length)
+
+
+# ----------------------------------------------------------------------------- builders
 
 
 def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
@@ -68,9 +259,59 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     )
 
 
-def build_pipeline(name: str, seed: int = 0) -> StableDiffusionPipeline:
-    """A random-weight pipeline of a known architecture. Known: 'tiny'."""
-    builders = {"tiny": build_tiny_pipeline}
-    if name not in builders:
-        raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(builders)}")
-    return builders[name](seed)
+def _build_from_config(name: str) -> StableDiffusionPipeline:
+    arch = ARCHITECTURES[name]
+    try:
+        tokenizer = clip_tokenizer(**arch["tokenizer"])
+    except ImportError:
+        warnings.warn(
+            "instant-clip-tokenizer is not installed, so CLIP's vocabulary is unavailable offline: using the toy "
+            "tokenizer instead (the text encoder still has CLIP's 49,408-token embedding). "
+            "pip install instant-clip-tokenizer for the real one.",
+            stacklevel=3,
+        )
+        tokenizer = build_tokenizer()
+    scheduler_config = dict(arch["scheduler"])
+    scheduler_class = getattr(diffusers, scheduler_config.pop("_class_name"))
+    return StableDiffusionPipeline(
+        vae=AutoencoderKL(**arch["vae"]).eval(),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**arch["text_encoder"])).eval(),
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**arch["unet"]).eval(),
+        scheduler=scheduler_class.from_config(scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_pipeline(
+    name: str, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> StableDiffusionPipeline:
+    """A random-weight pipeline of a known architecture: 'tiny', 'sd15', 'sd21' or 'sd21-base'.
+
+    The real layouts take about 4–5 GB in float32 and several seconds to initialise. Weights are
+    random (seeded), so images are noise — but every shape, cost and hook point is the real model's.
+    """
+    names = ["tiny", *ARCHITECTURES]
+    if name not in names:
+        raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(names)}")
+    if name == "tiny":
+        pipe = build_tiny_pipeline(seed)
+    else:
+        torch.manual_seed(seed)
+        pipe = _build_from_config(name)
+    if dtype != torch.float32:  # built in float32; casting only when asked keeps diffusers quiet
+        pipe.to(dtype=dtype)
+    return pipe.to(device)
+
+
+def count_parameters(pipe) -> dict[str, int]:
+    """Parameters per neural-network component of a pipeline (unet, text_encoder, vae, …) plus 'total'."""
+    counts = {
+        name: sum(p.numel() for p in component.parameters())
+        for name, component in pipe.components.items()
+        if isinstance(component, torch.nn.Module)
+    }
+    counts["total"] = sum(counts.values())
+    return counts

@@ -1,0 +1,326 @@
+"""Load a Stable Diffusion pipeline — the toy, a Hub model, a local folder or one checkpoint file.
+
+    load_pipeline()                                   the toy model shipped in sdexplain/toy/model/
+    load_pipeline("stable-diffusion-v1-5/stable-diffusion-v1-5")    a Hub id (downloaded or cached)
+    load_pipeline("path/to/folder")                   a diffusers `save_pretrained` folder
+    load_pipeline("model.safetensors", config=...)    one original-format checkpoint file
+
+Whatever the source, the result is a stock diffusers `StableDiffusionPipeline`: every trace and
+plot of sdexplain works on it, and so does everything diffusers documents.
+
+Choices made here (all overridable through the arguments):
+- device "auto": CUDA, else Apple MPS, else CPU.
+- dtype "auto": float16 on CUDA (half the memory, the usual way SD runs on GPUs); float32 on MPS
+  (float16 there has given black or NaN images with some PyTorch releases, and an explainer must
+  show correct numbers first) and on CPU (float16 is slow and poorly supported there). The toy
+  model is float32 everywhere: it is tiny, and float32 keeps its traces identical across devices.
+- float16 asked for on CPU falls back to float32 with a warning rather than failing: the same
+  notebook then runs on a laptop and on a GPU machine.
+- Only safetensors weights are read unless `allow_pickle=True`: a pickled `.ckpt`/`.bin` file can
+  run arbitrary code when loaded.
+- No safety checker is loaded (see `_NO_SAFETY_CHECKER`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from diffusers import (
+    StableDiffusionDepth2ImgPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+)
+
+from sdexplain.architectures import ARCHITECTURES, count_parameters
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+TASKS = {
+    "text2img": StableDiffusionPipeline,
+    "img2img": StableDiffusionImg2ImgPipeline,
+    "inpaint": StableDiffusionInpaintPipeline,
+    "depth2img": StableDiffusionDepth2ImgPipeline,
+}
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
+TOY_BUILD_COMMAND = "python -m sdexplain.toy.train"
+
+# The explainer's job is to show intermediate tensors, and it never hides a generated image, so no
+# safety checker is loaded (it also costs a 1.2 GB download and memory). Users of real models
+# remain responsible for what they generate and show, as the models' licences say.
+_NO_SAFETY_CHECKER = dict(safety_checker=None, requires_safety_checker=False)
+
+
+class ModelNotFoundError(OSError):
+    """The model asked for is neither built, nor on disk, nor reachable on the Hub."""
+
+
+class UnsafeCheckpointError(ValueError):
+    """Pickled weights (.ckpt, .bin, …) were found and `allow_pickle` is off."""
+
+
+# ----------------------------------------------------------------------------- device and dtype
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' → CUDA, else MPS, else CPU; otherwise the named device, checked to exist."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string or torch.device, got {device!r}; allowed: {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps") or (kind != "cuda" and ":" in device):
+        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here; use device='auto' or 'cpu'")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but Apple MPS is not available here; use device='auto' or 'cpu'")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | str = "cpu", toy: bool = False) -> torch.dtype:
+    """'auto' → float16 on CUDA, float32 elsewhere (and for the toy); float16 on CPU → float32 + warning."""
+    device = torch.device(device)
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            return torch.float16 if device.type == "cuda" and not toy else torch.float32
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; allowed: auto, {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise ValueError(f"unsupported dtype {dtype!r}; allowed: auto, {', '.join(DTYPES)}")
+    if dtype == torch.float16 and device.type == "cpu":
+        warnings.warn("float16 asked for on CPU, where it is slow and partly unsupported: using float32 instead", stacklevel=3)
+        return torch.float32
+    return dtype
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_pipeline(
+    model: str | Path = "toy",
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    scheduler: str | None = None,
+    *,
+    config: str | Path | None = None,
+    allow_pickle: bool = False,
+) -> StableDiffusionPipeline:
+    """A `StableDiffusionPipeline` on `device`, ready to run.
+
+    model: "toy", a Hub id ("stabilityai/stable-diffusion-2-1-base"), a diffusers folder, or a
+        `.safetensors` checkpoint file in the original (CompVis/Stability) layout.
+    device, dtype: see the module docstring ("auto" picks for you).
+    scheduler: a name from `sdexplain.generate.SCHEDULERS` to swap the model's own scheduler for.
+    config: for a single checkpoint file only — a diffusers folder or Hub id holding the component
+        configs that the file lacks (offline, a local folder is the only way).
+    allow_pickle: also read `.ckpt`/`.bin` weights, which can run code when unpickled. Only for files you trust.
+    """
+    from sdexplain.toy import model as toy_model  # read at call time, so MODEL_DIR can be redirected
+
+    resolved_device = resolve_device(device)
+    is_toy = model == "toy"
+    resolved_dtype = resolve_dtype(dtype, resolved_device, toy=is_toy)
+    if config is not None and (is_toy or not str(model).endswith(".safetensors")):
+        raise ValueError(f"config= is only used with a single .safetensors checkpoint file, not with model={str(model)!r}")
+    if scheduler is not None:
+        from sdexplain.generate import SCHEDULERS, set_scheduler  # lazy: generate builds on this module
+
+        if not isinstance(scheduler, str) or scheduler.lower() not in SCHEDULERS:  # before a long load
+            raise ValueError(f"unknown scheduler {scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+
+    if is_toy:
+        folder = Path(toy_model.MODEL_DIR)
+        if not (folder / "model_index.json").is_file():
+            raise ModelNotFoundError(
+                f"the toy model isn't built yet: {folder} holds no model_index.json. "
+                f"Build it with `{TOY_BUILD_COMMAND}` (it trains on CPU and resumes when stopped), "
+                "or pass model=<Hub id or diffusers folder> to use another model."
+            )
+        pipe = _load_folder(folder, resolved_dtype, allow_pickle)
+    else:
+        path = Path(model).expanduser()
+        if path.is_dir():
+            pipe = _load_folder(path, resolved_dtype, allow_pickle)
+        elif path.is_file():
+            pipe = _load_file(path, resolved_dtype, allow_pickle, config)
+        elif _looks_like_path(str(model)):
+            hint = f"; for a random-weight {model} use sdexplain.architectures.build_pipeline({str(model)!r})" if model in ARCHITECTURES else ""
+            raise ModelNotFoundError(
+                f"no such file or folder: {str(model)!r} (model may be 'toy', a Hub id, a folder or a .safetensors file){hint}"
+            )
+        else:
+            pipe = _load_hub(str(model), resolved_dtype, allow_pickle)
+
+    pipe = pipe.to(resolved_device)
+    if scheduler is not None:
+        set_scheduler(pipe, scheduler)
+    return pipe
+
+
+def _looks_like_path(model: str) -> bool:
+    """Not a Hub id ("owner/name"): an explicit path, a file name, or more than one folder level."""
+    return (
+        model.startswith((".", "/", "~", "\\"))
+        or model.endswith((".safetensors", *PICKLE_SUFFIXES))
+        or model.count("/") != 1
+        or "\\" in model
+    )
+
+
+def _check_weights_are_safetensors(folder: Path) -> None:
+    """Refuse a diffusers folder whose components only come as pickled weights."""
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = [f for f in sub.iterdir() if f.is_file()]
+        pickled = [f for f in files if f.suffix in PICKLE_SUFFIXES]
+        if pickled and not any(f.suffix == ".safetensors" for f in files):
+            raise UnsafeCheckpointError(
+                f"{pickled[0]} is a pickled weights file and {sub} has no .safetensors weights: only safetensors "
+                "are loaded by default, since unpickling can run arbitrary code. Convert the weights, or pass "
+                "allow_pickle=True if you trust the file."
+            )
+
+
+def _load_folder(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> StableDiffusionPipeline:
+    if not (folder / "model_index.json").is_file():
+        raise ModelNotFoundError(
+            f"{folder} is not a diffusers pipeline folder (no model_index.json); "
+            "make one with pipe.save_pretrained(folder), or pass a Hub id or a .safetensors file"
+        )
+    if not allow_pickle:
+        _check_weights_are_safetensors(folder)
+    return StableDiffusionPipeline.from_pretrained(
+        folder,
+        dtype=dtype,
+        use_safetensors=None if allow_pickle else True,
+        local_files_only=True,
+        **_NO_SAFETY_CHECKER,
+    )
+
+
+def _load_file(path: Path, dtype: torch.dtype, allow_pickle: bool, config: str | Path | None) -> StableDiffusionPipeline:
+    if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise UnsafeCheckpointError(
+            f"{path} is a pickled checkpoint: only .safetensors files are loaded by default, since unpickling "
+            "can run arbitrary code. Use a .safetensors version of it, or pass allow_pickle=True if you trust the file."
+        )
+    if path.suffix != ".safetensors" and path.suffix not in PICKLE_SUFFIXES:
+        raise ValueError(f"{path}: unknown checkpoint type {path.suffix!r}; allowed: .safetensors (or {', '.join(PICKLE_SUFFIXES)} with allow_pickle=True)")
+    local_config = config is not None and Path(config).expanduser().is_dir()
+    try:
+        return StableDiffusionPipeline.from_single_file(
+            str(path),
+            config=str(Path(config).expanduser()) if local_config else config,
+            dtype=dtype,
+            local_files_only=local_config,
+            **_NO_SAFETY_CHECKER,
+        )
+    except OSError as err:  # the Hub (config files) is unreachable, or the config repo isn't cached
+        raise ModelNotFoundError(
+            f"{path} is a single checkpoint file, which holds weights but no component configs, and those "
+            f"could not be fetched ({_short_reason(err)}). Pass config=<a local diffusers folder of the same "
+            "architecture> (one saved with save_pretrained, or the configs only: `huggingface-cli download "
+            "stable-diffusion-v1-5/stable-diffusion-v1-5 --include '*.json' '*.txt' --local-dir DIR`), "
+            "or run once with internet access so the configs get cached."
+        ) from None
+
+
+def _short_reason(err: OSError) -> str:
+    """One line on why the Hub failed, instead of diffusers' nested messages."""
+    import huggingface_hub.constants
+
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return "offline mode is on: HF_HUB_OFFLINE is set"
+    lines = str(err).strip().splitlines()
+    reason = lines[0] if lines else type(err).__name__
+    return reason if len(reason) <= 200 else reason[:200] + "…"
+
+
+def _load_hub(model_id: str, dtype: torch.dtype, allow_pickle: bool) -> StableDiffusionPipeline:
+    try:
+        return StableDiffusionPipeline.from_pretrained(
+            model_id,
+            dtype=dtype,
+            use_safetensors=None if allow_pickle else True,
+            **_NO_SAFETY_CHECKER,
+        )
+    except OSError as err:  # diffusers reports "not cached and the Hub unreachable" (and 404s) as OSError
+        raise ModelNotFoundError(
+            f"could not load model {model_id!r}: it is not in the local Hugging Face cache and the Hub could not "
+            f"provide it ({_short_reason(err)}). To get it: run once where there is internet access (it is cached), or "
+            f"`huggingface-cli download {model_id}` and copy the cache over, or pass the path of a local diffusers "
+            "folder or .safetensors file instead."
+        ) from None
+
+
+# ----------------------------------------------------------------------------- derived pipelines and facts
+
+
+def derive(pipe: StableDiffusionPipeline, task: str, **components):
+    """The pipeline for another task on the same components (no reload, no copy).
+
+    task: "text2img", "img2img", "inpaint" or "depth2img". depth2img needs a U-Net trained with a
+    depth channel (5 input channels, e.g. stabilityai/stable-diffusion-2-depth); its depth estimator
+    is left out unless passed (`depth_estimator=`, `feature_extractor=`), so call it with `depth_map=`.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    if task == "depth2img":
+        in_channels = pipe.unet.config.in_channels
+        if in_channels != 5:
+            raise ValueError(
+                f"depth2img needs a depth-conditioned U-Net with 5 input channels (4 latent + 1 depth, as in "
+                f"stabilityai/stable-diffusion-2-depth); this U-Net has {in_channels}"
+            )
+        components = {"depth_estimator": None, "feature_extractor": None, **components}
+    return TASKS[task].from_pipe(pipe, dtype=pipe.dtype, **components)  # from_pipe casts to float32 otherwise
+
+
+def vae_scale_factor(pipe) -> int:
+    """Pixels per latent cell along each side: 8 for every SD v1/v2 VAE."""
+    return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+
+
+def describe(pipe) -> dict:
+    """A short summary of a pipeline's architecture, for notebooks and `sdexplain info`."""
+    unet, text = pipe.unet.config, pipe.text_encoder.config
+    factor = vae_scale_factor(pipe)
+    return {
+        "pipeline": type(pipe).__name__,
+        "model": str(pipe.name_or_path or "(built in memory)"),
+        "device": str(pipe.device),
+        "dtype": str(pipe.dtype).removeprefix("torch."),
+        "parameters": count_parameters(pipe),
+        "text_width": text.hidden_size,
+        "text_layers": text.num_hidden_layers,
+        "max_tokens": pipe.tokenizer.model_max_length,
+        "vocab_size": len(pipe.tokenizer),
+        "unet_blocks": list(unet.down_block_types),
+        "unet_channels": list(unet.block_out_channels),
+        "cross_attention_dim": unet.cross_attention_dim,
+        "latent_channels": pipe.vae.config.latent_channels,
+        "vae_scale_factor": factor,
+        "default_size": unet.sample_size * factor,
+        "prediction_type": pipe.scheduler.config.get("prediction_type", "epsilon"),
+        "scheduler": type(pipe.scheduler).__name__,
+    }
