@@ -42,6 +42,7 @@ SCHEDULER_CONFIG = dict(
     steps_offset=1,
     trained_betas=None,
     prediction_type="epsilon",
+    clip_sample=False,  # not a PNDM argument, but DDIM/DDPM derived from this config read it
 )
 
 TEXT_WIDTH = 64  # SD v1: 768
@@ -93,7 +94,7 @@ def make_unet() -> UNet2DConditionModel:
 
 
 def make_scheduler() -> PNDMScheduler:
-    return PNDMScheduler(**SCHEDULER_CONFIG)
+    return PNDMScheduler.from_config(SCHEDULER_CONFIG)  # from_config keeps clip_sample for derived schedulers
 
 
 class Judge(nn.Module):

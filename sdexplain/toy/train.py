@@ -181,8 +181,6 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_dec
 def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, dataset_size: int) -> None:
     import copy
 
-    from diffusers import DDPMScheduler
-
     path = workdir / "unet.pt"
     state = _load(path)
     if state is not None and state["step"] >= steps:
@@ -216,7 +214,7 @@ def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int
         ema_text.load_state_dict(state["ema_text"])
         opt.load_state_dict(state["opt"])
         start, history = state["step"], state["history"]
-    noise_scheduler = DDPMScheduler(**{k: v for k, v in toy_model.SCHEDULER_CONFIG.items() if k not in ("skip_prk_steps", "set_alpha_to_one")})
+    noise_scheduler = _ddpm()
     alphas_cumprod = noise_scheduler.alphas_cumprod
     snr = alphas_cumprod / (1 - alphas_cumprod)  # SNR(t) = ᾱ_t / (1 - ᾱ_t)
 
@@ -299,9 +297,10 @@ def _dataset(workdir: Path) -> tuple[torch.Tensor, list]:
 
 
 def _ddpm():
+    """SD v1's training noise schedule (the same betas the shipped PNDM scheduler samples with)."""
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(**{k: v for k, v in toy_model.SCHEDULER_CONFIG.items() if k not in ("skip_prk_steps", "set_alpha_to_one")})
+    return DDPMScheduler.from_config(toy_model.SCHEDULER_CONFIG)
 
 
 def train_classifier(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:

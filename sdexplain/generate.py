@@ -1,0 +1,250 @@
+"""One call that makes an image and its trace: text-to-image, image-to-image, inpainting, depth.
+
+    images, run = sdexplain.generate(pipe, "a red circle", steps=20, cfg=7.5, seed=0)
+
+The mode follows from the arguments: `image` → image-to-image, `image` + `mask_image` →
+inpainting, `image` + `depth_map` → depth-to-image (needs a depth U-Net with 5 input channels),
+neither → text-to-image. The pipeline for the mode is derived from the same components with
+diffusers' `XxxPipeline.from_pipe(pipe)` (nothing is reloaded or copied). Inputs are checked here,
+at the boundary, with errors that name the value and what is allowed.
+
+Schedulers by name (`SCHEDULERS`, `set_scheduler`): ddim, euler, euler_a, dpm++2m, pndm, ddpm,
+lms (needs scipy), heun — each built with `Cls.from_config(pipe.scheduler.config)`.
+"""
+
+from __future__ import annotations
+
+import numbers
+import weakref
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionDepth2ImgPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+)
+
+from sdexplain.trace import trace_with_prompts
+
+SCHEDULERS = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler_a": EulerAncestralDiscreteScheduler,
+    "dpm++2m": DPMSolverMultistepScheduler,
+    "pndm": PNDMScheduler,
+    "ddpm": DDPMScheduler,
+    "lms": LMSDiscreteScheduler,
+    "heun": HeunDiscreteScheduler,
+}
+
+MODES = {
+    "text-to-image": StableDiffusionPipeline,
+    "image-to-image": StableDiffusionImg2ImgPipeline,
+    "inpainting": StableDiffusionInpaintPipeline,
+    "depth-to-image": StableDiffusionDepth2ImgPipeline,
+}
+
+_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe → {class: derived pipeline}
+_SHARED = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+
+
+def make_scheduler(pipe, name: str):
+    """A new scheduler of the named kind, configured from the pipeline's current one."""
+    if not isinstance(name, str) or name.lower() not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; allowed: {', '.join(SCHEDULERS)}")
+    return SCHEDULERS[name.lower()].from_config(pipe.scheduler.config)
+
+
+def set_scheduler(pipe, name: str):
+    """Replace `pipe.scheduler` by the named kind (same training schedule); returns the pipeline."""
+    pipe.scheduler = make_scheduler(pipe, name)
+    return pipe
+
+
+def vae_factor(pipe) -> int:
+    """How many pixels one latent cell covers per side: 2 ** (number of VAE levels − 1)."""
+    return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+
+
+def pick_mode(image=None, mask_image=None, depth_map=None) -> str:
+    """The generation mode the arguments ask for (a key of MODES)."""
+    if mask_image is not None and depth_map is not None:
+        raise ValueError("pass mask_image (inpainting) or depth_map (depth-to-image), not both")
+    if (mask_image is not None or depth_map is not None) and image is None:
+        raise ValueError("mask_image and depth_map need an `image` to work on")
+    if image is None:
+        return "text-to-image"
+    if mask_image is not None:
+        return "inpainting"
+    if depth_map is not None:
+        return "depth-to-image"
+    return "image-to-image"
+
+
+def pipeline_for(pipe, mode: str, scheduler: str | None = None):
+    """The pipeline for `mode` built from `pipe`'s components (cached per pipe; fresh when a scheduler is named)."""
+    cls = MODES[mode]
+    extra = {"depth_estimator": None, "feature_extractor": None} if mode == "depth-to-image" and not isinstance(pipe, cls) else {}
+    if scheduler is not None:
+        return cls.from_pipe(pipe, scheduler=make_scheduler(pipe, scheduler), **extra)
+    if type(pipe) is cls:
+        return pipe
+    cache = _DERIVED.setdefault(pipe, {})
+    derived = cache.get(cls)
+    if derived is None or any(getattr(derived, n, None) is not getattr(pipe, n, None) for n in _SHARED):
+        derived = cache[cls] = cls.from_pipe(pipe, **extra)
+    return derived
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_size(name: str, value, factor: int) -> None:
+    if value is None:
+        return
+    _check_int(name, value, factor)
+    if value % factor:
+        raise ValueError(f"{name}={value} is not a multiple of the VAE factor {factor}; try {value // factor * factor or factor}")
+
+
+def _rgb(image, name: str = "image") -> PIL.Image.Image:
+    if not isinstance(image, PIL.Image.Image):
+        raise TypeError(f"{name} must be a PIL.Image.Image, got {type(image).__name__}")
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "L"):
+        return image.convert("RGB")
+    raise ValueError(f"{name} has mode {image.mode!r}; allowed: RGB (RGBA and L are converted)")
+
+
+def _mask(mask_image, size) -> PIL.Image.Image:
+    if not isinstance(mask_image, PIL.Image.Image):
+        raise TypeError(f"mask_image must be a PIL.Image.Image, got {type(mask_image).__name__}")
+    if mask_image.size != size:
+        raise ValueError(f"mask_image size {mask_image.size} differs from the image size {size}")
+    if mask_image.mode not in ("L", "1", "RGB", "RGBA"):
+        raise ValueError(f"mask_image has mode {mask_image.mode!r}; allowed: L, 1, RGB, RGBA (white = repaint)")
+    return mask_image.convert("L")
+
+
+def _depth(depth_map) -> torch.Tensor:
+    """(B, H, W) float tensor from a tensor / array / PIL depth map (any size: the pipeline resizes it)."""
+    if isinstance(depth_map, PIL.Image.Image):
+        depth = torch.from_numpy(np.asarray(depth_map.convert("F"), dtype=np.float32).copy())
+    elif isinstance(depth_map, np.ndarray):
+        depth = torch.from_numpy(depth_map.astype(np.float32))
+    elif isinstance(depth_map, torch.Tensor):
+        depth = depth_map.float()
+    else:
+        raise TypeError(f"depth_map must be a torch.Tensor, numpy array or PIL image, got {type(depth_map).__name__}")
+    if depth.dim() == 2:
+        depth = depth[None]  # (1, H, W)
+    if depth.dim() != 3:
+        raise ValueError(f"depth_map must have shape (H, W) or (B, H, W), got {tuple(depth.shape)}")
+    if float(depth.max() - depth.min()) == 0:
+        raise ValueError("depth_map is constant; it needs some depth variation (it is normalised to [-1, 1])")
+    return depth
+
+
+def _prompts(prompt, what: str) -> list[str]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    raise TypeError(f"{what} must be a str or a non-empty list of str, got {prompt!r}")
+
+
+def generate(
+    pipe,
+    prompt,
+    *,
+    negative_prompt=None,
+    steps: int = 20,
+    cfg: float = 7.5,
+    seed: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    scheduler: str | None = None,
+    image=None,
+    mask_image=None,
+    depth_map=None,
+    strength: float = 0.8,
+    num_images: int = 1,
+    **trace_options,
+):
+    """Generate with `pipe` while tracing; returns (images: list[PIL.Image], run: Trace).
+
+    cfg <= 1 turns classifier-free guidance off. `trace_options` go to `sdexplain.trace`.
+    """
+    prompts = _prompts(prompt, "prompt")
+    negatives = [""] * len(prompts) if negative_prompt is None else _prompts(negative_prompt, "negative_prompt")
+    if len(negatives) == 1 and len(prompts) > 1:
+        negatives = negatives * len(prompts)
+    if len(negatives) != len(prompts):
+        raise ValueError(f"negative_prompt has {len(negatives)} entries but prompt has {len(prompts)}")
+    _check_int("steps", steps, 1)
+    _check_int("seed", seed, 0)
+    _check_int("num_images", num_images, 1)
+    if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real):
+        raise TypeError(f"cfg must be a number (<= 1 turns guidance off), got {cfg!r}")
+    factor = vae_factor(pipe)
+    _check_size("height", height, factor)
+    _check_size("width", width, factor)
+    mode = pick_mode(image, mask_image, depth_map)
+
+    args = dict(
+        prompt=prompts,
+        negative_prompt=negatives if negative_prompt is not None else None,
+        num_inference_steps=steps,
+        guidance_scale=float(cfg),
+        num_images_per_prompt=num_images,
+        output_type="pil",
+    )
+    if mode != "text-to-image":
+        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
+        if int(steps * strength) < 1:
+            raise ValueError(f"steps={steps} × strength={strength} leaves {int(steps * strength)} denoising steps; need at least 1")
+        image = _rgb(image)
+        if (width or height) and (width, height) != image.size:
+            image = image.resize((width or image.size[0], height or image.size[1]), PIL.Image.BICUBIC)
+            if mask_image is not None:
+                mask_image = _mask(mask_image, mask_image.size).resize(image.size, PIL.Image.NEAREST)
+        for name, value in zip(("image width", "image height"), image.size):
+            if value % factor:
+                raise ValueError(f"{name} {value} is not a multiple of the VAE factor {factor}; pass width/height to resize")
+        args.update(image=image, strength=float(strength))
+        if mode == "inpainting":
+            args.update(mask_image=_mask(mask_image, image.size), height=image.size[1], width=image.size[0])
+        if mode == "depth-to-image":
+            in_channels = pipe.unet.config.in_channels
+            if in_channels != 5:
+                raise ValueError(
+                    f"depth-to-image needs a depth U-Net with 5 input channels (latent + depth); this one has {in_channels}"
+                )
+            args.update(depth_map=_depth(depth_map))
+    else:
+        args.update(height=height, width=width)
+
+    runner = pipeline_for(pipe, mode, scheduler)
+    device = runner.device
+    args["generator"] = torch.Generator(device=device).manual_seed(seed)
+    texts = (prompts, negatives if cfg > 1 else None)
+    with trace_with_prompts(runner, texts, **trace_options) as run:
+        images = runner(**args).images
+    return images, run
