@@ -178,7 +178,9 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_dec
             e.lerp_(p, 1 - decay)
 
 
-def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, dataset_size: int) -> None:
+def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, dataset_size: int, stop_at: int | None = None) -> None:
+    """Train for `steps` (the learning-rate schedule's length); `stop_at` ends this run early at that
+    step — the checkpoint stays resumable, and running again without it continues the schedule."""
     import copy
 
     path = workdir / "unet.pt"
@@ -241,7 +243,8 @@ def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int
     # 3. the training loop
     unet.train()
     text_encoder.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="unet")
+    end = steps if stop_at is None else min(steps, stop_at)
+    bar = tqdm(range(start, end), initial=start, total=steps, desc="unet")
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, steps, 5e-4, 500)
@@ -269,7 +272,7 @@ def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int
         _ema_update(ema_unet, unet, step)
         _ema_update(ema_text, text_encoder, step)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+        if (step + 1) % checkpoint_every == 0 or step + 1 == end:
             with_caption, empty = caption_gap()
             history.append({"step": step + 1, "loss": loss.item(), "probe_caption": with_caption, "probe_empty": empty, "time": time.time()})
             tqdm.write(f"step {step + 1}: probe loss with caption {with_caption:.4f}, empty {empty:.4f}, gap {empty - with_caption:.4f}")
@@ -489,12 +492,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=toy_model.MODEL_DIR)
     parser.add_argument("--extras-out", type=Path, default=toy_model.EXTRAS_DIR)
     parser.add_argument("--classifier-steps", type=int, default=3000)
-    parser.add_argument("--depth-estimator-steps", type=int, default=1500)
-    parser.add_argument("--depth-unet-steps", type=int, default=2000)
+    parser.add_argument("--depth-estimator-steps", type=int, default=800)
+    parser.add_argument("--depth-unet-steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--judge-steps", type=int, default=800)
-    parser.add_argument("--unet-steps", type=int, default=20000)
+    parser.add_argument("--unet-steps", type=int, default=8000, help="length of the U-Net's learning-rate schedule")
+    parser.add_argument("--unet-stop-at", type=int, default=6000, help="end this run at this step (resumable); the shipped model stops here")
     parser.add_argument("--dataset-size", type=int, default=30000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--checkpoint-every", type=int, default=250)
@@ -508,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("all", "judge"):
         train_judge(args.workdir, args.judge_steps, 64, args.checkpoint_every, args.seed)
     if args.part in ("all", "unet"):
-        train_unet(args.workdir, args.unet_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size)
+        train_unet(args.workdir, args.unet_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, args.unet_stop_at)
     if args.part in ("all", "export"):
         export(args.workdir, args.out)
     if args.part in ("all", "classifier"):
