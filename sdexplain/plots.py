@@ -1,0 +1,388 @@
+"""Figures for the explainer: every function returns a ``matplotlib.figure.Figure``.
+
+What it is for: the pictures the notebooks show — the noise schedule (ᾱ_t and σ_t against t, with
+the sampler's timesteps), grids of images, training curves, a strip of a run's steps, the four
+panels of classifier-free guidance at one step, cross-attention heat maps over an image, and the
+channels of a latent. Plus ``MarkedCurve``: a curve rendered ONCE to an RGB array, onto which a
+moving marker is drawn with PIL in a few milliseconds — what a slider callback may use.
+
+What it is not: interactive. No function here touches ``pyplot`` (no global figure state, nothing
+to close, safe inside widget callbacks); figures are built with ``Figure()`` and displayed by
+returning them from a notebook cell (or ``IPython.display.display(fig)``). Widgets live in
+``sdexplain.widgets``; array/bytes conversions in ``sdexplain.images``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
+
+from sdexplain import diffusion, images
+
+ALPHA_BAR_COLOUR = "tab:blue"
+SIGMA_COLOUR = "tab:orange"
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def schedule_table(schedule) -> np.ndarray:
+    """ᾱ_t for t = 0 … T−1 as float64 (T,), from a scheduler or its ᾱ table (tensor / array)."""
+    if isinstance(schedule, torch.Tensor):
+        return schedule.detach().cpu().double().numpy()
+    if isinstance(schedule, np.ndarray):
+        return schedule.astype(np.float64)
+    return diffusion.alphas_cumprod(schedule).double().numpy()
+
+
+def sampler_timesteps(scheduler, steps: int) -> list[int]:
+    """The training timesteps a scheduler visits when sampling with ``steps`` steps (in order, from noisy to clean).
+
+    Works on a copy: the caller's scheduler keeps its state. Repeats (PNDM visits one timestep
+    twice) are kept; plots drop them.
+    """
+    copy = type(scheduler).from_config(scheduler.config)
+    copy.set_timesteps(steps)
+    return [int(t) for t in copy.timesteps]
+
+
+def _unique_in_order(values) -> list[int]:
+    seen, out = set(), []
+    for v in values:
+        if int(v) not in seen:
+            seen.add(int(v))
+            out.append(int(v))
+    return out
+
+
+def noise_schedule(
+    schedule,
+    t: int | None = None,
+    timesteps: Sequence[int] | None = None,
+    figsize: tuple[float, float] = (6.0, 3.2),
+    title: str | None = "Noise schedule",
+) -> Figure:
+    """ᾱ_t (signal kept) and σ_t = sqrt(1 − ᾱ_t) (noise level) against the training timestep t.
+
+    ``schedule``: a scheduler or its ᾱ table. ``t``: draw a marker there. ``timesteps``: the
+    sampler's timesteps (e.g. ``sampler_timesteps(pipe.scheduler, 20)``), drawn as a staircase on
+    the σ_t curve: each step of sampling takes the latent from one noise level down to the next.
+
+    One axes; ``ax.lines[0]`` is ᾱ_t and ``ax.lines[1]`` is σ_t, both over t = 0 … T−1.
+    """
+    alpha_bar = schedule_table(schedule)  # (T,)
+    sigma = np.sqrt(1.0 - alpha_bar)  # (T,)
+    steps = np.arange(len(alpha_bar))
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(steps, alpha_bar, color=ALPHA_BAR_COLOUR, label="ᾱ_t  (signal kept)")
+    ax.plot(steps, sigma, color=SIGMA_COLOUR, label="σ_t = √(1−ᾱ_t)  (noise level)")
+    if timesteps is not None and len(timesteps):
+        visited = _unique_in_order(timesteps)  # noisy → clean
+        xs, ys = [], []
+        for i, step in enumerate(visited):
+            xs.append(step)
+            ys.append(sigma[step])
+            if i + 1 < len(visited):  # across to the next timestep at this level, then down to its level
+                xs.append(visited[i + 1])
+                ys.append(sigma[step])
+        ax.plot(xs, ys, color="0.3", linestyle="--", linewidth=1, label=f"sampler: {len(visited)} timesteps")
+        ax.scatter(visited, sigma[visited], s=14, color="0.2", zorder=3)
+    if t is not None:
+        t = int(t)
+        ax.axvline(t, color="crimson", linewidth=1)
+        ax.scatter([t, t], [alpha_bar[t], sigma[t]], color="crimson", zorder=4, s=25)
+        title = f"{title + ': ' if title else ''}t={t}, ᾱ_t={alpha_bar[t]:.3f}, σ_t={sigma[t]:.3f}"
+    ax.set_xlim(0, len(alpha_bar) - 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("training timestep t")
+    ax.legend(loc="center right", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+class MarkedCurve:
+    """A figure rendered once to RGB; ``frame(x)`` draws a marker at x onto a copy (a few ms, no matplotlib).
+
+    ``curves`` are (x, y) arrays already plotted on ``ax``; the marker is a vertical line at x and
+    a dot on each curve at x (linear interpolation). Use ``frame_png(x)`` in slider callbacks.
+    """
+
+    def __init__(self, fig: Figure, ax, curves: Sequence[tuple[np.ndarray, np.ndarray]], colour: tuple[int, int, int] = (220, 20, 60), label=None):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        self.background = np.asarray(canvas.buffer_rgba())[:, :, :3].copy()  # (H, W, 3) uint8
+        self.height = self.background.shape[0]
+        self._to_display = ax.transData.frozen()  # data -> display pixels (origin bottom-left)
+        x0, y0, x1, y1 = ax.bbox.extents
+        self._top, self._bottom = self.height - y1, self.height - y0  # axes extent in rows
+        self.curves = [(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)) for x, y in curves]
+        self.colour = colour
+        self.label = label  # optional callable x -> str drawn next to the marker
+
+    def _pixel(self, x: float, y: float) -> tuple[float, float]:
+        px, py = self._to_display.transform((x, y))
+        return float(px), float(self.height - py)  # (column, row)
+
+    def frame(self, x: float) -> np.ndarray:
+        """The curve with a marker at x -> uint8 (H, W, 3)."""
+        picture = Image.fromarray(self.background.copy())
+        draw = ImageDraw.Draw(picture)
+        column, _ = self._pixel(x, 0.0)
+        draw.line([(column, self._top), (column, self._bottom)], fill=self.colour, width=2)
+        for xs, ys in self.curves:
+            c, r = self._pixel(x, float(np.interp(x, xs, ys)))
+            draw.ellipse([c - 4, r - 4, c + 4, r + 4], fill=self.colour)
+        if self.label is not None:
+            text = self.label(x)
+            left = column + 5 if column < self.background.shape[1] * 0.7 else column - 5 - draw.textlength(text)
+            draw.text((left, self._top + 3), text, fill=self.colour)
+        return np.asarray(picture)
+
+    def frame_png(self, x: float) -> bytes:
+        return images.encode_png(self.frame(x))
+
+
+def schedule_curve(schedule, timesteps: Sequence[int] | None = None, figsize: tuple[float, float] = (5.0, 2.6)) -> MarkedCurve:
+    """``noise_schedule`` as a ``MarkedCurve``: the marker sits at t on both the ᾱ_t and σ_t curves."""
+    alpha_bar = schedule_table(schedule)
+    fig = noise_schedule(alpha_bar, timesteps=timesteps, figsize=figsize, title=None)
+    steps = np.arange(len(alpha_bar))
+    return MarkedCurve(fig, fig.axes[0], [(steps, alpha_bar), (steps, np.sqrt(1 - alpha_bar))], label=lambda t: f"t={int(t)}")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def image_grid(
+    pictures: Sequence,
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    suptitle: str | None = None,
+    cell: float = 2.0,
+) -> Figure:
+    """Images (anything ``images.to_uint8`` takes) in a grid, one axes each, with optional titles."""
+    n = len(pictures)
+    if n == 0:
+        raise ValueError("image_grid needs at least one image")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"{n} images but {len(titles)} titles")
+    ncols = ncols or min(n, 6)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(cell * ncols, cell * nrows + (0.4 if suptitle else 0)), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(images.to_uint8(pictures[i]), interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def latent_channels(latent, vmax: float | None = None, titles: Sequence[str] | None = None, title: str | None = None, cell: float = 1.8) -> Figure:
+    """The channels of one latent (C, h, w) side by side on one shared symmetric grey scale, with a colour bar.
+
+    C image axes plus one colour-bar axes.
+    """
+    z = images.latent_array(latent)  # (C, h, w)
+    vmax = vmax or float(np.abs(z).max()) or 1.0
+    fig = Figure(figsize=(cell * len(z) + 0.8, cell + 0.5), layout="constrained")
+    axes = fig.subplots(1, len(z), squeeze=False)[0]
+    for c, ax in enumerate(axes):
+        shown = ax.imshow(z[c], cmap="gray", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(titles[c] if titles else f"channel {c}", fontsize=9)
+        ax.set_axis_off()
+    fig.colorbar(shown, ax=list(axes), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _spread(items: list, n: int) -> list:
+    """At most n items evenly spread over ``items``, always keeping the first and the last."""
+    if len(items) <= n:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+STRIP_KINDS = ("previews", "x0", "latent", "noise")
+
+
+def step_strip(run, what: str = "previews", pipe=None, batch_index: int = 0, max_frames: int = 8, cell: float = 1.6) -> Figure:
+    """One row of pictures across a traced run's steps, titled with step and timestep.
+
+    ``what``:
+        "previews"  the trace's own decoded previews of x̂0 (``run.previews``; no VAE work here)
+        "x0"        the predicted clean image x̂0 at each step, decoded now with ``pipe``'s VAE (one batch)
+        "latent"    the latent x_t going into the U-Net, 4 grey channels on one scale
+        "noise"     the guided noise prediction ε̂, 4 grey channels on one scale
+    At most ``max_frames`` steps, evenly spread, first and last included. One axes per frame.
+    """
+    if what not in STRIP_KINDS:
+        raise ValueError(f"unknown strip {what!r}; allowed: {', '.join(STRIP_KINDS)}")
+    total = len(run.steps)
+
+    def label(index: int) -> str:
+        return f"step {index + 1}/{total}\nt={int(run.steps[index].timestep)}"
+
+    if what == "previews":
+        if not run.previews:
+            raise ValueError("the run has no previews (traced with preview_every=0?); try what='x0' with a pipe")
+        chosen = _spread(list(run.previews), max_frames)
+        pictures = [images.to_uint8(p.images[batch_index], value_range=(0.0, 1.0)) for p in chosen]
+        return image_grid(pictures, [label(p.step) for p in chosen], ncols=len(chosen), cell=cell)
+    field = {"x0": "x0", "latent": "latent_in", "noise": "noise_guided"}[what]
+    chosen = _spread([s for s in run.steps if getattr(s, field) is not None], max_frames)
+    if not chosen:
+        raise ValueError(f"the run kept no {field} tensors (see run.reductions)")
+    stack = torch.stack([getattr(s, field)[batch_index] for s in chosen]).float()  # (n, 4, h, w)
+    if what == "x0":
+        if pipe is None:
+            raise ValueError("step_strip(what='x0') decodes with the VAE: pass pipe=")
+        pictures = list(images.to_uint8(images.vae_decode(pipe.vae, stack)))
+    else:
+        vmax = float(stack.abs().max()) or 1.0
+        pictures = [images.latent_channels_grid(z, vmax=vmax) for z in stack]
+    return image_grid(pictures, [label(s.index) for s in chosen], ncols=len(chosen), cell=cell)
+
+
+# --------------------------------------------------------------------------- training curves
+
+
+def _series(values) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A sequence, or a mapping name -> sequence / (x, y): as name -> (x, y) arrays."""
+    if not isinstance(values, Mapping):
+        values = {"": values}
+    out = {}
+    for name, v in values.items():
+        if isinstance(v, tuple) and len(v) == 2:
+            x, y = np.asarray(v[0], dtype=np.float64), np.asarray(v[1], dtype=np.float64)
+        else:
+            y = np.asarray(v, dtype=np.float64)
+            x = np.arange(len(y), dtype=np.float64)
+        out[name] = (x, y)
+    return out
+
+
+def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (the first points average what there is)."""
+    if window <= 1 or len(y) == 0:
+        return y
+    cumulative = np.cumsum(np.insert(y, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(y) + 1), window)
+    return (cumulative[1:] - cumulative[np.maximum(0, np.arange(1, len(y) + 1) - window)]) / counts
+
+
+def loss_curve(losses, smooth: int = 1, log: bool = True, xlabel: str = "training step", title: str | None = "Training loss") -> Figure:
+    """Loss against step. ``losses``: a sequence, or name -> sequence or (steps, values) (e.g. train / val).
+
+    With ``smooth`` > 1 the raw curve is drawn faintly and a moving average over it. One axes; the
+    first line of each series is its raw data.
+    """
+    fig = Figure(figsize=(6.0, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    for name, (x, y) in _series(losses).items():
+        raw = ax.plot(x, y, alpha=0.35 if smooth > 1 else 1.0, label=None if smooth > 1 else (name or None))[0]
+        if smooth > 1:
+            ax.plot(x, _smooth(y, smooth), color=raw.get_color(), label=f"{name} (mean of {smooth})".strip())
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def accuracy_vs_t(t, accuracy, chance: float | Mapping[str, float] | None = None, title: str | None = "Accuracy against timestep") -> Figure:
+    """Accuracy (0…1) against timestep t: one line per series (``accuracy`` a sequence or name -> sequence).
+
+    ``chance``: a dashed chance level (one float, or one per series name). One axes.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    fig = Figure(figsize=(6.0, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    series = accuracy if isinstance(accuracy, Mapping) else {"": accuracy}
+    for name, values in series.items():
+        line = ax.plot(t, np.asarray(values, dtype=np.float64), marker="o", markersize=3, label=name or None)[0]
+        level = chance.get(name) if isinstance(chance, Mapping) else None
+        if level is not None:
+            ax.axhline(level, color=line.get_color(), linestyle=":", linewidth=1)
+    if chance is not None and not isinstance(chance, Mapping):
+        ax.axhline(float(chance), color="0.5", linestyle="--", linewidth=1, label="chance")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("timestep t (noisier →)")
+    ax.set_ylabel("accuracy")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- guidance
+
+
+def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None = None, channel: int | None = None, title: str | None = None) -> Figure:
+    """Classifier-free guidance at one step, four panels on ONE shared colour scale (plus a colour bar):
+
+        unconditional ε̂(x_t, "")   conditional ε̂(x_t, prompt)   difference cond − uncond   guided ε̂
+
+    Tensors are one latent's noise (C, h, w) or (1, C, h, w). ``noise_guided`` defaults to
+    uncond + scale·(cond − uncond). ``channel``: show one channel; default all as a 2×2 grid.
+    The difference is usually small on the shared scale: guidance multiplies it by ``scale``.
+    Returns a figure with 5 axes (4 panels, 1 colour bar).
+    """
+    uncond, cond = images.latent_array(noise_uncond), images.latent_array(noise_cond)
+    diff = cond - uncond
+    if noise_guided is None:
+        if scale is None:
+            raise ValueError("give noise_guided or the guidance scale")
+        guided = uncond + scale * diff
+    else:
+        guided = images.latent_array(noise_guided)
+    panels = [uncond, cond, diff, guided]
+    names = ["unconditional", "conditional", "cond − uncond", "guided" + (f" (s={scale:g})" if scale is not None else "")]
+    pictures = [p[channel] if channel is not None else images.channel_mosaic(p) for p in panels]
+    vmax = max(float(np.nanmax(np.abs(p))) for p in pictures) or 1.0
+    fig = Figure(figsize=(10.0, 2.9), layout="constrained")
+    axes = fig.subplots(1, 4)
+    for ax, picture, name, raw in zip(axes, pictures, names, panels):
+        shown = ax.imshow(picture, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"{name}\n‖·‖={np.linalg.norm(raw):.2f}", fontsize=9)
+        ax.set_axis_off()
+    fig.colorbar(shown, ax=list(axes), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def attention_overlay(image, heat, alpha: float = 0.6, title: str | None = None, cmap: str = "jet") -> Figure:
+    """One cross-attention map (h, w) upsampled onto the image (H, W) with transparency ``alpha``. One axes."""
+    fig = Figure(figsize=(3.2, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(images.overlay_heatmap(image, heat, alpha=alpha, cmap=cmap))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def attention_maps(image, maps: Mapping[str, object], alpha: float = 0.6, cell: float = 2.0, ncols: int | None = None, suptitle: str | None = None) -> Figure:
+    """The generated image, then one overlay per word (``maps``: word -> (h, w) map). One axes per picture."""
+    pictures = [images.to_uint8(image)] + [images.overlay_heatmap(image, m, alpha=alpha) for m in maps.values()]
+    return image_grid(pictures, ["image"] + [str(w) for w in maps], ncols=ncols or min(len(pictures), 6), suptitle=suptitle, cell=cell)
