@@ -166,3 +166,243 @@ def classifier_guided_sample(
     with torch.no_grad():
         images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0].clamp(-1, 1)
     return images.float().cpu(), torch.stack(confidence)
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def _to_judge_range(pictures) -> torch.Tensor:
+    """PIL images (or a (B, 3, H, W) tensor in [0, 1]) -> a float tensor (B, 3, H, W) in [-1, 1]."""
+    if isinstance(pictures, torch.Tensor):
+        return pictures.float() * 2 - 1
+    import numpy as np
+
+    array = np.stack([np.asarray(p.convert("RGB"), dtype=np.float32) / 255 for p in pictures])  # (B, H, W, 3)
+    return torch.from_numpy(array).permute(0, 3, 1, 2) * 2 - 1
+
+
+def mean_pairwise_distance(pictures: torch.Tensor) -> float:
+    """Diversity of a set of images (K, 3, H, W): the mean over all pairs of the RMS pixel difference.
+
+    On images in [0, 1]: 0 when every image is the same, larger when they differ more.
+    """
+    k = len(pictures)
+    if k < 2:
+        raise ValueError(f"diversity needs at least two images, got {k}")
+    flat = pictures.reshape(k, -1).float()
+    distances = torch.cdist(flat, flat) / flat.shape[1] ** 0.5  # (K, K) RMS differences
+    return float(distances.sum() / (k * (k - 1)))  # the diagonal is zero
+
+
+@dataclass
+class GuidanceCurve:
+    """Prompt adherence and sample diversity against the CFG scale (see `adherence_and_diversity`)."""
+
+    scales: list[float]
+    prompts: list[str]
+    seeds: list[int]
+    adherence: dict[str, list[float]]  # attribute ("colour", "shape", "position", "all") -> per scale share matching
+    diversity: list[float]  # per scale: mean pairwise RMS pixel distance across seeds, averaged over prompts
+    images: torch.Tensor  # (prompts, seeds, scales, 3, H, W) in [0, 1]
+
+
+ATTRIBUTES = ("colour", "shape", "position")
+
+
+def adherence_and_diversity(pipe, judge, prompts, scales, seeds=(0, 1, 2), *, steps: int = 10, progress=None) -> GuidanceCurve:
+    """Measure the CFG trade-off: per scale, how often images follow the prompt and how much they vary.
+
+    For every (prompt, seed) one `cfg_sweep` (all scales in one batch). `judge` (the toy's
+    `Judge`) reads colour, shape and position off each image; adherence per attribute is the share
+    of images whose judged value equals the one the prompt names (attributes a prompt leaves out are
+    not counted), "all" the share matching every named attribute at once. Diversity is the mean
+    pairwise RMS pixel distance (images in [0, 1]) between the seeds' images of one prompt, averaged
+    over prompts. `progress(done, total)` is called after each sweep.
+    """
+    from sdexplain.toy import world
+    from sdexplain.toy.evaluate import judge_images
+
+    scales = _check_scales(scales)
+    prompts, seeds = list(prompts), [int(s) for s in seeds]
+    if not prompts or len(seeds) < 2:
+        raise ValueError(f"need at least one prompt and two seeds, got {len(prompts)} prompts and {len(seeds)} seeds")
+    labels = {"colour": world.COLOUR_NAMES, "shape": world.SHAPES, "position": world.POSITION_NAMES}
+    hits = {name: torch.zeros(len(scales)) for name in (*ATTRIBUTES, "all")}
+    counts = {name: 0 for name in (*ATTRIBUTES, "all")}
+    pictures = []  # per prompt: (seeds, scales, 3, H, W)
+    done = 0
+    for prompt in prompts:
+        named = {k: v for k, v in world.parse_caption(prompt).items() if k in ATTRIBUTES and v is not None}
+        if not named:
+            raise ValueError(f"prompt {prompt!r} names no colour, shape or position the judge could check")
+        per_seed = []
+        for seed in seeds:
+            sweep = cfg_sweep(pipe, prompt, scales, steps=steps, seed=seed, keep_steps=False, progress=False)
+            batch = _to_judge_range(sweep.images)  # (S, 3, H, W) in [-1, 1]
+            verdict = judge_images(judge, batch)
+            match_all = torch.ones(len(scales), dtype=torch.bool)
+            for name, value in named.items():
+                match = verdict[name]["predicted"] == labels[name].index(value)  # (S,)
+                hits[name] += match.float()
+                counts[name] += 1
+                match_all &= match
+            hits["all"] += match_all.float()
+            counts["all"] += 1
+            per_seed.append((batch + 1) / 2)
+            done += 1
+            if progress is not None:
+                progress(done, len(prompts) * len(seeds))
+        pictures.append(torch.stack(per_seed))  # (K, S, 3, H, W)
+    stacked = torch.stack(pictures)  # (P, K, S, 3, H, W)
+    diversity = [float(sum(mean_pairwise_distance(stacked[p, :, i]) for p in range(len(prompts))) / len(prompts)) for i in range(len(scales))]
+    adherence = {name: (hits[name] / counts[name]).tolist() for name in hits if counts[name]}
+    return GuidanceCurve(scales, prompts, seeds, adherence, diversity, stacked)
+
+
+@dataclass
+class ClassifierGuidanceCurve:
+    """Classifier guidance measured against its scale (see `classifier_guidance_curve`)."""
+
+    target: str  # the label steered toward, e.g. "cat"
+    attribute: str  # the classifier head used, e.g. "shape"
+    scales: list[float]
+    share: list[float]  # per scale: share of samples the JUDGE reads as `target` (an independent check)
+    confidence: list[float]  # per scale: the classifier's mean p(target | x_t) at the last step
+    confidence_per_step: list[torch.Tensor]  # per scale: (steps, n) p(target | x_t) during sampling
+    images: list[torch.Tensor]  # per scale: (n, 3, H, W) in [-1, 1]
+
+
+def classifier_guidance_curve(pipe, classifier, judge, target: str, scales, *, attribute: str = "shape", n: int = 8, steps: int = 10, seed: int = 0, progress=None) -> ClassifierGuidanceCurve:
+    """Run `classifier_guided_sample` at each scale (same seed, so the same starting noise) and measure
+    the share of samples the judge reads as `target`, and the classifier's own confidence in it."""
+    from sdexplain.toy.evaluate import judge_images
+
+    labels = list(classifier.HEADS[attribute]) if hasattr(classifier, "HEADS") else None
+    if labels is None or target not in labels:
+        raise ValueError(f"target {target!r} is not a label of the classifier's {attribute!r} head; allowed: {labels}")
+    scales = _check_scales(scales)
+    index = labels.index(target)
+    judge_index = list(judge.HEADS[attribute]).index(target)
+    curve = ClassifierGuidanceCurve(target, attribute, scales, [], [], [], [])
+    for i, scale in enumerate(scales):
+        pictures, confidence = classifier_guided_sample(pipe, classifier, index, scale, attribute=attribute, n=n, steps=steps, seed=seed)
+        verdict = judge_images(judge, pictures)[attribute]["predicted"]
+        curve.share.append(float((verdict == judge_index).float().mean()))
+        curve.confidence.append(float(confidence[-1].mean()))
+        curve.confidence_per_step.append(confidence)
+        curve.images.append(pictures)
+        if progress is not None:
+            progress(i + 1, len(scales))
+    return curve
+
+
+# ----------------------------------------------------------------------------- views of the results
+
+
+@dataclass
+class SweepStep:
+    """One step of a `CFGSweep` in the shape `sdexplain.widgets.cfg_explorer` reads (like a trace's Step)."""
+
+    index: int
+    timestep: int
+    latent_in: torch.Tensor  # (N, 4, h, w)
+    noise_uncond: torch.Tensor  # (N, 4, h, w)
+    noise_cond: torch.Tensor  # (N, 4, h, w)
+    noise_guided: torch.Tensor  # (N, 4, h, w)
+
+
+@dataclass
+class SweepRun:
+    """The per-step record of a `CFGSweep`, shared by all its scales (entry i of each tensor = scale i)."""
+
+    steps: list[SweepStep]
+
+
+def sweep_results(sweep: CFGSweep) -> list[tuple[float, Image.Image, SweepRun, int]]:
+    """A `CFGSweep` as [(scale, image, run, batch_index)]: what `sdexplain.widgets.cfg_explorer` takes."""
+    steps = [
+        SweepStep(i, t, sweep.latents[i], sweep.noise_uncond[i], sweep.noise_cond[i], sweep.noise_guided(i))
+        for i, t in enumerate(sweep.timesteps)
+    ]
+    run = SweepRun(steps)
+    return [(scale, image, run, i) for i, (scale, image) in enumerate(zip(sweep.scales, sweep.images))]
+
+
+def plot_tradeoff(curve: GuidanceCurve, figsize=(7.5, 3.0)):
+    """Adherence (per attribute, and all at once) and diversity against the CFG scale: two axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for name, values in curve.adherence.items():
+        style = dict(linewidth=2.5, color="black") if name == "all" else dict(linewidth=1.2)
+        left.plot(curve.scales, values, marker="o", label=name, **style)
+    left.set_xlabel("CFG scale s")
+    left.set_ylabel("share matching the prompt")
+    left.set_ylim(-0.03, 1.03)
+    left.set_title("prompt adherence (judge)", fontsize=10)
+    left.legend(fontsize=7)
+    right.plot(curve.scales, curve.diversity, marker="o", color="tab:purple")
+    right.set_xlabel("CFG scale s")
+    right.set_ylabel("mean pairwise RMS distance")
+    right.set_title(f"diversity across {len(curve.seeds)} seeds", fontsize=10)
+    return fig
+
+
+def plot_classifier_curve(curves, figsize=(5.0, 3.0)):
+    """Per target: the share the judge reads as the target (solid) and the classifier's confidence in it at
+    the last step (dashed), against the classifier-guidance scale. `curves`: one curve or a list of them."""
+    from matplotlib.figure import Figure
+
+    curves = [curves] if isinstance(curves, ClassifierGuidanceCurve) else list(curves)
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.subplots()
+    for i, curve in enumerate(curves):
+        colour = f"C{i}"
+        ax.plot(curve.scales, curve.share, marker="o", color=colour, label=f"judged '{curve.target}' (share)")
+        ax.plot(curve.scales, curve.confidence, marker="s", linestyle="--", color=colour, label=f"classifier p({curve.target} | x_t)")
+    ax.set_xlabel("classifier-guidance scale s")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=7)
+    ax.set_title("classifier guidance: the judge vs the guiding classifier", fontsize=10)
+    return fig
+
+
+def image_rows(rows, labels, cell: float = 1.1):
+    """Rows of images (each a (n, 3, H, W) tensor in [-1, 1] or a list of pictures), one label per row on the left."""
+    from matplotlib.figure import Figure
+
+    from sdexplain import images
+
+    pictures = [list(images.to_uint8(row, value_range=(-1, 1))) if isinstance(row, torch.Tensor) else [images.to_uint8(p) for p in row] for row in rows]
+    ncols = max(len(row) for row in pictures)
+    fig = Figure(figsize=(cell * ncols + 2.2, cell * len(pictures)), layout="constrained")
+    axes = fig.subplots(len(pictures), ncols, squeeze=False)
+    for r, (row, label) in enumerate(zip(pictures, labels)):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(row):
+                ax.imshow(row[c], interpolation="nearest")
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    return fig
+
+
+def sweep_sampler(pipe, scales, *, steps: int = 25, seed: int = 0, negative_prompt: str = ""):
+    """A ``generate(prompt, progress)`` for ``widgets.GenerateButton``: one batched `cfg_sweep` per click.
+
+    The sweep makes one U-Net call per step (all scales batched), so the progress bar counts steps.
+    The result is the `CFGSweep`; pass it through `sweep_results` for `widgets.CfgExplorer`.
+    """
+    from sdexplain.widgets import unet_progress
+
+    scales = _check_scales(scales)
+    _check_steps(steps)
+
+    def run(prompt: str, progress):
+        with unet_progress(pipe, progress, steps):
+            return cfg_sweep(pipe, prompt, scales, steps=steps, seed=seed, negative_prompt=negative_prompt, progress=False)
+
+    return run

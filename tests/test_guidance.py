@@ -70,3 +70,80 @@ def test_classifier_guidance_moves_samples_toward_the_target(tiny_pipe):
 def test_negative_classifier_scale_is_refused(tiny_pipe):
     with pytest.raises(ValueError, match="scale must be ≥ 0, got -1"):
         guidance.classifier_guided_sample(tiny_pipe, _LinearClassifier(), target=0, scale=-1)
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def test_mean_pairwise_distance():
+    same = torch.zeros(3, 3, 4, 4)
+    assert guidance.mean_pairwise_distance(same) == 0.0
+    pair = torch.stack([torch.zeros(3, 4, 4), torch.ones(3, 4, 4)])
+    assert guidance.mean_pairwise_distance(pair) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least two"):
+        guidance.mean_pairwise_distance(same[:1])
+
+
+def test_adherence_and_diversity_counts_what_the_judge_says(tiny_pipe):
+    from sdexplain.toy.evaluate import judge_images
+    from sdexplain.toy.model import Judge
+
+    judge = Judge.load()
+    curve = guidance.adherence_and_diversity(tiny_pipe, judge, ["a red cat", "a blue circle on the left"], [0.0, 4.0], seeds=[0, 1], steps=2)
+    assert curve.images.shape == (2, 2, 2, 3, 64, 64)
+    verdict = judge_images(judge, curve.images[0].reshape(-1, 3, 64, 64) * 2 - 1)["colour"]["predicted"].view(2, 2)
+    red = judge.HEADS["colour"].index("red")
+    verdict2 = judge_images(judge, curve.images[1].reshape(-1, 3, 64, 64) * 2 - 1)["colour"]["predicted"].view(2, 2)
+    blue = judge.HEADS["colour"].index("blue")
+    expected = ((verdict == red).float().sum(0) + (verdict2 == blue).float().sum(0)) / 4  # per scale
+    assert curve.adherence["colour"] == pytest.approx(expected.tolist())
+    assert all(a <= min(curve.adherence[k][i] for k in ("colour", "shape")) for i, a in enumerate(curve.adherence["all"]))
+    assert all(d > 0 for d in curve.diversity)  # different seeds, different images
+
+
+def test_adherence_needs_a_checkable_prompt(tiny_pipe):
+    from sdexplain.toy.model import Judge
+
+    with pytest.raises(ValueError, match="names no colour, shape or position"):
+        guidance.adherence_and_diversity(tiny_pipe, Judge.load(), ["a photo"], [1.0], seeds=[0, 1], steps=1)
+
+
+def test_classifier_guidance_curve_records_per_scale_results(tiny_pipe):
+    from sdexplain.toy.extras import NoisyLatentClassifier
+    from sdexplain.toy.model import Judge
+
+    torch.manual_seed(0)
+    classifier = NoisyLatentClassifier().eval()
+    curve = guidance.classifier_guidance_curve(tiny_pipe, classifier, Judge.load(), "cat", [0.0, 20.0], n=3, steps=2)
+    assert len(curve.share) == len(curve.confidence) == 2 and all(0 <= s <= 1 for s in curve.share)
+    _, plain = guidance.classifier_guided_sample(tiny_pipe, classifier, 0, 0.0, n=3, steps=2)
+    assert curve.confidence[0] == pytest.approx(float(plain[-1].mean()))
+    assert curve.confidence[1] > curve.confidence[0]  # the gradient pushes p(cat | x_t) up
+    with pytest.raises(ValueError, match="not a label"):
+        guidance.classifier_guidance_curve(tiny_pipe, classifier, Judge.load(), "horse", [1.0])
+
+
+def test_sweep_results_feed_the_cfg_explorer(tiny_pipe):
+    from sdexplain.widgets import cfg_explorer
+
+    sweep = guidance.cfg_sweep(tiny_pipe, "a red cat", scales=[1.0, 3.0], steps=2, progress=False)
+    results = guidance.sweep_results(sweep)
+    view = cfg_explorer(results)
+    view.scale_slider.value = 1
+    view.step_slider.value = 1
+    uncond, cond, guided = view.noises(1, 1)
+    assert torch.equal(guided, sweep.noise_guided(1)[1])
+    assert torch.equal(cond, sweep.noise_cond[1][1])
+    assert not view.errors
+
+
+def test_sweep_sampler_reports_progress_and_matches_a_direct_sweep(tiny_pipe):
+    reports = []
+    run = guidance.sweep_sampler(tiny_pipe, [0.0, 3.0], steps=3, seed=5)
+    sweep = run("a red cat", lambda done, total: reports.append((done, total)))
+    direct = guidance.cfg_sweep(tiny_pipe, "a red cat", [0.0, 3.0], steps=3, seed=5, progress=False)
+    assert reports[:3] == [(1, 3), (2, 3), (3, 3)] and set(reports[3:]) <= {(3, 3)}, reports  # PNDM: one extra call
+    for a, b in zip(sweep.images, direct.images):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="steps"):
+        guidance.sweep_sampler(tiny_pipe, [1.0], steps=0)
