@@ -1,0 +1,283 @@
+"""Noise schedules and samplers: the noise level each step should reach, and the level a real run reached.
+
+The article: "the noise schedule says how much noise the latent should still have after each step;
+the sampler removes just enough noise to get there." Here both halves are computed:
+
+    expected_noise_levels(scheduler, steps)   [(timestep, σ_t)] the schedule's noise level at every U-Net
+                                              call of a sampler with `steps` steps, σ_t = sqrt(1 − ᾱ_t)
+    noise_levels(run, variance_exploding)     expected vs MEASURED noise level of the latent at every step
+    run_samplers(pipe, prompt, names, …)      the same prompt and seed through several samplers, traced
+    levels_figure / noise_levels_figure / samplers_figure   static figures
+    sampler_switcher(results)                 a Dropdown over the runs: final image + measured-vs-expected plot
+
+How the noise level of a latent is MEASURED (`noise_levels`). Every latent x_t of a run is compared
+with the run's own final clean latent x0 (the one the VAE decodes):
+
+    1. bring x_t to the variance-preserving (VP) scale x_t = sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε that
+       DDIM/PNDM/DDPM/DPM++ use. Euler, Euler-ancestral, LMS and Heun keep x_t/sqrt(ᾱ_t) = x0 + σ_ve·ε
+       instead (`init_noise_sigma` ≠ 1); that is multiplied back by sqrt(ᾱ_t) = 1/sqrt(1 + σ_ve²).
+    2. residual r = x_t − sqrt(ᾱ_t)·x0_final: what is in the latent besides the final image's signal.
+    3. measured level σ̂_t = sqrt(mean(r²)) over all latent numbers (unit-variance noise gives 1).
+
+The schedule's σ_t = sqrt(1 − ᾱ_t) is what σ̂_t should be if the latent holds the final image at
+strength sqrt(ᾱ_t) plus unit Gaussian noise at strength σ_t. The residual also contains whatever the
+image has still to change (early x̂0 guesses differ from the final one), so σ̂_t is "what the sampler
+still has to remove", measured — not a quantity the schedule fixes by construction.
+
+Not here: the maths of ᾱ/σ (`sdexplain.diffusion`), the ᾱ/σ curves against t (`sdexplain.plots.noise_schedule`).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from sdexplain import diffusion, images
+from sdexplain.generate import SCHEDULERS, generate, make_scheduler
+from sdexplain.widgets import View
+
+LABELS = {  # how WebUIs name them
+    "ddim": "DDIM",
+    "euler": "Euler",
+    "euler_a": "Euler a (ancestral)",
+    "dpm++2m": "DPM++ 2M",
+    "pndm": "PNDM (PLMS)",
+    "ddpm": "DDPM",
+    "lms": "LMS",
+    "heun": "Heun",
+}
+
+
+def available_samplers() -> list[str]:
+    """Names in `sdexplain.generate.SCHEDULERS` that can be built here (LMS needs scipy)."""
+    from diffusers import PNDMScheduler
+
+    base = PNDMScheduler().config
+    names = []
+    for name, cls in SCHEDULERS.items():
+        try:
+            cls.from_config(base)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def is_variance_exploding(scheduler) -> bool:
+    """True for schedulers that keep the latent as x0 + σ_ve·ε (Euler, Euler a, LMS, Heun): init_noise_sigma ≠ 1."""
+    return getattr(scheduler, "sigmas", None) is not None and float(scheduler.init_noise_sigma) != 1.0
+
+
+def expected_noise_levels(scheduler, steps: int) -> list[tuple[int, float]]:
+    """[(timestep, σ_t)] at each U-Net call of `scheduler` sampling with `steps` steps (a copy is used).
+
+    σ_t = sqrt(1 − ᾱ_t) from the scheduler's ᾱ table: the noise level the latent entering that call should have.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    copy = type(scheduler).from_config(scheduler.config)
+    copy.set_timesteps(steps)
+    table = diffusion.alphas_cumprod(copy)  # (T,)
+    return [(int(t), math.sqrt(1.0 - float(table[int(t)]))) for t in copy.timesteps]
+
+
+def levels_figure(scheduler, steps: int, title: str | None = None) -> Figure:
+    """The schedule's noise level per sampling step: σ_t of the latent entering each step, then 0 after the last.
+
+    Each step's drop (σ_t − σ_next) is the noise that step must remove. One axes.
+    """
+    levels = expected_noise_levels(scheduler, steps)
+    sigma = [s for _, s in levels] + [0.0]  # the last step leaves the clean latent
+    x = np.arange(len(sigma))
+    fig = Figure(figsize=(6.0, 2.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.step(x, sigma, where="post", color="tab:orange", linewidth=1.5, label="σ_t = √(1−ᾱ_t) of the latent")
+    ax.scatter(x, sigma, color="tab:orange", s=14, zorder=3)
+    drops = np.maximum(np.array(sigma[:-1]) - np.array(sigma[1:]), 0.0)
+    ax.bar(x[:-1] + 0.5, drops, width=0.5, color="0.6", alpha=0.6, label="noise removed by the step (σ_t − σ_next)")
+    labels = [str(t) for t, _ in levels] + ["clean"]
+    ax.set_xticks(x, labels, rotation=90, fontsize=7)
+    ax.set_xlabel("timestep t of each U-Net call (noisy → clean)")
+    ax.set_ylabel("noise level")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title or f"{type(scheduler).__name__}, {steps} steps: expected noise level", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- measured levels
+
+
+@dataclass
+class NoiseLevels:
+    steps: list  # [int] U-Net call index of each latent (the run's step index)
+    timesteps: list  # [float] timestep of that call
+    expected: list  # [float] σ_t = sqrt(1 − ᾱ_t) the scheduler says the latent has
+    measured: list  # [float] σ̂_t = RMS(x_t,VP − sqrt(ᾱ_t)·x0_final) measured on the latent
+
+    def gap(self) -> float:
+        """Root-mean-square difference between measured and expected levels."""
+        diff = np.asarray(self.measured) - np.asarray(self.expected)
+        return float(np.sqrt(np.mean(diff**2)))
+
+
+def noise_levels(run, variance_exploding: bool, batch_index: int = 0) -> NoiseLevels:
+    """Expected and measured noise level of the latent entering every step of a traced run (see module docstring)."""
+    steps = [s for s in run.steps if s.latent_in is not None]
+    final = run.steps[-1].latent_out if run.steps else None
+    if not steps or final is None:
+        raise ValueError("the run kept no latents or no final latent (output_type='latent'? a thinned trace? see run.reductions)")
+    x0 = final[batch_index].double()  # (C, h, w) the clean latent the VAE decoded
+    out = NoiseLevels([], [], [], [])
+    for s in steps:
+        a = float(s.alpha_bar)
+        x_t = s.latent_in[batch_index].double()  # (C, h, w), the scheduler's own scale
+        if variance_exploding:
+            x_t = x_t * math.sqrt(a)  # x0 + σ_ve·ε  →  sqrt(ᾱ)·x0 + sqrt(1−ᾱ)·ε
+        residual = x_t - math.sqrt(a) * x0
+        out.steps.append(s.index)
+        out.timesteps.append(float(s.timestep))
+        out.expected.append(math.sqrt(max(0.0, 1.0 - a)))
+        out.measured.append(float(residual.pow(2).mean().sqrt()))
+    return out
+
+
+@dataclass
+class SamplerRun:
+    name: str  # key of SCHEDULERS
+    scheduler: str  # class name
+    image: object  # PIL image
+    run: object  # Trace
+    levels: NoiseLevels
+    variance_exploding: bool  # the latent was kept as x0 + σ_ve·ε
+    init_noise_sigma: float  # the starting latent is init_noise_sigma·ε
+
+
+def run_samplers(pipe, prompt: str, names=None, steps: int = 15, cfg: float = 7.5, seed: int = 0, **options) -> dict[str, SamplerRun]:
+    """The same prompt and seed through each named sampler (default: all available), traced.
+
+    The pipeline's scheduler is swapped for each run and restored afterwards; the U-Net, text encoder
+    and VAE are shared. `options` go to `sdexplain.generate` (e.g. attention=False, preview_every=0).
+    """
+    names = list(names) if names is not None else available_samplers()
+    if not names:
+        raise ValueError("no sampler names given")
+    options = {"attention": False, "preview_every": 0, **options}
+    original = pipe.scheduler
+    results = {}
+    try:
+        for name in names:
+            pipe.scheduler = make_scheduler(pipe, name)
+            ve = is_variance_exploding(pipe.scheduler)
+            images_, run = generate(pipe, prompt, steps=steps, cfg=cfg, seed=seed, **options)
+            init = float(pipe.scheduler.init_noise_sigma)
+            results[name] = SamplerRun(name, type(pipe.scheduler).__name__, images_[0], run, noise_levels(run, ve), ve, init)
+    finally:
+        pipe.scheduler = original
+    return results
+
+
+# ----------------------------------------------------------------------------- figures and the switcher
+
+
+def _plot_levels(ax, levels: NoiseLevels, title: str | None = None, legend: bool = True) -> None:
+    x = np.arange(len(levels.steps) + 1)
+    ax.plot(x, levels.expected + [0.0], color="tab:orange", linewidth=1.5, label="expected σ_t (schedule)")
+    ax.scatter(x[:-1], levels.measured, color="tab:blue", s=14, zorder=3, label="measured σ̂_t (latent)")
+    ax.set_ylim(-0.03, max(1.05, max(levels.measured) + 0.05))
+    ax.set_xlabel("U-Net call (noisy → clean)", fontsize=8)
+    ax.set_ylabel("noise level", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if legend:
+        ax.legend(fontsize=7, loc="lower left")
+
+
+def noise_levels_figure(levels: NoiseLevels, title: str | None = None) -> Figure:
+    """Measured σ̂_t (dots) against the schedule's σ_t (line) for one run. One axes."""
+    fig = Figure(figsize=(4.2, 2.6), layout="constrained")
+    _plot_levels(fig.add_subplot(), levels, title)
+    return fig
+
+
+def samplers_figure(results: dict[str, SamplerRun], cell: float = 1.9) -> Figure:
+    """All samplers side by side: the final image on top, measured vs expected noise level below."""
+    n = len(results)
+    if n == 0:
+        raise ValueError("no sampler results to show")
+    fig = Figure(figsize=(cell * n, cell * 2.1), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False, height_ratios=[1, 0.9])
+    for i, (name, result) in enumerate(results.items()):
+        axes[0, i].imshow(images.to_uint8(result.image), interpolation="nearest")
+        axes[0, i].set_axis_off()
+        axes[0, i].set_title(f"{LABELS.get(name, name)}\n{len(result.run.steps)} U-Net calls", fontsize=8)
+        _plot_levels(axes[1, i], result.levels, legend=i == 0)
+        axes[1, i].set_title(f"gap {result.levels.gap():.3f}", fontsize=8)
+        if i:
+            axes[1, i].set_ylabel("")
+    return fig
+
+
+class SamplerSwitcher(View):
+    """A Dropdown over finished sampler runs: the final image and its measured-vs-expected noise plot.
+
+    Everything is rendered when the view is built; choosing a sampler only swaps PNG bytes.
+    Parts: ``dropdown``, ``image``, ``plot``, ``readout``, ``output``, ``widget``.
+    """
+
+    def __init__(self, results: dict[str, SamplerRun], display: int = 256):
+        super().__init__()
+        if not results:
+            raise ValueError("no sampler results to switch between")
+        self.results = results
+        self.frames = {}
+        for name, result in results.items():
+            picture = images.to_uint8(result.image)
+            zoomed = images.zoom(picture, images.zoom_for(max(picture.shape[:2]), display))
+            self.frames[name] = (images.encode_png(zoomed), _figure_png(noise_levels_figure(result.levels, LABELS.get(name, name))))
+        self.dropdown = widgets.Dropdown(options=[(LABELS.get(n, n), n) for n in results], description="sampler")
+        self.image = widgets.Image(format="png")
+        self.plot = widgets.Image(format="png")
+        self.readout = widgets.HTML()
+        self.widget = widgets.VBox([self.dropdown, widgets.HBox([self.image, self.plot]), self.readout, self.output])
+        self.on_change(self.dropdown, self.show)
+        self.show()
+
+    def show(self) -> None:
+        name = self.dropdown.value
+        result = self.results[name]
+        self.image.value, self.plot.value = self.frames[name]
+        self.readout.value = (
+            f"{html.escape(result.scheduler)} · {len(result.run.steps)} U-Net calls · "
+            f"RMS gap between measured and expected noise level: {result.levels.gap():.3f}"
+        )
+
+
+def _figure_png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return images.encode_png(np.asarray(canvas.buffer_rgba())[:, :, :3].copy())
+
+
+def sampler_switcher(results: dict[str, SamplerRun]) -> SamplerSwitcher:
+    """Pick a sampler: its final image and how its latent's noise level followed the schedule."""
+    return SamplerSwitcher(results)
+
+
+def same_start(results: dict[str, SamplerRun]) -> float:
+    """Largest difference between the samplers' starting noise ε (same seed → it should be 0, up to rounding).
+
+    Every sampler starts from x_T = init_noise_sigma·ε (1 for DDIM/PNDM/DDPM/DPM++, about σ_max for
+    Euler/Heun/LMS), so dividing the first latent by it gives ε back.
+    """
+    starts = [r.run.steps[0].latent_in[0].double() / r.init_noise_sigma for r in results.values()]  # (C, h, w) each
+    return max(float((s - starts[0]).abs().max()) for s in starts)
