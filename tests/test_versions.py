@@ -1,0 +1,68 @@
+"""SD v1 vs v2 from the configs: counts without weights, the table, ε- and v-targets."""
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from sdexplain import versions
+from sdexplain.architectures import build_pipeline, count_parameters
+from sdexplain.toy.model import SCHEDULER_CONFIG, make_unet
+
+
+def test_meta_build_allocates_nothing_and_counts_like_a_real_module():
+    real = make_unet()
+    meta = versions.meta_build(make_unet)
+    assert all(p.device.type == "meta" for p in meta.parameters())
+    assert sum(p.numel() for p in meta.parameters()) == sum(p.numel() for p in real.parameters())
+
+
+def test_table_reads_the_published_differences():
+    header, rows = versions.comparison_table(("sd15", "sd21"), counts=False)
+    table = {row[0]: row[1:] for row in rows}
+    assert header == ["property", "sd15", "sd21"]
+    assert table["text width (embedding size)"] == [768, 1024]
+    assert table["U-Net cross-attention width"] == [768, 1024]
+    assert table["native resolution (px)"] == [512, 768]
+    assert table["latent (C×h×w)"] == ["4×64×64", "4×96×96"]
+    assert table["prediction type"] == ["epsilon", "v_prediction"]
+    assert table["text encoder layers"] == [12, 23]
+
+
+def test_parameter_counts_have_the_published_sizes():
+    sd15 = versions.parameter_counts("sd15")
+    assert sd15["unet"] == 859_520_964  # SD v1.5's U-Net, as its model card rounds it: 860 M
+    assert sd15["text_encoder"] == 123_060_480  # CLIP ViT-L/14 text tower
+    assert versions.parameter_counts("sd21")["text_encoder"] > 2.5 * sd15["text_encoder"]  # OpenCLIP ViT-H: 340 M
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sd15", "sd21"])
+def test_meta_counts_equal_counts_of_real_random_weight_instances(name):
+    pipe = build_pipeline(name)
+    real = count_parameters(pipe)
+    del pipe
+    assert versions.parameter_counts(name) == {k: real[k] for k in ("unet", "text_encoder", "vae", "total")}
+
+
+def test_unknown_architecture_is_refused():
+    with pytest.raises(ValueError, match="unknown architecture 'sd3'"):
+        versions.parameter_counts("sd3")
+
+
+def test_pipeline_row_matches_the_config_row_for_a_built_architecture(tiny_pipe):
+    row = versions.pipeline_row(tiny_pipe)
+    assert row["text width (embedding size)"] == tiny_pipe.text_encoder.config.hidden_size
+    assert row["native resolution (px)"] == 64
+    assert row["parameters: total"] == f"{count_parameters(tiny_pipe)['total']:,}"
+
+
+def test_v_target_matches_diffusers_get_velocity():
+    scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    x0 = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(1))
+    targets = versions.prediction_targets(x0, 600, scheduler, seed=3)
+    reference = scheduler.get_velocity(targets.x0[None], targets.noise[None], torch.tensor([600]))[0]
+    assert torch.allclose(targets.v_target, reference, atol=1e-6)
+    assert torch.equal(targets.eps_target, targets.noise)
+    a = targets.alpha_bar
+    assert torch.allclose(targets.x_t, a**0.5 * x0 + (1 - a) ** 0.5 * targets.noise, atol=1e-6)
+    assert torch.allclose(a**0.5 * targets.x_t - (1 - a) ** 0.5 * targets.v_target, x0, atol=1e-5)  # x0 back from v
