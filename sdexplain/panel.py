@@ -1,0 +1,206 @@
+"""The control panel: every knob of a Stable Diffusion WebUI, each with one line on what it does.
+
+    panel = sdexplain.panel.control_panel(pipe)   # last line of a cell shows it
+
+Knobs: prompt, negative prompt, seed, steps, CFG scale, sampler, width and height (multiples of
+the VAE factor), and — with an input image — denoising strength (image-to-image). The Generate
+button runs `sdexplain.generate` with exactly these settings (a progress bar counts U-Net calls);
+the result is shown, and a step slider (`sdexplain.widgets.StepScrubber`) scrubs the captured run.
+Bad settings (a size that isn't a multiple of 8, strength too small for the steps, …) are shown as
+a clear message in the panel, not a traceback in a log.
+
+Drive it without a browser: set `panel.controls["steps"].value = 10`, call `panel.generate()`,
+read `panel.images` / `panel.image.value`.
+Not here: the widget primitives (`sdexplain.widgets`), the generation itself (`sdexplain.generate`).
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+
+from sdexplain import images
+from sdexplain.generate import SCHEDULERS, generate, vae_factor
+from sdexplain.widgets import StepScrubber, View, upload_image, unet_progress
+
+EXPLANATIONS = {
+    "prompt": "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.",
+    "negative_prompt": "Replaces the empty prompt in the unconditional pass, so guidance pushes AWAY from it.",
+    "seed": "Picks the starting noise. Same seed + same settings = the same image, bit for bit.",
+    "steps": "How many denoising steps the sampler takes from noise to image: more is slower, rarely much better past ~30.",
+    "cfg": "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance; higher follows the prompt more, with less variety.",
+    "scheduler": "The sampler: how each step turns the predicted noise into the next, less noisy latent.",
+    "size": "Width × height in pixels; the latent is 8× smaller per side, so both must be multiples of 8. Far beyond the trained size, objects repeat.",
+    "strength": "Denoising strength (image-to-image only): how far the input is pushed back into noise. 0 = unchanged, 1 = ignore it.",
+    "image": "An optional input image: with one, generation becomes image-to-image.",
+}
+
+
+class ControlPanel(View):
+    """All of a WebUI's main knobs, a Generate button with progress, the result and a step scrubber.
+
+    Parts: ``controls`` (name -> widget), ``button``, ``progress``, ``image``, ``message``,
+    ``steps_box`` (holds the step scrubber after a run), ``output`` (errors), ``widget``.
+    After a run: ``images``, ``run`` and ``settings_used``.
+    """
+
+    def __init__(self, pipe, prompt: str = "a red cat", steps: int = 20, cfg: float = 7.5, seed: int = 0, input_image=None):
+        super().__init__()
+        self.pipe = pipe
+        self.factor = vae_factor(pipe)
+        height, width = images.model_image_size(pipe)
+        self.input_image = input_image
+        self.images, self.run, self.settings_used, self.scrubber = None, None, None, None
+        style = {"description_width": "130px"}
+        layout = widgets.Layout(width="420px")
+        self.controls = {
+            "prompt": widgets.Text(value=prompt, description="prompt", style=style, layout=layout),
+            "negative_prompt": widgets.Text(value="", description="negative prompt", style=style, layout=layout),
+            "seed": widgets.IntText(value=seed, description="seed", style=style),
+            "steps": widgets.IntSlider(value=steps, min=1, max=100, description="steps", style=style),
+            "cfg": widgets.FloatSlider(value=cfg, min=0.0, max=20.0, step=0.5, description="CFG scale", style=style),
+            "scheduler": widgets.Dropdown(options=list(SCHEDULERS), value=_scheduler_name(pipe), description="sampler", style=style),
+            "width": widgets.IntText(value=width, step=self.factor, description="width", style=style),
+            "height": widgets.IntText(value=height, step=self.factor, description="height", style=style),
+            "use_image": widgets.Checkbox(value=input_image is not None, description="use the input image (image-to-image)", style=style),
+            "strength": widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="denoising strength", style=style),
+            "upload": widgets.FileUpload(accept="image/*", multiple=False, description="input image"),
+        }
+        self.button = widgets.Button(description="Generate", button_style="primary", icon="play")
+        self.progress = widgets.IntProgress(value=0, min=0, max=1)
+        self.message = widgets.HTML()
+        self.image = widgets.Image(format="png")
+        self.input_view = widgets.Image(format="png")
+        self.steps_box = widgets.VBox([])
+        rows = []
+        for key, name in (("prompt", "prompt"), ("negative_prompt", "negative_prompt"), ("seed", "seed"), ("steps", "steps"), ("cfg", "cfg"), ("scheduler", "scheduler")):
+            rows.append(_with_note(self.controls[key], EXPLANATIONS[name]))
+        rows.append(_with_note(widgets.HBox([self.controls["width"], self.controls["height"]]), EXPLANATIONS["size"]))
+        rows.append(_with_note(widgets.HBox([self.controls["upload"], self.controls["use_image"]]), EXPLANATIONS["image"]))
+        rows.append(_with_note(self.controls["strength"], EXPLANATIONS["strength"]))
+        self.widget = widgets.VBox(
+            [
+                *rows,
+                widgets.HBox([self.button, self.progress]),
+                self.message,
+                widgets.HBox([_titled("input image", self.input_view), _titled("result", self.image)]),
+                self.steps_box,
+                self.output,
+            ]
+        )
+        self.button.on_click(self.guard(lambda _button: self.generate()))
+        self.on_change(self.controls["upload"], self._on_upload)
+        if input_image is not None:
+            self.set_input_image(input_image)
+
+    # -- input image
+
+    def _on_upload(self) -> None:
+        image = upload_image(self.controls["upload"].value)
+        if image is not None:
+            self.set_input_image(image)
+
+    def set_input_image(self, image) -> None:
+        """Use `image` (PIL) as the input for image-to-image, resized to the panel's width × height."""
+        self.input_image = images.to_pil(image) if not hasattr(image, "convert") else image.convert("RGB")
+        self.controls["use_image"].value = True
+        picture = images.to_uint8(self.input_image)
+        self.input_view.value = images.encode_png(images.zoom(picture, images.zoom_for(max(picture.shape[:2]))))
+
+    # -- generation
+
+    def settings(self) -> dict:
+        """The keyword arguments for `sdexplain.generate` the knobs describe now."""
+        c = self.controls
+        settings = dict(
+            prompt=c["prompt"].value,
+            negative_prompt=c["negative_prompt"].value or None,
+            seed=int(c["seed"].value),
+            steps=int(c["steps"].value),
+            cfg=float(c["cfg"].value),
+            scheduler=c["scheduler"].value,
+            width=int(c["width"].value),
+            height=int(c["height"].value),
+        )
+        if c["use_image"].value:
+            if self.input_image is None:
+                raise ValueError("'use the input image' is ticked but no image was uploaded")
+            settings.update(image=self.input_image, strength=float(c["strength"].value))
+        return settings
+
+    def check(self, settings: dict) -> None:
+        """Refuse settings the model can't use, with a message that says what to change."""
+        for name in ("width", "height"):
+            value = settings[name]
+            if value < self.factor or value % self.factor:
+                suggestion = max(self.factor, round(value / self.factor) * self.factor)
+                raise ValueError(f"{name} = {value} is not a multiple of the VAE factor {self.factor} (the latent is {self.factor}× smaller per side); try {suggestion}")
+        if "image" in settings and int(settings["steps"] * settings["strength"]) < 1:
+            raise ValueError(
+                f"steps × strength = {settings['steps']} × {settings['strength']:g} rounds down to 0 denoising steps; raise the strength or the steps"
+            )
+
+    def generate(self) -> None:
+        """What the button does: check the settings, generate with a progress bar, show the result and its steps."""
+        self.message.value = ""
+        self.progress.bar_style = ""
+        try:
+            settings = self.settings()
+            self.check(settings)
+        except (ValueError, TypeError) as error:  # bad input: a plain message, no traceback
+            self.show_message(str(error))
+            return
+        self.button.disabled = True
+        self.message.value = "sampling…"
+        total = settings["steps"] if "image" not in settings else max(int(settings["steps"] * settings["strength"]), 1)
+        try:
+            with unet_progress(self.pipe, self._report, total):
+                options = {k: v for k, v in settings.items() if k != "prompt"}
+                pictures, run = generate(self.pipe, settings["prompt"], **options, preview_every=0)
+        except (ValueError, TypeError) as error:  # refused by generate's own checks
+            self.show_message(str(error))
+            return
+        finally:
+            self.button.disabled = False
+        self.images, self.run, self.settings_used = pictures, run, settings
+        picture = images.to_uint8(pictures[0])
+        self.image.value = images.encode_png(images.zoom(picture, images.zoom_for(max(picture.shape[:2]))))
+        self.progress.value = self.progress.max
+        self.progress.bar_style = "success"
+        self.message.value = f"done: {len(run.steps)} U-Net evaluations, seed {settings['seed']}, {settings['scheduler']}"
+        if self.scrubber is None:
+            self.scrubber = StepScrubber(run, self.pipe)
+            self.steps_box.children = [widgets.HTML("<b>Scrub the steps of this run</b>"), self.scrubber.widget]
+        else:
+            self.scrubber.set_run(run, self.pipe)
+
+    def _report(self, done: int, total: int) -> None:
+        self.progress.max = max(int(total), 1)
+        self.progress.value = min(int(done), self.progress.max)
+
+    def show_message(self, text: str) -> None:
+        """A red one-line message in the panel (and in ``output``), for settings that can't run."""
+        self.progress.bar_style = "danger"
+        self.message.value = f'<span style="color:#b00020"><b>Can\'t generate:</b> {html.escape(text)}</span>'
+        self.output.outputs = ({"output_type": "display_data", "data": {"text/plain": f"Can't generate: {text}"}, "metadata": {}},)
+
+
+def _scheduler_name(pipe) -> str:
+    for name, cls in SCHEDULERS.items():
+        if type(pipe.scheduler) is cls:
+            return name
+    return "pndm"
+
+
+def _with_note(control, note: str) -> widgets.Widget:
+    return widgets.HBox([control, widgets.HTML(f'<span style="color:#555;font-size:12px">{html.escape(note)}</span>', layout=widgets.Layout(max_width="520px"))])
+
+
+def _titled(title: str, part: widgets.Widget) -> widgets.VBox:
+    return widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), part])
+
+
+def control_panel(pipe, prompt: str = "a red cat", steps: int = 20, cfg: float = 7.5, seed: int = 0, input_image=None) -> ControlPanel:
+    """The WebUI's knobs in one panel (see `ControlPanel`)."""
+    return ControlPanel(pipe, prompt=prompt, steps=steps, cfg=cfg, seed=seed, input_image=input_image)

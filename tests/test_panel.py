@@ -1,0 +1,62 @@
+"""The control panel: knobs -> exactly `sdexplain.generate`'s image; bad input -> a clear message."""
+
+import numpy as np
+import pytest
+
+from sdexplain import images, panel
+from sdexplain.generate import generate
+from sdexplain.toy import world
+
+
+@pytest.fixture
+def small_panel(tiny_pipe):
+    view = panel.control_panel(tiny_pipe, prompt="a red cat", steps=3, cfg=3.0, seed=5)
+    return view
+
+
+def test_generate_shows_the_image_sdexplain_generate_makes(tiny_pipe, small_panel):
+    small_panel.controls["seed"].value = 7
+    small_panel.controls["scheduler"].value = "ddim"
+    before = small_panel.image.value
+    small_panel.button.click()
+    assert not small_panel.errors, small_panel.errors
+    assert small_panel.image.value != before
+    expected, _ = generate(tiny_pipe, "a red cat", steps=3, cfg=3.0, seed=7, scheduler="ddim", width=64, height=64)
+    assert np.array_equal(np.asarray(small_panel.images[0]), np.asarray(expected[0]))
+    shown = images.decode_image(small_panel.image.value)
+    assert np.array_equal(shown[:: shown.shape[0] // 64, :: shown.shape[1] // 64], np.asarray(expected[0]))
+    assert small_panel.progress.value == small_panel.progress.max
+    assert small_panel.scrubber is not None and small_panel.scrubber.slider.max == len(small_panel.run.steps) - 1
+
+
+def test_image_to_image_uses_the_input_and_strength(tiny_pipe, small_panel):
+    picture = images.to_pil(world.render(world.make_scene("dog", "blue", "left", "large"))[0])
+    small_panel.set_input_image(picture)
+    small_panel.controls["strength"].value = 0.5
+    small_panel.controls["steps"].value = 4
+    small_panel.generate()
+    expected, run = generate(tiny_pipe, "a red cat", steps=4, cfg=3.0, seed=5, image=picture, strength=0.5, width=64, height=64, scheduler="pndm")
+    assert np.array_equal(np.asarray(small_panel.images[0]), np.asarray(expected[0]))
+    assert len(small_panel.run.steps) == len(run.steps)
+
+
+@pytest.mark.parametrize(
+    "knob, value, message",
+    [("width", 60, "width = 60 is not a multiple of the VAE factor 8"), ("height", 0, "height = 0 is not a multiple")],
+)
+def test_bad_size_shows_a_message_in_the_panel(small_panel, knob, value, message):
+    small_panel.controls[knob].value = value
+    small_panel.generate()
+    assert message in small_panel.message.value
+    assert message in small_panel.output.outputs[0]["data"]["text/plain"]
+    assert small_panel.images is None and not small_panel.errors
+
+
+def test_too_small_strength_and_missing_image_are_explained(tiny_pipe, small_panel):
+    small_panel.controls["use_image"].value = True
+    small_panel.generate()
+    assert "no image was uploaded" in small_panel.message.value
+    small_panel.set_input_image(np.zeros((64, 64, 3), dtype=np.uint8))
+    small_panel.controls["strength"].value = 0.1
+    small_panel.generate()
+    assert "rounds down to 0 denoising steps" in small_panel.message.value
