@@ -2,6 +2,9 @@
 
 __version__ = "0.1.0"
 
-from sdexplain.loading import load_pipeline
-from sdexplain.trace import trace, Trace
-from sdexplain.generate import generate
+from sdexplain.quiet import quiet_libraries
+
+with quiet_libraries():  # diffusers' pipeline imports make transformers warn about torchvision
+    from sdexplain.loading import load_pipeline
+    from sdexplain.trace import trace, Trace
+    from sdexplain.generate import generate

@@ -27,6 +27,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from sdexplain.quiet import quiet_libraries
 from diffusers import (
     StableDiffusionDepth2ImgPipeline,
     StableDiffusionImg2ImgPipeline,
@@ -157,7 +159,8 @@ def load_pipeline(
                 f"Build it with `{TOY_BUILD_COMMAND}` (it trains on CPU and resumes when stopped), "
                 "or pass model=<Hub id or diffusers folder> to use another model."
             )
-        pipe = _load_folder(folder, resolved_dtype, allow_pickle)
+        with quiet_libraries():  # a few MB: loads before a progress bar could be read
+            pipe = _load_folder(folder, resolved_dtype, allow_pickle)
     else:
         path = Path(model).expanduser()
         if path.is_dir():
