@@ -20,6 +20,8 @@ import weakref
 import numpy as np
 import PIL.Image
 import torch
+
+from sdexplain.quiet import quiet_libraries
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -97,13 +99,15 @@ def pipeline_for(pipe, mode: str, scheduler: str | None = None):
     cls = MODES[mode]
     extra = {"depth_estimator": None, "feature_extractor": None} if mode == "depth-to-image" and not isinstance(pipe, cls) else {}
     if scheduler is not None:
-        return cls.from_pipe(pipe, scheduler=make_scheduler(pipe, scheduler), **extra)
+        with quiet_libraries():  # from_pipe warns about an empty list of float32 modules
+            return cls.from_pipe(pipe, scheduler=make_scheduler(pipe, scheduler), **extra)
     if type(pipe) is cls:
         return pipe
     cache = _DERIVED.setdefault(pipe, {})
     derived = cache.get(cls)
     if derived is None or any(getattr(derived, n, None) is not getattr(pipe, n, None) for n in _SHARED):
-        derived = cache[cls] = cls.from_pipe(pipe, **extra)
+        with quiet_libraries():  # from_pipe warns about an empty list of float32 modules
+            derived = cache[cls] = cls.from_pipe(pipe, **extra)
     return derived
 
 

@@ -296,7 +296,8 @@ def derive(pipe: StableDiffusionPipeline, task: str, **components):
                 f"stabilityai/stable-diffusion-2-depth); this U-Net has {in_channels}"
             )
         components = {"depth_estimator": None, "feature_extractor": None, **components}
-    return TASKS[task].from_pipe(pipe, dtype=pipe.dtype, **components)  # from_pipe casts to float32 otherwise
+    with quiet_libraries():  # from_pipe's .to(dtype) warns about an empty list of float32 modules
+        return TASKS[task].from_pipe(pipe, dtype=pipe.dtype, **components)  # from_pipe casts to float32 otherwise
 
 
 def vae_scale_factor(pipe) -> int:
