@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Real-size benchmarks on a CUDA GPU, one command:   bash benchmarks/gpu.sh   (from anywhere in the checkout)
+#
+# Builds Stable Diffusion 1.5's exact architecture from its published configs with random weights
+# (sdexplain.architectures.build_pipeline("sd15"): the real model's compute cost, nothing downloaded),
+# in float16 at 512x512 with 25 steps, and runs benchmarks 1, 2 and 4 of benchmarks/run_all.py:
+# trace overhead, batched CFG sweep vs 8 stock calls, and scaling 256 -> 768 px.
+# Writes benchmarks/results-gpu.md and its scaling plot next to it. Extra arguments go to run_all.py
+# (e.g. --quick, or --repeats 10). Sets up .venv with `make setup` first if there is none.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+    echo "no .venv yet: running 'make setup' (installs torch ${TORCH_SPEC:-from the Makefile} and sdexplain)"
+    make setup
+fi
+PY=.venv/bin/python
+
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "error: PyTorch sees no CUDA GPU here ($("$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'))." >&2
+    echo "Run this on a CUDA machine with a CUDA build of torch; on a CPU use: $PY benchmarks/run_all.py" >&2
+    exit 1
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+exec "$PY" benchmarks/run_all.py \
+    --model sd15 --device cuda --dtype float16 --size 512 --steps 25 \
+    --only trace,cfg,scaling \
+    --out benchmarks/results-gpu.md \
+    "$@"
