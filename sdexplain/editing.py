@@ -414,16 +414,15 @@ def depth_correlation(estimator, original, result) -> float:
 def depth_pipeline(pipe, depth_unet):
     """A depth-to-image pipeline sharing `pipe`'s components, with `depth_unet` (5 input channels) as U-Net.
 
-    What `sdexplain.loading.derive(pipe, "depth2img", unet=depth_unet)` is meant to do; derive (as of
-    this writing) checks the channels of `pipe.unet` rather than of the U-Net passed in.
+    = `sdexplain.loading.derive(pipe, "depth2img", unet=depth_unet)`, with the U-Net moved to the
+    pipeline's device and dtype first.
     """
-    from diffusers import StableDiffusionDepth2ImgPipeline
+    from sdexplain.loading import derive
 
     in_channels = depth_unet.config.in_channels
     if in_channels != 5:
         raise ValueError(f"depth-to-image needs a U-Net with 5 input channels (4 latent + 1 depth); this one has {in_channels}")
-    depth_unet = depth_unet.to(pipe.device, pipe.dtype)
-    return StableDiffusionDepth2ImgPipeline.from_pipe(pipe, unet=depth_unet, depth_estimator=None, feature_extractor=None, dtype=pipe.dtype)
+    return derive(pipe, "depth2img", unet=depth_unet.to(pipe.device, pipe.dtype))
 
 
 def depth_picture(depth) -> np.ndarray:

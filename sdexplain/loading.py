@@ -289,7 +289,8 @@ def derive(pipe: StableDiffusionPipeline, task: str, **components):
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
     if task == "depth2img":
-        in_channels = pipe.unet.config.in_channels
+        unet = components.get("unet", pipe.unet)  # the U-Net the derived pipeline will run
+        in_channels = unet.config.in_channels
         if in_channels != 5:
             raise ValueError(
                 f"depth2img needs a depth-conditioned U-Net with 5 input channels (4 latent + 1 depth, as in "

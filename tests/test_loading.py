@@ -270,3 +270,11 @@ def test_describe_summarises_the_tiny_pipeline(tiny_pipe):
     assert info["latent_channels"] == 4 and info["vae_scale_factor"] == 8 and info["default_size"] == 64
     assert info["prediction_type"] == "epsilon" and info["scheduler"] == "PNDMScheduler"
     assert info["dtype"] == "float32" and info["device"] == "cpu"
+
+
+def test_depth2img_checks_the_unet_it_is_given(tiny_pipe):
+    depth_unet = UNet2DConditionModel.from_config(tiny_pipe.unet.config, in_channels=5)
+    derived = derive(tiny_pipe, "depth2img", unet=depth_unet)  # the text-only pipe keeps its 4-channel U-Net
+    assert derived.unet is depth_unet and tiny_pipe.unet.config.in_channels == 4
+    with pytest.raises(ValueError, match="has 4"):
+        derive(tiny_pipe, "depth2img", unet=tiny_pipe.unet)
