@@ -89,3 +89,15 @@ def test_run_all_writes_one_markdown_table(tmp_path):
     text = out.read_text()
     assert "| benchmark | what is compared | measured | target | met? |" in text
     assert "| CFG sweep |" in text and "not run (--only)" in text and "Machine: cpu" in text
+
+
+def test_trace_profile_times_every_variant_and_images_stay_identical(tiny_pipe):
+    from benchmarks import trace_profile
+
+    result = trace_profile.measure(tiny_pipe, size=64, steps=2, repeats=1, preview_every=1)
+    assert list(result) == ["stock", "steps only", "+ attention", "+ previews", "everything"]
+    assert result["stock"]["ratio"] == 1.0
+    for name, r in result.items():
+        assert r["identical"], name  # tracing never changes the image
+        assert _positive_time(r["wall_s"]) and r["ratio"] > 0
+    assert "everything" in trace_profile.table(result)
