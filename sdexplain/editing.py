@@ -418,11 +418,14 @@ def depth_pipeline(pipe, depth_unet):
     pipeline's device and dtype first.
     """
     from sdexplain.loading import derive
+    from sdexplain.quiet import quiet_libraries
 
     in_channels = depth_unet.config.in_channels
     if in_channels != 5:
         raise ValueError(f"depth-to-image needs a U-Net with 5 input channels (4 latent + 1 depth); this one has {in_channels}")
-    return derive(pipe, "depth2img", unet=depth_unet.to(pipe.device, pipe.dtype))
+    with quiet_libraries():  # .to() warns about an empty list of modules to keep in float32
+        depth_unet = depth_unet.to(pipe.device, pipe.dtype)
+    return derive(pipe, "depth2img", unet=depth_unet)
 
 
 def depth_picture(depth) -> np.ndarray:

@@ -122,6 +122,17 @@ def make_depth_unet(unet):
     return depth_unet
 
 
+def load_depth_unet(folder: Path | None = None):
+    """The shipped 5-channel depth U-Net (diffusers layout in `model_extras/depth_unet/`), loaded quietly."""
+    from diffusers import UNet2DConditionModel
+
+    from sdexplain.quiet import quiet_libraries
+    from sdexplain.toy.model import EXTRAS_DIR
+
+    with quiet_libraries():  # a few MB: no progress bar, no note that accelerate is missing
+        return UNet2DConditionModel.from_pretrained(folder or EXTRAS_DIR / "depth_unet", use_safetensors=True)
+
+
 def depth_to_latent_input(depth: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
     """What StableDiffusionDepth2ImgPipeline feeds the U-Net: depth resized to the latent (bicubic),
     then min-max normalised per image to [-1, 1]. (B, H, W) -> (B, 1, h, w)."""
