@@ -100,7 +100,8 @@ def pipeline_for(pipe, mode: str, scheduler: str | None = None):
     extra = {"depth_estimator": None, "feature_extractor": None} if mode == "depth-to-image" and not isinstance(pipe, cls) else {}
     if scheduler is not None:
         with quiet_libraries():  # from_pipe warns about an empty list of float32 modules
-            return cls.from_pipe(pipe, scheduler=make_scheduler(pipe, scheduler), **extra)
+            derived = cls.from_pipe(pipe, scheduler=make_scheduler(pipe, scheduler), **extra)
+        return _same_progress_bar(derived, pipe)
     if type(pipe) is cls:
         return pipe
     cache = _DERIVED.setdefault(pipe, {})
@@ -108,6 +109,12 @@ def pipeline_for(pipe, mode: str, scheduler: str | None = None):
     if derived is None or any(getattr(derived, n, None) is not getattr(pipe, n, None) for n in _SHARED):
         with quiet_libraries():  # from_pipe warns about an empty list of float32 modules
             derived = cache[cls] = cls.from_pipe(pipe, **extra)
+    return _same_progress_bar(derived, pipe)
+
+
+def _same_progress_bar(derived, pipe):
+    """A derived pipeline draws its progress bar as `pipe` was told to (e.g. not at all)."""
+    derived.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     return derived
 
 

@@ -194,3 +194,14 @@ def test_inpainting_pipeline_derivation_keeps_components(pipe):
     inpaint = pipeline_for(pipe, "inpainting")
     assert isinstance(inpaint, StableDiffusionInpaintPipeline)
     assert inpaint.vae is pipe.vae and inpaint.text_encoder is pipe.text_encoder
+
+
+def test_derived_pipelines_keep_the_progress_bar_setting(tiny_pipe, capfd):
+    from sdexplain.generate import pipeline_for
+
+    tiny_pipe.set_progress_bar_config(disable=True)
+    for scheduler in (None, "ddim"):
+        assert pipeline_for(tiny_pipe, "image-to-image", scheduler)._progress_bar_config == {"disable": True}
+    capfd.readouterr()
+    generate(tiny_pipe, "a red cat", steps=2, scheduler="euler", attention=False, preview_every=0)
+    assert "it/s" not in capfd.readouterr().err
