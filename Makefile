@@ -27,9 +27,12 @@ $(STAMP): pyproject.toml
 lab: setup
 	cd notebooks && ../$(BIN)/jupyter lab
 
-# Everything CI runs: unit tests (slow ones too) and every notebook executed with nbval.
+# Everything CI runs: unit tests (slow ones too), every notebook executed with nbval, the widget
+# tests again under Colab's ipywidgets 7.7.1, and the notebooks driven in a real browser.
 test: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q tests notebooks --nbval-lax -m "not browser" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q tests notebooks --nbval-lax -m "not browser" --durations=15 $(PYTEST_ARGS)
+	bash scripts/ci_colab_widgets.sh
+	bash scripts/ci_browser.sh
 
 test-fast: setup
 	$(BIN)/python -m pytest -q tests -m "not slow and not browser" $(PYTEST_ARGS)
