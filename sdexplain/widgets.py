@@ -176,8 +176,15 @@ def _mosaic_edge(latent) -> int:
     return 2 * max(latent.shape[-2:]) + 1
 
 
-def _titled(title: str, part: widgets.Widget) -> widgets.VBox:
-    return widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), part])
+def _titled(title: str, part: widgets.Widget, width: int | None = None) -> widgets.VBox:
+    """A bold title above ``part``; with ``width`` (px) the title is kept to that width on one line."""
+    style = f' style="display:block;max-width:{width}px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis" title="{html.escape(title)}"' if width else ""
+    return widgets.VBox([widgets.HTML(f"<b{style}>{html.escape(title)}</b>"), part])
+
+
+def _grid(parts: Sequence[widgets.Widget], columns: int) -> widgets.VBox:
+    """Parts in rows of ``columns`` (HBox rows in a VBox: works on ipywidgets 7 and 8)."""
+    return widgets.VBox([widgets.HBox(list(parts[i : i + columns])) for i in range(0, len(parts), columns)])
 
 
 def _zoomed(array: np.ndarray, display: int) -> np.ndarray:
@@ -207,29 +214,42 @@ def _mosaic(latent, vmax: float, display: int, cmap: str = "gray") -> np.ndarray
 class FrameScrubber(View):
     """A slider and a Play button over a precomputed list of images (e.g. one per sampling step).
 
-    ``frames``: anything ``images.to_uint8`` takes, one per position; ``labels``: a caption per frame.
-    All frames are encoded when set, so moving the slider only swaps bytes.
-    Parts: ``slider``, ``play``, ``image``, ``caption``, ``output``, ``widget``.
+    ``frames``: anything ``images.to_uint8`` takes, one per position; ``labels``: a caption per frame;
+    ``values``: what each position stands for (e.g. the strengths ``0.1 … 1``), shown beside the
+    slider instead of the bare frame number. All frames are encoded when set, so moving the slider
+    only swaps bytes. Parts: ``slider`` (an IntSlider over frame indices), ``value_label``, ``play``,
+    ``image``, ``caption``, ``output``, ``widget``.
     """
 
-    def __init__(self, frames: Sequence, labels: Sequence[str] | None = None, description: str = "frame", interval_ms: int = 300, display: int = DISPLAY_SIZE):
+    def __init__(self, frames: Sequence, labels: Sequence[str] | None = None, description: str = "frame", interval_ms: int = 300, display: int = DISPLAY_SIZE, values: Sequence | None = None):
         super().__init__()
         self.display = display
         self.image = _image_widget()
         self.caption = widgets.HTML()
         self.slider = widgets.IntSlider(value=0, min=0, max=0, description=description, continuous_update=True)
+        self.value_label = widgets.Label()
         self.play = widgets.Play(value=0, min=0, max=0, interval=interval_ms)
         widgets.jslink((self.play, "value"), (self.slider, "value"))
-        self.widget = widgets.VBox([widgets.HBox([self.play, self.slider]), self.image, self.caption, self.output])
+        self.widget = widgets.VBox([widgets.HBox([self.play, self.slider, self.value_label]), self.image, self.caption, self.output])
         self.on_change(self.slider, lambda: self.show(self.slider.value))
-        self.set_frames(frames, labels)
+        self.set_frames(frames, labels, values)
 
-    def set_frames(self, frames: Sequence, labels: Sequence[str] | None = None) -> None:
-        """Replace the frames (e.g. after a new run); the slider keeps its position where it can."""
+    def set_frames(self, frames: Sequence, labels: Sequence[str] | None = None, values: Sequence | None = None) -> None:
+        """Replace the frames (e.g. after a new run); the slider keeps its position where it can.
+
+        ``values`` (one per frame) replace the slider's numeric readout; None keeps the ones set before
+        when the number of frames is unchanged, else shows frame numbers.
+        """
         if len(frames) == 0:
             raise ValueError("FrameScrubber needs at least one frame")
         if labels is not None and len(labels) != len(frames):
             raise ValueError(f"{len(frames)} frames but {len(labels)} labels")
+        if values is not None and len(values) != len(frames):
+            raise ValueError(f"{len(frames)} frames but {len(values)} values")
+        if values is None and getattr(self, "values", None) is not None and len(self.values) == len(frames):
+            values = self.values
+        self.values = [v if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v) for v in values] if values is not None else None
+        self.slider.readout = self.values is None  # the label beside the slider reads out the value instead
         self.frames = [images.to_uint8(f) for f in frames]  # each (H, W, 3)
         self.labels = list(labels) if labels is not None else [f"{i + 1} / {len(frames)}" for i in range(len(frames))]
         self.frame_bytes = [_encoded(_zoomed(f, self.display), max(f.shape[:2])) for f in self.frames]  # (format, bytes)
@@ -240,6 +260,7 @@ class FrameScrubber(View):
     def show(self, index: int) -> None:
         _put(self.image, self.frame_bytes[index])
         self.caption.value = html.escape(self.labels[index])
+        self.value_label.value = self.values[index] if self.values is not None else ""
 
 
 # --------------------------------------------------------------------------- forward diffusion
@@ -543,7 +564,7 @@ class CfgExplorer(View):
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.scale_slider, self.step_slider]),
-                widgets.HBox([_titled("image at this scale", self.image)] + [_titled(n, p) for n, p in zip(CFG_PANELS, self.panel_images)]),
+                widgets.HBox([_titled("image at this scale", self.image), _grid([_titled(n, p, width=display) for n, p in zip(CFG_PANELS, self.panel_images)], columns=2)]),
                 self.readout,
                 self.output,
             ]

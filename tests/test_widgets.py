@@ -126,6 +126,20 @@ def test_frame_scrubber_shows_the_frame_at_the_slider():
     assert view.errors == []
 
 
+def test_frame_scrubber_reads_out_the_value_each_frame_stands_for():
+    frames = [np.full((8, 8, 3), 60 * i, np.uint8) for i in range(3)]
+    view = widgets.FrameScrubber(frames, description="strength", values=[0.5, 0.75, 1.0])
+    assert view.slider.readout is False and view.value_label.value == "0.5"
+    view.slider.value = 2
+    assert view.value_label.value == "1"
+    view.set_frames(frames[::-1])  # same count: the values stay
+    assert view.value_label.value == "1"
+    view.set_frames(frames[:2])  # another count: back to frame numbers
+    assert view.slider.readout is True and view.value_label.value == ""
+    with pytest.raises(ValueError, match="3 frames but 2 values"):
+        view.set_frames(frames, values=[1, 2])
+
+
 def test_callback_errors_land_in_the_output_and_clear_on_success():
     view = widgets.FrameScrubber([np.zeros((8, 8, 3), np.uint8)] * 3)
     good = view.frame_bytes
