@@ -33,3 +33,25 @@ def test_training_smoke_run_resumes_and_exports(tmp_path):
 def test_missing_part_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="--part vae"):
         train.load_vae(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_run_continues_from_the_shipped_model(tmp_path):
+    from sdexplain.toy.model import MODEL_DIR
+
+    if not (MODEL_DIR / "model_index.json").exists():
+        pytest.skip("toy model not built")
+    workdir, out = tmp_path / "work", tmp_path / "model"
+    common = ["--workdir", str(workdir), "--checkpoint-every", "1", "--batch-size", "4", "--dataset-size", "32"]
+    train.main(["--part", "seed-from-shipped", "--unet-stop-at", "10", *common])
+    with pytest.raises(FileExistsError, match="overwrite"):
+        train.main(["--part", "seed-from-shipped", *common])
+    train.main(["--part", "unet", "--unet-steps", "12", "--unet-stop-at", "12", *common])
+    state = torch.load(workdir / "unet.pt", weights_only=False)
+    assert state["step"] == 12 and [h["step"] for h in state["history"]] == [11, 12]
+    train.main(["--part", "export", "--out", str(out), *common])
+
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
+    assert pipe("a red cat", num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)

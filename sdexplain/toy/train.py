@@ -485,9 +485,47 @@ def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True)
     return out
 
 
+def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet_step: int = 6000) -> None:
+    """Recreate training checkpoints from the shipped model, so `--part unet` can continue its schedule.
+
+    The checkpoints of the original run live in the (git-ignored) workdir of the machine that trained
+    it. On another machine this writes the VAE and judge as finished parts and a U-Net checkpoint at
+    `unet_step` whose raw and EMA weights are both the shipped EMA weights, with a fresh optimiser
+    (AdamW rebuilds its moment estimates within a few dozen steps). The latents are re-encoded by the
+    shipped VAE from the same seeded scenes when `--part unet` first needs them.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    if (workdir / "unet.pt").exists():
+        raise FileExistsError(f"{workdir / 'unet.pt'} exists: seeding would overwrite a real checkpoint; use another --workdir")
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
+    judge = toy_model.Judge.load(model_dir / "judge")
+    for name, module in (("vae", pipe.vae), ("judge", judge)):  # finished parts: a later run skips them
+        fresh = torch.optim.AdamW(module.parameters()).state_dict()
+        _save(workdir / f"{name}.pt", {"model": module.state_dict(), "opt": fresh, "step": 10**9})
+    unet, text = pipe.unet.state_dict(), pipe.text_encoder.state_dict()
+    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.99), weight_decay=0.01)
+    _save(
+        workdir / "unet.pt",
+        {
+            "unet": unet,
+            "text_encoder": text,
+            "ema_unet": unet,
+            "ema_text": text,
+            "opt": opt.state_dict(),
+            "step": unet_step,
+            "history": [],
+            "scaling_factor": float(pipe.vae.config.scaling_factor),
+        },
+    )
+    print(f"seeded {workdir} from {model_dir} (unet at step {unet_step}; continue with --part unet --unet-stop-at N)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["all", "vae", "judge", "unet", "export", "classifier", "depth", "export-extras"], default="all")
+    parser.add_argument("--part", choices=["all", "vae", "judge", "unet", "export", "classifier", "depth", "export-extras", "seed-from-shipped"], default="all")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--out", type=Path, default=toy_model.MODEL_DIR)
     parser.add_argument("--extras-out", type=Path, default=toy_model.EXTRAS_DIR)
@@ -507,6 +545,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    if args.part == "seed-from-shipped":
+        seed_from_shipped(args.workdir, args.out, args.unet_stop_at)
+        return
     if args.part in ("all", "vae"):
         train_vae(args.workdir, args.vae_steps, 32, args.checkpoint_every, args.seed)
     if args.part in ("all", "judge"):
