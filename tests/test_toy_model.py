@@ -53,6 +53,12 @@ def test_judge_reads_held_out_scenes(judge):
     assert min(accuracy.values()) >= 0.98, accuracy
 
 
+def test_judge_reads_what_the_vae_decodes(toy_pipe, judge):
+    # every generated image comes out of the VAE decoder: a judge that can't read round trips can't score samples
+    accuracy = evaluate.judge_accuracy(judge, n=300, vae=toy_pipe.vae)
+    assert min(accuracy.values()) >= 0.98, accuracy
+
+
 def test_vae_reconstructs_held_out_scenes(toy_pipe):
     assert evaluate.vae_error(toy_pipe, n=64)["l1"] < 0.05
 
@@ -60,11 +66,8 @@ def test_vae_reconstructs_held_out_scenes(toy_pipe):
 @pytest.mark.slow
 def test_prompt_adherence_at_the_default_scale(toy_pipe, judge):
     guided = evaluate.adherence(toy_pipe, judge, n=60, guidance_scale=evaluate.DEFAULT_GUIDANCE)
-    # Bars of the toy-model issue: colour ≥ 90 %, position ≥ 90 %, shape ≥ 80 %. The shipped model meets
-    # colour and position; shape measured 77 % on 200 prompts (cats and dogs get confused: the VAE keeps
-    # ears but loses faces), so shape is guarded at what it reaches, not at the issue's bar (see README).
-    assert guided["colour"] >= 0.9 and guided["position"] >= 0.9, guided
-    assert guided["shape"] >= 0.65, guided
+    # the toy-model issue's bars: colour ≥ 90 %, shape/animal ≥ 80 %, position ≥ 90 % (200 prompts: 100 % each)
+    assert guided["colour"] >= 0.9 and guided["shape"] >= 0.8 and guided["position"] >= 0.9, guided
 
 
 @pytest.mark.slow
@@ -77,7 +80,8 @@ def test_over_guidance_hurts_the_small_model(toy_pipe, judge):
 @pytest.mark.slow
 def test_unconditional_samples_are_clearly_one_thing(toy_pipe, judge):
     result = evaluate.unconditional(toy_pipe, judge, n=60)
-    assert result["confident"] >= 0.7, result  # 80 % measured on 200 samples
+    assert result["confident"] >= 0.7, result  # 82 % measured on 200 samples (the issue's bar: 80 %)
+    assert result["shares"]["cat"] > 0.05 and result["shares"]["dog"] > 0.05, result  # both animals come out
 
 
 @pytest.mark.slow

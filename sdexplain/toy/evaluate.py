@@ -56,9 +56,15 @@ def vae_error(pipe, n: int = 256) -> dict[str, float]:
     return {"l1": (recon - data["images"]).abs().mean().item(), "psnr_db": 10 * np.log10(4.0 / mse)}
 
 
-def judge_accuracy(judge: Judge, n: int = 1000) -> dict[str, float]:
+def judge_accuracy(judge: Judge, n: int = 1000, vae=None) -> dict[str, float]:
+    """Per attribute, the judge's accuracy on held-out renders — or, given the model's `vae`, on their
+    VAE round trips (encode → decode), which is what every generated image looks like."""
     data = world.batch(n, HELD_OUT_SEED + 1)
-    verdict = judge_images(judge, data["images"])
+    pictures = data["images"]
+    if vae is not None:
+        with torch.no_grad():
+            pictures = torch.cat([vae.decode(vae.encode(p).latent_dist.mode()).sample.clamp(-1, 1) for p in pictures.split(250)])
+    verdict = judge_images(judge, pictures)
     return {k: (verdict[k]["predicted"] == data["labels"][k]).float().mean().item() for k in verdict}
 
 
@@ -126,7 +132,7 @@ def forward_accuracy(pipe, judge: Judge, timesteps=(0, 100, 200, 300, 400, 500, 
     return result
 
 
-def evaluate(model: str | Path = MODEL_DIR, prompts: int = 200, scales=(1.0, 2.0, DEFAULT_GUIDANCE, 7.5)) -> dict:
+def evaluate(model: str | Path = MODEL_DIR, prompts: int = 200, scales=(1.0, DEFAULT_GUIDANCE, 4.0, 7.5)) -> dict:
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True, safety_checker=None, requires_safety_checker=False)
@@ -135,6 +141,7 @@ def evaluate(model: str | Path = MODEL_DIR, prompts: int = 200, scales=(1.0, 2.0
     report = {
         "vae": vae_error(pipe),
         "judge": judge_accuracy(judge),
+        "judge_round_trip": judge_accuracy(judge, vae=pipe.vae),
         "adherence": {scale: adherence(pipe, judge, prompts, scale) for scale in scales},
         "uncond": unconditional(pipe, judge, prompts),
         "forward": forward_accuracy(pipe, judge),
@@ -146,6 +153,7 @@ def format_report(report: dict) -> str:
     lines = [
         f"VAE reconstruction (held-out): L1 {report['vae']['l1']:.4f} on [-1, 1], PSNR {report['vae']['psnr_db']:.1f} dB",
         "Judge accuracy (held-out rendered scenes): " + ", ".join(f"{k} {v:.1%}" for k, v in report["judge"].items()),
+        "Judge accuracy (their VAE round trips): " + ", ".join(f"{k} {v:.1%}" for k, v in report["judge_round_trip"].items()),
         "Prompt adherence (25 steps, judge-scored):",
         "  CFG scale | colour | shape  | position | size",
     ]

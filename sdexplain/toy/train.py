@@ -127,8 +127,21 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return images + 0.05 * torch.randn(images.shape, generator=generator)
 
 
+def vae_round_trip(vae, images: torch.Tensor) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1] -> encoded and decoded by `vae`: what every generated image goes through."""
+    with torch.no_grad():
+        return vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
+
+
 def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
+    """The judge of generated images: half of every batch is passed through the trained VAE first.
+
+    Every generated image comes out of the VAE decoder, which keeps a cat's ears but not its face;
+    a judge trained on crisp renders only calls such cats circles (measured: 73 % shape accuracy on
+    round trips). So it learns from both the renders and their VAE round trips.
+    """
     path = workdir / "judge.pt"
+    vae = load_vae(workdir)
     state = _load(path)
     torch.manual_seed(seed)
     judge = toy_model.Judge()
@@ -147,7 +160,10 @@ def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: in
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, steps, 2e-3, 50)
         data = world.batch(batch_size, seed=seed * 104729 + step)
-        logits = judge(_augment(data["images"], generator))
+        images = data["images"]
+        half = batch_size // 2
+        images = torch.cat([vae_round_trip(vae, images[:half]), images[half:]])  # (B, 3, 64, 64)
+        logits = judge(_augment(images, generator))
         loss = sum(F.cross_entropy(logits[k], data["labels"][k]) for k in logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -455,6 +471,14 @@ def export_extras(workdir: Path, out: Path) -> Path:
 # ----------------------------------------------------------------------------- 4. export
 
 
+def export_judge(workdir: Path, out: Path = toy_model.MODEL_DIR) -> Path:
+    """Write the judge into `out`/judge/ (safetensors + its labels)."""
+    judge = toy_model.Judge()
+    judge.load_state_dict(_require(workdir / "judge.pt", "judge")["model"])
+    judge.save(out / "judge")
+    return out / "judge"
+
+
 def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True) -> Path:
     """Write the shipped model: a StableDiffusionPipeline folder plus the judge."""
     from diffusers import StableDiffusionPipeline
@@ -478,9 +502,7 @@ def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True)
         requires_safety_checker=False,
     )
     pipe.save_pretrained(out, safe_serialization=True)
-    judge = toy_model.Judge()
-    judge.load_state_dict(_require(workdir / "judge.pt", "judge")["model"])
-    judge.save(out / "judge")
+    export_judge(workdir, out)
     print(f"exported to {out} (unet step {state['step']}, {'EMA' if use_ema else 'raw'} weights)")
     return out
 
@@ -525,7 +547,7 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["all", "vae", "judge", "unet", "export", "classifier", "depth", "export-extras", "seed-from-shipped"], default="all")
+    parser.add_argument("--part", choices=["all", "vae", "judge", "unet", "export", "export-judge", "classifier", "depth", "export-extras", "seed-from-shipped"], default="all")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--out", type=Path, default=toy_model.MODEL_DIR)
     parser.add_argument("--extras-out", type=Path, default=toy_model.EXTRAS_DIR)
@@ -556,6 +578,8 @@ def main(argv: list[str] | None = None) -> None:
         train_unet(args.workdir, args.unet_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, args.unet_stop_at)
     if args.part in ("all", "export"):
         export(args.workdir, args.out)
+    if args.part == "export-judge":  # only the judge, beside an existing model
+        export_judge(args.workdir, args.out)
     if args.part in ("all", "classifier"):
         train_classifier(args.workdir, args.classifier_steps, 256, args.checkpoint_every, args.seed)
     if args.part in ("all", "depth"):
