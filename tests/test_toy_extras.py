@@ -42,10 +42,11 @@ def test_depth_estimator_matches_the_true_depth_of_held_out_scenes(estimator):
 
 
 @pytest.mark.slow
-def test_classifier_guidance_raises_the_judged_share_of_the_target(toy):
+@pytest.mark.parametrize("target, gain", [("cat", 0.3), ("dog", 0.5)])  # measured on 8: cat 38 % -> 88 %, dog 12 % -> 88 %
+def test_classifier_guidance_raises_the_judged_share_of_the_target(toy, target, gain):
     classifier = NoisyLatentClassifier.load(EXTRAS_DIR / "classifier")
-    curve = guidance.classifier_guidance_curve(toy, classifier, Judge.load(), "dog", [0.0, 4.0], n=8, steps=20)
-    assert curve.share[1] >= curve.share[0] + 0.5, curve.share  # measured: 12 % -> 88 %
+    curve = guidance.classifier_guidance_curve(toy, classifier, Judge.load(), target, [0.0, 4.0], n=8, steps=20)
+    assert curve.share[1] >= curve.share[0] + gain and curve.share[1] >= 0.75, curve.share
     assert curve.confidence[1] > curve.confidence[0]
 
 
