@@ -141,12 +141,7 @@ def report(result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny", choices=common.MODELS)
-    parser.add_argument("--device", default="cpu", choices=common.DEVICES)
-    parser.add_argument("--dtype", default="float32", choices=list(common.DTYPES))
-    parser.add_argument("--size", type=int, help="height = width in pixels (default: the model's own)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    common.add_model_arguments(parser, model="tiny")
     parser.add_argument("--keep-steps", action="store_true", help="let the sweep keep its per-step tensors too")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)

@@ -41,6 +41,16 @@ TRAINING_JOB = "sdexplain.toy.train"  # pgrep pattern of the toy model's trainin
 # ----------------------------------------------------------------------------- options and models
 
 
+def add_model_arguments(parser, model: str = "toy", steps: int = 20, repeats: int = 3) -> None:
+    """The options every single benchmark takes: --model --device --dtype --size --steps --repeats."""
+    parser.add_argument("--model", default=model, choices=MODELS)
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    parser.add_argument("--size", type=int, help="image side in px (default: the model's own)")
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--repeats", type=int, default=repeats)
+
+
 def check_options(model: str, device: str, dtype: str) -> None:
     """Raise ValueError/RuntimeError naming the bad option and what is allowed."""
     if model not in MODELS:

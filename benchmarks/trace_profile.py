@@ -80,12 +80,7 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="toy", choices=common.MODELS)
-    parser.add_argument("--device", default="cpu", choices=common.DEVICES)
-    parser.add_argument("--dtype", default="float32", choices=list(common.DTYPES))
-    parser.add_argument("--size", type=int, help="image side in px (default: the model's own)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    common.add_model_arguments(parser, model="toy")
     parser.add_argument("--preview-every", type=int, default=5)
     args = parser.parse_args(argv)
     common.check_options(args.model, args.device, args.dtype)
