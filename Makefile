@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e ".[test]"
 	touch $(STAMP)
 
+# Jupyter refuses to run as root unless told; containers and Colab-like machines often are root.
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: setup
-	cd notebooks && ../$(BIN)/jupyter lab
+	cd notebooks && ../$(BIN)/jupyter lab $(LAB_ARGS)
 
 # Everything CI runs: unit tests (slow ones too), every notebook executed with nbval, the widget
 # tests again under Colab's ipywidgets 7.7.1, and the notebooks driven in a real browser.
