@@ -55,10 +55,12 @@ def test_depth_to_image_keeps_the_input_layout_and_follows_the_prompt_colour(toy
     depth_pipe = editing.depth_pipeline(toy, load_depth_unet())
     source = images.to_pil(world.render(world.make_scene("cat", "orange", "left", "large"))[0])
     depth = editing.estimate_depth(estimator, source)
-    options = dict(image=source, strength=0.8, steps=20, cfg=DEFAULT_GUIDANCE, attention=False, preview_every=0)
+    # strength 1: only a faint trace of the input is left in the start latent; the layout must come from the depth map
+    options = dict(image=source, strength=1.0, steps=20, cfg=DEFAULT_GUIDANCE, attention=False, preview_every=0)
     with_depth = [sdexplain.generate(depth_pipe, "a large green circle", seed=s, depth_map=depth, **options)[0][0] for s in range(3)]
     plain = [sdexplain.generate(toy, "a large green circle", seed=s, **options)[0][0] for s in range(3)]
     mean = lambda rs: sum(editing.depth_correlation(estimator, source, r) for r in rs) / len(rs)  # noqa: E731
-    assert mean(with_depth) >= 0.8 and mean(with_depth) > mean(plain), (mean(with_depth), mean(plain))
+    # measured on 6 seeds: depth-to-image 0.866, plain image-to-image 0.574
+    assert mean(with_depth) >= 0.8 and mean(with_depth) > mean(plain) + 0.1, (mean(with_depth), mean(plain))
     colours = judge_images(Judge.load(), torch.cat([images.pil_to_tensor(r) for r in with_depth]))["colour"]["predicted"]
     assert [world.COLOUR_NAMES[i] for i in colours] == ["green"] * 3

@@ -44,6 +44,8 @@ def test_a_run_continues_from_the_shipped_model(tmp_path):
     workdir, out = tmp_path / "work", tmp_path / "model"
     common = ["--workdir", str(workdir), "--checkpoint-every", "1", "--batch-size", "4", "--dataset-size", "32"]
     train.main(["--part", "seed-from-shipped", "--unet-stop-at", "10", *common])
+    for part in ("vae", "judge", "classifier", "depth_estimator"):  # finished parts, skipped by later runs
+        assert torch.load(workdir / f"{part}.pt", weights_only=False)["step"] >= 10**9
     with pytest.raises(FileExistsError, match="overwrite"):
         train.main(["--part", "seed-from-shipped", *common])
     train.main(["--part", "unet", "--unet-steps", "12", "--unet-stop-at", "12", *common])
@@ -55,3 +57,9 @@ def test_a_run_continues_from_the_shipped_model(tmp_path):
 
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
     assert pipe("a red cat", num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)
+
+
+def test_depth_captions_can_lose_their_place_words():
+    assert train._without_place("a large red cat on the left") == "a large red cat"
+    assert train._without_place("a dog in the center") == "a dog"
+    assert train._without_place("a small blue square") == "a small blue square"

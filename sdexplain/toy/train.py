@@ -392,6 +392,16 @@ def train_depth_estimator(workdir: Path, steps: int, batch_size: int, checkpoint
             _save(path, {"model": estimator.state_dict(), "opt": opt.state_dict(), "step": step + 1})
 
 
+PLACE_DROP = 0.5  # depth fine-tuning: share of captions whose place words are removed
+
+
+def _without_place(caption: str) -> str:
+    """'a red cat on the left' -> 'a red cat' (the place words of the caption grammar removed)."""
+    for _, words in world.POSITIONS.values():
+        caption = caption.replace(" " + words, "")
+    return caption
+
+
 def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
     """Fine-tune a 5-channel copy of the trained U-Net on [latent, depth] (text encoder frozen), as SD 2 depth."""
     import copy
@@ -431,6 +441,8 @@ def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_ever
         rng = np.random.default_rng(seed * 999_983 + step)
         idx = torch.from_numpy(rng.integers(len(scenes), size=batch_size))
         captions = [scenes[i].caption(rng) if rng.random() >= 0.1 else "" for i in idx.tolist()]
+        # half the captions lose their place words: where the object stands must then come from the depth map
+        captions = [_without_place(c) if rng.random() < PLACE_DROP else c for c in captions]
         g = torch.Generator().manual_seed(seed * 11 + step)
         t = torch.randint(0, 1000, (batch_size,), generator=g)
         noise = torch.randn((batch_size, 4, 8, 8), generator=g) + 0.1 * torch.randn((batch_size, 4, 1, 1), generator=g)
@@ -523,7 +535,13 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
         raise FileExistsError(f"{workdir / 'unet.pt'} exists: seeding would overwrite a real checkpoint; use another --workdir")
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
     judge = toy_model.Judge.load(model_dir / "judge")
-    for name, module in (("vae", pipe.vae), ("judge", judge)):  # finished parts: a later run skips them
+    from sdexplain.toy.extras import DepthEstimator, NoisyLatentClassifier
+
+    finished = [("vae", pipe.vae), ("judge", judge)]
+    extras = toy_model.EXTRAS_DIR
+    if (extras / "classifier").exists() and (extras / "depth_estimator").exists():
+        finished += [("classifier", NoisyLatentClassifier.load(extras / "classifier")), ("depth_estimator", DepthEstimator.load(extras / "depth_estimator"))]
+    for name, module in finished:  # finished parts: a later run skips them
         fresh = torch.optim.AdamW(module.parameters()).state_dict()
         _save(workdir / f"{name}.pt", {"model": module.state_dict(), "opt": fresh, "step": 10**9})
     unet, text = pipe.unet.state_dict(), pipe.text_encoder.state_dict()
@@ -553,7 +571,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extras-out", type=Path, default=toy_model.EXTRAS_DIR)
     parser.add_argument("--classifier-steps", type=int, default=3000)
     parser.add_argument("--depth-estimator-steps", type=int, default=800)
-    parser.add_argument("--depth-unet-steps", type=int, default=600)
+    parser.add_argument("--depth-unet-steps", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--judge-steps", type=int, default=800)
