@@ -21,7 +21,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from sdexplain.quiet import quiet_libraries
+from sdexplain.loading import from_pipe
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -99,22 +99,15 @@ def pipeline_for(pipe, mode: str, scheduler: str | None = None):
     cls = MODES[mode]
     extra = {"depth_estimator": None, "feature_extractor": None} if mode == "depth-to-image" and not isinstance(pipe, cls) else {}
     if scheduler is not None:
-        with quiet_libraries():  # from_pipe warns about an empty list of float32 modules
-            derived = cls.from_pipe(pipe, scheduler=make_scheduler(pipe, scheduler), **extra)
-        return _same_progress_bar(derived, pipe)
+        return from_pipe(cls, pipe, scheduler=make_scheduler(pipe, scheduler), **extra)
     if type(pipe) is cls:
         return pipe
     cache = _DERIVED.setdefault(pipe, {})
     derived = cache.get(cls)
     if derived is None or any(getattr(derived, n, None) is not getattr(pipe, n, None) for n in _SHARED):
-        with quiet_libraries():  # from_pipe warns about an empty list of float32 modules
-            derived = cache[cls] = cls.from_pipe(pipe, **extra)
-    return _same_progress_bar(derived, pipe)
-
-
-def _same_progress_bar(derived, pipe):
-    """A derived pipeline draws its progress bar as `pipe` was told to (e.g. not at all)."""
-    derived.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+        derived = cache[cls] = from_pipe(cls, pipe, **extra)
+    else:
+        derived.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))  # the setting may have changed since
     return derived
 
 

@@ -297,8 +297,20 @@ def derive(pipe: StableDiffusionPipeline, task: str, **components):
                 f"stabilityai/stable-diffusion-2-depth); this U-Net has {in_channels}"
             )
         components = {"depth_estimator": None, "feature_extractor": None, **components}
-    with quiet_libraries():  # from_pipe's .to(dtype) warns about an empty list of float32 modules
-        return TASKS[task].from_pipe(pipe, dtype=pipe.dtype, **components)  # from_pipe casts to float32 otherwise
+    return from_pipe(TASKS[task], pipe, **components)
+
+
+def from_pipe(cls, pipe, **components):
+    """`cls.from_pipe(pipe, ...)`: another pipeline class on the same modules, as `pipe` was set up.
+
+    Keeps `pipe`'s dtype (without `dtype=`, diffusers casts the SHARED modules to float32 in place, so a
+    float16 pipeline would silently become float32), draws its progress bar as `pipe` was told to, and
+    keeps diffusers' note about an empty list of float32 modules out of the output.
+    """
+    with quiet_libraries():
+        derived = cls.from_pipe(pipe, dtype=pipe.dtype, **components)
+    derived.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return derived
 
 
 def vae_scale_factor(pipe) -> int:

@@ -205,3 +205,15 @@ def test_derived_pipelines_keep_the_progress_bar_setting(tiny_pipe, capfd):
     capfd.readouterr()
     generate(tiny_pipe, "a red cat", steps=2, scheduler="euler", attention=False, preview_every=0)
     assert "it/s" not in capfd.readouterr().err
+
+
+def test_derived_pipelines_keep_a_float16_pipeline_float16():
+    # diffusers' from_pipe without dtype= casts the SHARED modules to float32 in place
+    from sdexplain.architectures import build_tiny_pipeline
+    from sdexplain.generate import pipeline_for
+
+    pipe = build_tiny_pipeline(seed=0).to(torch.float16)
+    for mode, scheduler in (("image-to-image", None), ("text-to-image", "ddim"), ("inpainting", "euler")):
+        derived = pipeline_for(pipe, mode, scheduler)
+        assert derived.unet is pipe.unet and derived.dtype == torch.float16
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float16
