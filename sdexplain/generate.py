@@ -22,6 +22,7 @@ import PIL.Image
 import torch
 
 from sdexplain.loading import from_pipe
+from sdexplain.loading import vae_scale_factor as vae_factor  # pixels per latent cell along each side
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -72,11 +73,6 @@ def set_scheduler(pipe, name: str):
     """Replace `pipe.scheduler` by the named kind (same training schedule); returns the pipeline."""
     pipe.scheduler = make_scheduler(pipe, name)
     return pipe
-
-
-def vae_factor(pipe) -> int:
-    """How many pixels one latent cell covers per side: 2 ** (number of VAE levels − 1)."""
-    return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
 
 
 def pick_mode(image=None, mask_image=None, depth_map=None) -> str:

@@ -22,7 +22,7 @@ import ipywidgets as widgets
 
 from sdexplain import images
 from sdexplain.generate import SCHEDULERS, generate, vae_factor
-from sdexplain.widgets import StepScrubber, View, upload_image, unet_progress
+from sdexplain.widgets import StepScrubber, View, _titled, upload_image, unet_progress
 
 EXPLANATIONS = {
     "prompt": "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.",
@@ -195,10 +195,6 @@ def _scheduler_name(pipe) -> str:
 
 def _with_note(control, note: str) -> widgets.Widget:
     return widgets.HBox([control, widgets.HTML(f'<span style="color:#555;font-size:12px">{html.escape(note)}</span>', layout=widgets.Layout(max_width="520px"))])
-
-
-def _titled(title: str, part: widgets.Widget) -> widgets.VBox:
-    return widgets.VBox([widgets.HTML(f"<b>{html.escape(title)}</b>"), part])
 
 
 def control_panel(pipe, prompt: str = "a red cat", steps: int = 20, cfg: float = 7.5, seed: int = 0, input_image=None) -> ControlPanel:
