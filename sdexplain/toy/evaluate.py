@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from sdexplain.toy import world
-from sdexplain.toy.model import MODEL_DIR, Judge
+from sdexplain.toy.model import MODEL_DIR, Judge, vae_round_trip
 
 HELD_OUT_SEED = 10**9  # training never draws scenes from seeds this large
 # The toy's documented default CFG scale (SD's is 7.5). Measured on the shipped model: adherence peaks
@@ -50,8 +50,7 @@ def held_out_scenes(n: int, seed: int = HELD_OUT_SEED) -> list[world.Scene]:
 def vae_error(pipe, n: int = 256) -> dict[str, float]:
     data = world.batch(n, HELD_OUT_SEED)
     x = data["images"].to(pipe.device, pipe.vae.dtype)
-    with torch.no_grad():
-        recon = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1).float().cpu()
+    recon = vae_round_trip(pipe.vae, x).float().cpu()
     mse = (recon - data["images"]).pow(2).mean().item()
     return {"l1": (recon - data["images"]).abs().mean().item(), "psnr_db": 10 * np.log10(4.0 / mse)}
 
@@ -62,8 +61,7 @@ def judge_accuracy(judge: Judge, n: int = 1000, vae=None) -> dict[str, float]:
     data = world.batch(n, HELD_OUT_SEED + 1)
     pictures = data["images"]
     if vae is not None:
-        with torch.no_grad():
-            pictures = torch.cat([vae.decode(vae.encode(p).latent_dist.mode()).sample.clamp(-1, 1) for p in pictures.split(250)])
+        pictures = torch.cat([vae_round_trip(vae, p) for p in pictures.split(250)])
     verdict = judge_images(judge, pictures)
     return {k: (verdict[k]["predicted"] == data["labels"][k]).float().mean().item() for k in verdict}
 

@@ -62,6 +62,13 @@ def make_vae() -> AutoencoderKL:
     )
 
 
+def vae_round_trip(vae, images: torch.Tensor) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1] -> encoded (posterior mode) and decoded by `vae`, clamped to [-1, 1]:
+    what every generated image goes through."""
+    with torch.no_grad():
+        return vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
+
+
 def make_text_encoder(vocab_size: int, bos_token_id: int, eos_token_id: int) -> CLIPTextModel:
     config = CLIPTextConfig(
         vocab_size=vocab_size,

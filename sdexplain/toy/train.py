@@ -127,12 +127,6 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return images + 0.05 * torch.randn(images.shape, generator=generator)
 
 
-def vae_round_trip(vae, images: torch.Tensor) -> torch.Tensor:
-    """Images (B, 3, H, W) in [-1, 1] -> encoded and decoded by `vae`: what every generated image goes through."""
-    with torch.no_grad():
-        return vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
-
-
 def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
     """The judge of generated images: half of every batch is passed through the trained VAE first.
 
@@ -162,7 +156,7 @@ def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: in
         data = world.batch(batch_size, seed=seed * 104729 + step)
         images = data["images"]
         half = batch_size // 2
-        images = torch.cat([vae_round_trip(vae, images[:half]), images[half:]])  # (B, 3, 64, 64)
+        images = torch.cat([toy_model.vae_round_trip(vae, images[:half]), images[half:]])  # (B, 3, 64, 64)
         logits = judge(_augment(images, generator))
         loss = sum(F.cross_entropy(logits[k], data["labels"][k]) for k in logits)
         opt.zero_grad(set_to_none=True)
