@@ -130,3 +130,9 @@ def v_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: AlphaBar) -> torc
     """The v-prediction training target: v = sqrt(ᾱ)·ε − sqrt(1−ᾱ)·x0."""
     a = _as_factor(alpha_bar, x0)
     return a**0.5 * noise - (1 - a) ** 0.5 * x0
+
+
+def check_steps(steps) -> None:
+    """Refuse a number of sampling steps that is not an integer ≥ 1 (a bool is not a number of steps)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")

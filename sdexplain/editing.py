@@ -57,8 +57,7 @@ def start_step(scheduler, steps: int, strength: float) -> StartStep:
     Adapted from diffusers pipeline_stable_diffusion_img2img.py (0.42), get_timesteps.
     """
     strength = _check_strength(strength)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
+    diffusion.check_steps(steps)
     copy = type(scheduler).from_config(scheduler.config)
     copy.set_timesteps(steps)
     init_timestep = min(int(steps * strength), steps)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from sdexplain.diffusion import check_steps
+
 
 @dataclass
 class CFGSweep:
@@ -50,11 +52,6 @@ def _check_scales(scales) -> list[float]:
     return scales
 
 
-def _check_steps(steps: int) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
-
-
 @torch.no_grad()
 def cfg_sweep(
     pipe,
@@ -72,7 +69,7 @@ def cfg_sweep(
     """Generate `prompt` at every guidance scale in `scales` from the same noise, in one batch."""
     # Adapted from diffusers pipeline_stable_diffusion.py (0.42), __call__, steps 1–8
     scales = _check_scales(scales)
-    _check_steps(steps)
+    check_steps(steps)
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be one string, got {type(prompt).__name__}")
     n = len(scales)
@@ -136,7 +133,7 @@ def classifier_guided_sample(
     """
     if scale < 0:
         raise ValueError(f"scale must be ≥ 0, got {scale}")
-    _check_steps(steps)
+    check_steps(steps)
     device = pipe._execution_device
     scheduler = pipe.scheduler
     # 1. the unconditional context: the empty prompt, as in training's 10 % dropped captions
@@ -399,7 +396,7 @@ def sweep_sampler(pipe, scales, *, steps: int = 25, seed: int = 0, negative_prom
     from sdexplain.widgets import unet_progress
 
     scales = _check_scales(scales)
-    _check_steps(steps)
+    check_steps(steps)
 
     def run(prompt: str, progress):
         with unet_progress(pipe, progress, steps):

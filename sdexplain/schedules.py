@@ -79,8 +79,7 @@ def expected_noise_levels(scheduler, steps: int) -> list[tuple[int, float]]:
 
     σ_t = sqrt(1 − ᾱ_t) from the scheduler's ᾱ table: the noise level the latent entering that call should have.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    diffusion.check_steps(steps)
     copy = type(scheduler).from_config(scheduler.config)
     copy.set_timesteps(steps)
     table = diffusion.alphas_cumprod(copy)  # (T,)

@@ -114,3 +114,12 @@ def test_predict_x0_equals_euler_pred_original_sample(prediction_type):
         ours = predict_x0(x_t, model_output, alpha_bar, prediction_type)
         assert torch.allclose(ours, out.pred_original_sample, atol=1e-4, rtol=1e-4)
         x_ve = out.prev_sample
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.0, True, "20", None])
+def test_check_steps_refuses_what_is_not_an_integer_of_at_least_one(steps):
+    from sdexplain.diffusion import check_steps
+
+    with pytest.raises(ValueError, match=r"steps must be an integer ≥ 1, got"):
+        check_steps(steps)
+    check_steps(1)
