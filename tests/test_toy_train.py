@@ -15,9 +15,15 @@ def test_training_smoke_run_resumes_and_exports(tmp_path):
     assert torch.load(workdir / "vae.pt", weights_only=False)["step"] == 1
     train.main(["--part", "vae", "--vae-steps", "2", *common])  # resumes from step 1
     assert torch.load(workdir / "vae.pt", weights_only=False)["step"] == 2
-    train.main(["--part", "all", "--vae-steps", "2", "--judge-steps", "1", "--unet-steps", "2", *common])
+    train.main(["--part", "all", "--vae-steps", "2", "--judge-steps", "1", "--unet-steps", "2", "--noisy-steps", "2", *common])
     state = torch.load(workdir / "unet.pt", weights_only=False)
     assert state["step"] == 2 and len(state["history"]) == 2
+    noisy = torch.load(workdir / "unet_noisy.pt", weights_only=False)
+    assert noisy["step"] == 2 and len(noisy["history"]) == 2
+    # stage 2 starts from stage 1's EMA weights and leaves the text encoder as it was
+    for name, value in state["ema_text"].items():
+        assert torch.equal(noisy["ema_text"][name], value) and torch.equal(noisy["text_encoder"][name], value), name
+    assert any(not torch.equal(noisy["unet"][k], v) for k, v in state["ema_unet"].items())
 
     from diffusers import StableDiffusionPipeline
 
@@ -43,7 +49,7 @@ def test_a_run_continues_from_the_shipped_model(tmp_path):
         pytest.skip("toy model not built")
     workdir, out = tmp_path / "work", tmp_path / "model"
     common = ["--workdir", str(workdir), "--checkpoint-every", "1", "--batch-size", "4", "--dataset-size", "32"]
-    train.main(["--part", "seed-from-shipped", "--unet-stop-at", "10", *common])
+    train.main(["--part", "seed-from-shipped", "--unet-stop-at", "10", "--noisy-steps", "10", *common])
     for part in ("vae", "judge", "classifier", "depth_estimator"):  # finished parts, skipped by later runs
         assert torch.load(workdir / f"{part}.pt", weights_only=False)["step"] >= 10**9
     with pytest.raises(FileExistsError, match="overwrite"):
@@ -51,12 +57,20 @@ def test_a_run_continues_from_the_shipped_model(tmp_path):
     train.main(["--part", "unet", "--unet-steps", "12", "--unet-stop-at", "12", *common])
     state = torch.load(workdir / "unet.pt", weights_only=False)
     assert state["step"] == 12 and [h["step"] for h in state["history"]] == [11, 12]
-    train.main(["--part", "export", "--out", str(out), *common])
+    train.main(["--part", "unet-noisy", "--noisy-steps", "12", *common])  # stage 2 continues from the shipped weights
+    noisy = torch.load(workdir / "unet_noisy.pt", weights_only=False)
+    assert noisy["step"] == 12 and [h["step"] for h in noisy["history"]] == [11, 12]
+    train.main(["--part", "export", "--noisy-steps", "12", "--out", str(out), *common])
 
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
     assert pipe("a red cat", num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)
+
+
+def test_export_names_the_missing_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--part unet-noisy"):
+        train.export(tmp_path, tmp_path / "out")
 
 
 def test_depth_captions_can_lose_their_place_words():

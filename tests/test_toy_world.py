@@ -70,3 +70,24 @@ def test_a_batch_of_64_is_fast():
     start = time.perf_counter()
     world.batch(64, seed=1)
     assert time.perf_counter() - start < 0.5  # typically ~10 ms; generous for a loaded CI machine
+
+
+def test_mislabel_names_wrong_values_at_the_given_rate_and_never_redraws():
+    scene = world.make_scene("cat", "red", "left", "large")
+    rng = np.random.default_rng(0)
+    assert world.mislabel(scene, rng, 0.0) == scene
+    always = world.mislabel(scene, rng, 1.0)
+    assert (always.shape, always.colour, always.position, always.size) != (scene.shape, scene.colour, scene.position, scene.size)
+    assert all(getattr(always, a) != getattr(scene, a) for a in ("shape", "colour", "position", "size"))
+    assert (always.cx, always.cy, always.radius) == (scene.cx, scene.cy, scene.radius)  # only the names change
+    draws = [world.mislabel(scene, rng, 0.3) for _ in range(4000)]
+    for attribute in ("shape", "colour", "position", "size"):
+        wrong = np.mean([getattr(d, attribute) != getattr(scene, attribute) for d in draws])
+        assert 0.27 < wrong < 0.33, (attribute, wrong)
+    colours = {d.colour for d in draws if d.colour != "red"}
+    assert colours == set(world.COLOUR_NAMES) - {"red"}  # every other value is drawn
+
+
+def test_mislabel_rate_outside_zero_one_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"caption noise rate must be in \[0, 1\], got 1.5"):
+        world.mislabel(world.make_scene("cat", "red", "left", "large"), np.random.default_rng(0), 1.5)

@@ -1,4 +1,4 @@
-"""Train the toy model: `python -m sdexplain.toy.train [--part all|vae|judge|unet|export]`.
+"""Train the toy model: `python -m sdexplain.toy.train [--part all|vae|judge|unet|unet-noisy|export]`.
 
 The shipped weights in `sdexplain/toy/model/` come out of this command. Each part is seeded,
 shows a progress bar, writes a checkpoint every `--checkpoint-every` steps to `--workdir`, and
@@ -10,8 +10,14 @@ resumes from it when run again (stop it whenever you like). A finished part is s
               ε-prediction with SD v1's schedule, captions dropped 10 % of the time (this is what
               makes classifier-free guidance work, as in SD v1.4's last training stage),
               offset noise, min-SNR-5 loss weighting, timesteps biased to the noisy end, EMA.
-    4. export the EMA weights as a diffusers StableDiffusionPipeline (save_pretrained, safetensors)
-    5. extras (sdexplain.toy.extras): the noisy-latent classifier for classifier guidance
+    4. unet-noisy  stage 2: the U-Net alone (text encoder frozen, as SD's CLIP is) fine-tuned on
+              noisy captions, as web captions are: each of shape, colour, place and size names a
+              wrong value 20 % of the time (world.mislabel). Stage 1's model follows its prompt
+              without guidance, because every caption it saw was true; after stage 2, "a red cat"
+              means "usually a red cat", so CFG 1 follows the prompt only about as often as the
+              captions did, and guidance — which samples ∝ p(x|c)·p(c|x)^(s−1) — sharpens it back.
+    5. export the last stage's EMA weights as a diffusers StableDiffusionPipeline (safetensors)
+    6. extras (sdexplain.toy.extras): the noisy-latent classifier for classifier guidance
        (`--part classifier`), the depth estimator and the 5-channel depth U-Net fine-tuned from
        the trained U-Net (`--part depth`), exported beside the model (`--part export-extras`)
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -188,15 +195,44 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_dec
             e.lerp_(p, 1 - decay)
 
 
-def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, dataset_size: int, stop_at: int | None = None) -> None:
-    """Train for `steps` (the learning-rate schedule's length); `stop_at` ends this run early at that
-    step — the checkpoint stays resumable, and running again without it continues the schedule."""
+@dataclass(frozen=True)
+class UNetStage:
+    """One stage of the U-Net's training: where it starts, what it learns from, how fast."""
+
+    name: str  # the checkpoint is workdir/<name>.pt
+    peak_lr: float
+    warmup: int
+    caption_noise: float = 0.0  # each caption word names a wrong value with this chance (world.mislabel)
+    base: str | None = None  # start from this finished stage's EMA weights, not from scratch
+    train_text: bool = True  # False: the text encoder is frozen (as SD's CLIP always is)
+
+
+# Stage 1: text encoder + U-Net from scratch on true captions (the model learns what the words mean).
+CLEAN = UNetStage("unet", peak_lr=5e-4, warmup=500)
+# Stage 2: the U-Net alone on noisy captions, as web captions are: the model learns that "a red cat" is
+# only usually a red cat, so without guidance it follows the prompt only as often as its data did.
+NOISY_STEPS = 1000
+NOISY = UNetStage("unet_noisy", peak_lr=1e-4, warmup=100, caption_noise=world.CAPTION_NOISE, base="unet", train_text=False)
+
+
+def train_unet(
+    workdir: Path,
+    steps: int,
+    batch_size: int,
+    checkpoint_every: int,
+    seed: int,
+    dataset_size: int,
+    stop_at: int | None = None,
+    stage: UNetStage = CLEAN,
+) -> None:
+    """Train `stage` for `steps` (the learning-rate schedule's length); `stop_at` ends this run early
+    at that step — the checkpoint stays resumable, and running again without it continues the schedule."""
     import copy
 
-    path = workdir / "unet.pt"
+    path = workdir / f"{stage.name}.pt"
     state = _load(path)
     if state is not None and state["step"] >= steps:
-        print(f"unet: done ({state['step']} steps)")
+        print(f"{stage.name}: done ({state['step']} steps)")
         return
 
     # 1. the frozen VAE's latents, encoded once, and the scale that brings them to unit variance
@@ -210,13 +246,18 @@ def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int
     latents = data["latents"] * data["scaling_factor"]  # (N, 4, 8, 8), std 1
     scenes = data["scenes"]
 
-    # 2. models, optimiser, EMA copies
+    # 2. models (from scratch, or the base stage's EMA weights), optimiser, EMA copies
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet = toy_model.make_unet()
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.99), weight_decay=0.01)
+    if stage.base is not None:
+        base = _require(workdir / f"{stage.base}.pt", stage.base.replace("_", "-"))
+        unet.load_state_dict(base["ema_unet"])
+        text_encoder.load_state_dict(base["ema_text"])
+    text_encoder.requires_grad_(stage.train_text)
+    params = list(unet.parameters()) + (list(text_encoder.parameters()) if stage.train_text else [])
+    opt = torch.optim.AdamW(params, lr=stage.peak_lr, betas=(0.9, 0.99), weight_decay=0.01)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     start, history = 0, []
     if state is not None:
@@ -252,16 +293,17 @@ def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int
 
     # 3. the training loop
     unet.train()
-    text_encoder.train()
+    text_encoder.train(stage.train_text)
     end = steps if stop_at is None else min(steps, stop_at)
-    bar = tqdm(range(start, end), initial=start, total=steps, desc="unet")
+    bar = tqdm(range(start, end), initial=start, total=steps, desc=stage.name)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, steps, 5e-4, 500)
-        rng = np.random.default_rng(seed * 1_000_003 + step)
+            group["lr"] = _cosine_lr(step, steps, stage.peak_lr, stage.warmup)
+        rng = np.random.default_rng(seed * 1_000_003 + step + (0 if stage.base is None else 7_919_000))
         idx = torch.from_numpy(rng.integers(len(scenes), size=batch_size))
         x0 = latents[idx]  # (B, 4, 8, 8)
-        captions = [scenes[i].caption(rng) if rng.random() >= 0.1 else "" for i in idx.tolist()]  # 10 % dropped
+        named = [scenes[i] if not stage.caption_noise else world.mislabel(scenes[i], rng, stage.caption_noise) for i in idx.tolist()]
+        captions = [scene.caption(rng) if rng.random() >= 0.1 else "" for scene in named]  # 10 % dropped
         g = torch.Generator().manual_seed(seed * 7 + step)
         # half the timesteps uniform over [0, 1000), half over the noisy end [400, 1000)
         t = torch.where(
@@ -271,7 +313,8 @@ def train_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int
         )
         noise = torch.randn(x0.shape, generator=g) + 0.1 * torch.randn((batch_size, 4, 1, 1), generator=g)  # offset noise
         x_t = noise_scheduler.add_noise(x0, noise, t)  # x_t = sqrt(ᾱ_t)·x_0 + sqrt(1-ᾱ_t)·ε
-        context = text_encoder(tokenize(captions)).last_hidden_state  # (B, 77, 64)
+        with torch.set_grad_enabled(stage.train_text):
+            context = text_encoder(tokenize(captions)).last_hidden_state  # (B, 77, 64)
         eps = unet(x_t, t, context).sample
         weight = torch.clamp(snr[t], max=5.0) / snr[t]  # min-SNR-5 for ε-prediction
         loss = (weight * (eps - noise).pow(2).mean(dim=(1, 2, 3))).mean()
@@ -396,8 +439,9 @@ def _without_place(caption: str) -> str:
     return caption
 
 
-def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
-    """Fine-tune a 5-channel copy of the trained U-Net on [latent, depth] (text encoder frozen), as SD 2 depth."""
+def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, base_stage: UNetStage = NOISY) -> None:
+    """Fine-tune a 5-channel copy of the trained U-Net on [latent, depth] (text encoder frozen), as SD 2
+    depth was made from SD 2: from the last stage's weights, on captions as noisy as that stage's."""
     import copy
 
     from sdexplain.toy.extras import depth_to_latent_input, make_depth_unet
@@ -409,7 +453,7 @@ def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_ever
         return
     latents, scenes = _dataset(workdir)
     depths = depth_to_latent_input(torch.from_numpy(np.stack([world.render(s)[2] for s in scenes])), (8, 8))  # (N, 1, 8, 8)
-    base = _require(workdir / "unet.pt", "unet")
+    base = _require(workdir / f"{base_stage.name}.pt", base_stage.name.replace("_", "-"))
     tokenizer = build_tokenizer()
     text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     text_encoder.load_state_dict(base["ema_text"])
@@ -434,7 +478,8 @@ def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_ever
             group["lr"] = _cosine_lr(step, steps, 2e-4, 100)
         rng = np.random.default_rng(seed * 999_983 + step)
         idx = torch.from_numpy(rng.integers(len(scenes), size=batch_size))
-        captions = [scenes[i].caption(rng) if rng.random() >= 0.1 else "" for i in idx.tolist()]
+        named = [scenes[i] if not base_stage.caption_noise else world.mislabel(scenes[i], rng, base_stage.caption_noise) for i in idx.tolist()]
+        captions = [scene.caption(rng) if rng.random() >= 0.1 else "" for scene in named]
         # half the captions lose their place words: where the object stands must then come from the depth map
         captions = [_without_place(c) if rng.random() < PLACE_DROP else c for c in captions]
         g = torch.Generator().manual_seed(seed * 11 + step)
@@ -485,11 +530,11 @@ def export_judge(workdir: Path, out: Path = toy_model.MODEL_DIR) -> Path:
     return out / "judge"
 
 
-def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True) -> Path:
-    """Write the shipped model: a StableDiffusionPipeline folder plus the judge."""
+def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True, stage: UNetStage = NOISY) -> Path:
+    """Write the shipped model (`stage`'s weights): a StableDiffusionPipeline folder plus the judge."""
     from diffusers import StableDiffusionPipeline
 
-    state = _require(workdir / "unet.pt", "unet")
+    state = _require(workdir / f"{stage.name}.pt", stage.name.replace("_", "-"))
     tokenizer = build_tokenizer()
     text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet = toy_model.make_unet()
@@ -509,24 +554,29 @@ def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True)
     )
     pipe.save_pretrained(out, safe_serialization=True)
     export_judge(workdir, out)
-    print(f"exported to {out} (unet step {state['step']}, {'EMA' if use_ema else 'raw'} weights)")
+    print(f"exported to {out} ({stage.name} step {state['step']}, {'EMA' if use_ema else 'raw'} weights)")
     return out
 
 
-def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet_step: int = 6000) -> None:
-    """Recreate training checkpoints from the shipped model, so `--part unet` can continue its schedule.
+def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet_step: int = 6000, noisy_step: int = NOISY_STEPS) -> None:
+    """Recreate training checkpoints from the shipped model, so a run can continue from it.
 
     The checkpoints of the original run live in the (git-ignored) workdir of the machine that trained
-    it. On another machine this writes the VAE and judge as finished parts and a U-Net checkpoint at
-    `unet_step` whose raw and EMA weights are both the shipped EMA weights, with a fresh optimiser
-    (AdamW rebuilds its moment estimates within a few dozen steps). The latents are re-encoded by the
-    shipped VAE from the same seeded scenes when `--part unet` first needs them.
+    it. On another machine this writes the VAE, the judge (and the extras' classifier and depth
+    estimator) as finished parts, and the shipped U-Net — the last stage's EMA weights — as both
+    U-Net checkpoints: stage 2 (`unet_noisy.pt`) at `noisy_step` and stage 1 (`unet.pt`) at
+    `unet_step`, raw and EMA weights alike, with fresh optimisers (AdamW rebuilds its moment estimates
+    within a few dozen steps). Stage 1's own weights are not shipped: what continues from the seeded
+    `unet.pt` (`--part unet`, `--part depth`) starts from the stage-2 U-Net. The text encoder is the
+    same in both stages (stage 2 freezes it). The latents are re-encoded by the shipped VAE from the
+    same seeded scenes when a U-Net part first needs them.
     """
     from diffusers import StableDiffusionPipeline
 
     workdir.mkdir(parents=True, exist_ok=True)
-    if (workdir / "unet.pt").exists():
-        raise FileExistsError(f"{workdir / 'unet.pt'} exists: seeding would overwrite a real checkpoint; use another --workdir")
+    for stage in (CLEAN, NOISY):
+        if (workdir / f"{stage.name}.pt").exists():
+            raise FileExistsError(f"{workdir / f'{stage.name}.pt'} exists: seeding would overwrite a real checkpoint; use another --workdir")
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
     judge = toy_model.Judge.load(model_dir / "judge")
     from sdexplain.toy.extras import DepthEstimator, NoisyLatentClassifier
@@ -539,27 +589,21 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
         fresh = torch.optim.AdamW(module.parameters()).state_dict()
         _save(workdir / f"{name}.pt", {"model": module.state_dict(), "opt": fresh, "step": 10**9})
     unet, text = pipe.unet.state_dict(), pipe.text_encoder.state_dict()
-    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=5e-4, betas=(0.9, 0.99), weight_decay=0.01)
-    _save(
-        workdir / "unet.pt",
-        {
-            "unet": unet,
-            "text_encoder": text,
-            "ema_unet": unet,
-            "ema_text": text,
-            "opt": opt.state_dict(),
-            "step": unet_step,
-            "history": [],
-            "scaling_factor": float(pipe.vae.config.scaling_factor),
-        },
-    )
-    print(f"seeded {workdir} from {model_dir} (unet at step {unet_step}; continue with --part unet --unet-stop-at N)")
+    for stage, step in ((CLEAN, unet_step), (NOISY, noisy_step)):
+        params = list(pipe.unet.parameters()) + (list(pipe.text_encoder.parameters()) if stage.train_text else [])
+        opt = torch.optim.AdamW(params, lr=stage.peak_lr, betas=(0.9, 0.99), weight_decay=0.01)
+        checkpoint = {"unet": unet, "text_encoder": text, "ema_unet": unet, "ema_text": text, "opt": opt.state_dict(), "step": step}
+        _save(workdir / f"{stage.name}.pt", {**checkpoint, "history": [], "scaling_factor": float(pipe.vae.config.scaling_factor)})
+    print(f"seeded {workdir} from {model_dir} (unet at step {unet_step}, unet_noisy at step {noisy_step}; continue with --part unet-noisy --noisy-steps N)")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["all", "vae", "judge", "unet", "export", "export-judge", "classifier", "depth", "export-extras", "seed-from-shipped"], default="all")
+    parser.add_argument(
+        "--part",
+        choices=["all", "vae", "judge", "unet", "unet-noisy", "export", "export-judge", "classifier", "depth", "export-extras", "seed-from-shipped"],
+        default="all",
+    )
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--out", type=Path, default=toy_model.MODEL_DIR)
     parser.add_argument("--extras-out", type=Path, default=toy_model.EXTRAS_DIR)
@@ -571,6 +615,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judge-steps", type=int, default=800)
     parser.add_argument("--unet-steps", type=int, default=8000, help="length of the U-Net's learning-rate schedule")
     parser.add_argument("--unet-stop-at", type=int, default=6000, help="end this run at this step (resumable); the shipped model stops here")
+    parser.add_argument("--noisy-steps", type=int, default=NOISY_STEPS, help="stage 2: U-Net steps on noisy captions")
+    parser.add_argument("--caption-noise", type=float, default=world.CAPTION_NOISE, help="stage 2: chance that a caption word is wrong (each)")
     parser.add_argument("--dataset-size", type=int, default=30000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--checkpoint-every", type=int, default=250)
@@ -580,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     if args.part == "seed-from-shipped":
-        seed_from_shipped(args.workdir, args.out, args.unet_stop_at)
+        seed_from_shipped(args.workdir, args.out, args.unet_stop_at, args.noisy_steps)
         return
     if args.part in ("all", "vae"):
         train_vae(args.workdir, args.vae_steps, 32, args.checkpoint_every, args.seed)
@@ -588,15 +634,18 @@ def main(argv: list[str] | None = None) -> None:
         train_judge(args.workdir, args.judge_steps, 64, args.checkpoint_every, args.seed)
     if args.part in ("all", "unet"):
         train_unet(args.workdir, args.unet_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, args.unet_stop_at)
+    noisy = replace(NOISY, caption_noise=args.caption_noise)
+    if args.part in ("all", "unet-noisy"):
+        train_unet(args.workdir, args.noisy_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, stage=noisy)
     if args.part in ("all", "export"):
-        export(args.workdir, args.out)
+        export(args.workdir, args.out, stage=noisy)
     if args.part == "export-judge":  # only the judge, beside an existing model
         export_judge(args.workdir, args.out)
     if args.part in ("all", "classifier"):
         train_classifier(args.workdir, args.classifier_steps, 256, args.checkpoint_every, args.seed)
     if args.part in ("all", "depth"):
         train_depth_estimator(args.workdir, args.depth_estimator_steps, 32, args.checkpoint_every, args.seed)
-        train_depth_unet(args.workdir, args.depth_unet_steps, args.batch_size, args.checkpoint_every, args.seed)
+        train_depth_unet(args.workdir, args.depth_unet_steps, args.batch_size, args.checkpoint_every, args.seed, noisy)
     if args.part in ("all", "export-extras"):
         export_extras(args.workdir, args.extras_out)
 

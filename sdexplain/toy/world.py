@@ -15,14 +15,17 @@ Caption grammar (part of the toy model's contract — prompts outside it are out
 
 e.g. "a large red cat on the left", "a small blue square at the top", "a green dog in the center".
 Training captions always name the shape; size, colour and place are each left out 10 % of the
-time, so shorter prompts ("a red cat") are in distribution too.
+time, so shorter prompts ("a red cat") are in distribution too. In the second training stage the
+captions are also noisy, as web captions are: each word of shape, colour, place and size names
+another value with probability `CAPTION_NOISE` (`mislabel`), so "a red cat" is a red cat only most
+of the time — which is what classifier-free guidance has to sharpen.
 
 Not here: the model itself (`sdexplain.toy.model`), training (`sdexplain.toy.train`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -55,6 +58,7 @@ BACKGROUND = (235, 235, 228)  # plain, light, neutral
 DETAIL = (30, 30, 30)  # eyes and noses
 JITTER = 2  # pixels the centre may move in x and y
 DROP_RATE = 0.1  # chance that a training caption leaves out size, colour or place (each)
+CAPTION_NOISE = 0.2  # stage 2: chance that a caption names the wrong shape, colour, place or size (each)
 
 # Depth as MiDaS reports it: relative inverse depth ("nearness"), larger = closer, in [0, 1].
 FLOOR_NEAR, FLOOR_FAR = 0.35, 0.05  # the background is a floor receding towards the top
@@ -113,6 +117,20 @@ def make_scene(shape: str, colour: str, position: str, size: str, rng: np.random
         cy += int(rng.integers(-JITTER, JITTER + 1))
         radius += int(rng.integers(-1, 2))
     return Scene(shape, colour, position, size, cx, cy, radius)
+
+
+def mislabel(scene: Scene, rng: np.random.Generator, rate: float = CAPTION_NOISE) -> Scene:
+    """The scene as a noisy caption describes it: each of shape, colour, position and size replaced by
+    another value (uniformly) with probability `rate`. Only the names change; the drawing doesn't."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"caption noise rate must be in [0, 1], got {rate!r}")
+    names = {"shape": SHAPES, "colour": COLOUR_NAMES, "position": POSITION_NAMES, "size": SIZE_NAMES}
+    wrong = {}
+    for attribute, allowed in names.items():
+        if rng.random() < rate:
+            others = [v for v in allowed if v != getattr(scene, attribute)]
+            wrong[attribute] = others[rng.integers(len(others))]
+    return replace(scene, **wrong)
 
 
 def sample_scenes(n: int, seed: int) -> list[Scene]:
