@@ -1,7 +1,7 @@
 """The `sdexplain` command: run a model, trace it, and save the step-by-step strip as a PNG.
 
     sdexplain generate --prompt "a red circle on the left" --out steps.png [--model toy] [--steps 20]
-                       [--cfg 7.5] [--seed 0] [--scheduler NAME] [--negative-prompt TEXT]
+                       [--cfg S] [--seed 0] [--scheduler NAME] [--negative-prompt TEXT]
                        [--height H --width W] [--device auto] [--dtype auto]
     sdexplain info [--model toy]
 
@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sdexplain import images as sd_images
 from sdexplain.loading import ModelNotFoundError, UnsafeCheckpointError, describe, load_pipeline, resolve_device
+from sdexplain.toy.evaluate import DEFAULT_GUIDANCE as TOY_GUIDANCE
 
 ROWS = ("x_t (now)", "x0 (predicted)")
 
@@ -161,7 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--negative-prompt", default=None)
     _add_model_arguments(gen)
     gen.add_argument("--steps", type=_positive_int, default=20, help="denoising steps (default 20)")
-    gen.add_argument("--cfg", type=_non_negative_float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    gen.add_argument(
+        "--cfg",
+        type=_non_negative_float,
+        default=None,
+        help=f"classifier-free guidance scale (default: {SD_GUIDANCE:g}, as SD's WebUIs; the toy's measured {TOY_GUIDANCE:g} for --model toy)",
+    )
     gen.add_argument("--seed", type=_non_negative_int, default=0)
     gen.add_argument("--scheduler", default=None, help="a scheduler name from sdexplain.generate.SCHEDULERS")
     gen.add_argument("--height", type=_pixels, default=None, help="pixels, a multiple of 8 (default: the model's size)")
@@ -192,6 +198,14 @@ def _load(parser: argparse.ArgumentParser, args, scheduler: str | None = None):
 # ----------------------------------------------------------------------------- commands
 
 
+SD_GUIDANCE = 7.5  # Stable Diffusion's usual CFG scale
+
+
+def default_guidance(model: str) -> float:
+    """The CFG scale a run gets when none is asked for: the toy's measured default, or SD's usual 7.5."""
+    return TOY_GUIDANCE if model == "toy" else SD_GUIDANCE
+
+
 def _generate(parser: argparse.ArgumentParser, args) -> int:
     out: Path = args.out.expanduser()
     if out.suffix.lower() != ".png":
@@ -212,7 +226,7 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
         args.prompt,
         negative_prompt=args.negative_prompt,
         steps=args.steps,
-        cfg=args.cfg,
+        cfg=default_guidance(args.model) if args.cfg is None else args.cfg,
         seed=args.seed,
         height=args.height,
         width=args.width,

@@ -46,6 +46,16 @@ def test_generate_writes_the_strip_and_a_summary(tiny_folder, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["steps.png"]  # no temporary file left
 
 
+def test_guidance_defaults_to_the_models_own_scale(tiny_folder, tmp_path, capsys):
+    from sdexplain.toy.evaluate import DEFAULT_GUIDANCE
+
+    assert cli.default_guidance("toy") == DEFAULT_GUIDANCE and cli.default_guidance(str(tiny_folder)) == 7.5
+    assert cli.main(["generate", "--prompt", "a red cat", "--device", "cpu", "--steps", "2", "--out", str(tmp_path / "toy.png")]) == 0
+    assert f"guidance  {DEFAULT_GUIDANCE:g}" in capsys.readouterr().out
+    assert cli.main(["generate", "--prompt", "a red cat", "--device", "cpu", "--steps", "2", "--cfg", "2", "--out", str(tmp_path / "toy.png")]) == 0
+    assert "guidance  2\n" in capsys.readouterr().out  # asked for: the default doesn't apply
+
+
 def test_scheduler_option_changes_the_sampler(tiny_folder, tmp_path, capsys):
     assert cli.main(_generate_args(tiny_folder, tmp_path / "s.png", "--scheduler", "ddim", "--cfg", "1")) == 0
     printed = capsys.readouterr().out
