@@ -15,28 +15,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from sdexplain.trace import DEFAULT_BUDGET, trace
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from benchmarks.common import sync  # noqa: E402
+from sdexplain.trace import DEFAULT_BUDGET, trace  # noqa: E402
 
 
 def _run(pipe, args: dict, seed: int, traced: bool, options: dict):
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
-    _sync(pipe.device)
+    sync(pipe.device)
     start = time.perf_counter()
     if traced:
         with trace(pipe, **options) as run:
             images = pipe(generator=generator, **args).images
     else:
         run, images = None, pipe(generator=generator, **args).images
-    _sync(pipe.device)
+    sync(pipe.device)
     return time.perf_counter() - start, images, run
 
 
