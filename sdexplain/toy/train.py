@@ -203,8 +203,26 @@ class UNetStage:
     peak_lr: float
     warmup: int
     caption_noise: float = 0.0  # each caption word names a wrong value with this chance (world.mislabel)
-    base: str | None = None  # start from this finished stage's EMA weights, not from scratch
+    base: UNetStage | None = None  # start from this finished stage's EMA weights, not from scratch
     train_text: bool = True  # False: the text encoder is frozen (as SD's CLIP always is)
+
+    @property
+    def part(self) -> str:
+        """The `--part` that trains this stage."""
+        return self.name.replace("_", "-")
+
+    def checkpoint(self, workdir: Path) -> Path:
+        return workdir / f"{self.name}.pt"
+
+    def require(self, workdir: Path) -> dict:
+        """This stage's checkpoint, or a clear error naming the part that makes it."""
+        return _require(self.checkpoint(workdir), self.part)
+
+    def captions(self, scenes: list, indices: list[int], rng: np.random.Generator) -> list[str]:
+        """Training captions for scenes[indices]: mislabelled at `caption_noise`, then sampled from the
+        grammar (words dropped at world.DROP_RATE) and 10 % replaced by the empty caption."""
+        named = [scenes[i] if not self.caption_noise else world.mislabel(scenes[i], rng, self.caption_noise) for i in indices]
+        return [scene.caption(rng) if rng.random() >= 0.1 else "" for scene in named]
 
 
 # Stage 1: text encoder + U-Net from scratch on true captions (the model learns what the words mean).
@@ -212,7 +230,7 @@ CLEAN = UNetStage("unet", peak_lr=5e-4, warmup=500)
 # Stage 2: the U-Net alone on noisy captions, as web captions are: the model learns that "a red cat" is
 # only usually a red cat, so without guidance it follows the prompt only as often as its data did.
 NOISY_STEPS = 1000
-NOISY = UNetStage("unet_noisy", peak_lr=1e-4, warmup=100, caption_noise=world.CAPTION_NOISE, base="unet", train_text=False)
+NOISY = UNetStage("unet_noisy", peak_lr=1e-4, warmup=100, caption_noise=world.CAPTION_NOISE, base=CLEAN, train_text=False)
 
 
 def train_unet(
@@ -229,7 +247,7 @@ def train_unet(
     at that step — the checkpoint stays resumable, and running again without it continues the schedule."""
     import copy
 
-    path = workdir / f"{stage.name}.pt"
+    path = stage.checkpoint(workdir)
     state = _load(path)
     if state is not None and state["step"] >= steps:
         print(f"{stage.name}: done ({state['step']} steps)")
@@ -252,7 +270,7 @@ def train_unet(
     text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet = toy_model.make_unet()
     if stage.base is not None:
-        base = _require(workdir / f"{stage.base}.pt", stage.base.replace("_", "-"))
+        base = stage.base.require(workdir)
         unet.load_state_dict(base["ema_unet"])
         text_encoder.load_state_dict(base["ema_text"])
     text_encoder.requires_grad_(stage.train_text)
@@ -302,8 +320,7 @@ def train_unet(
         rng = np.random.default_rng(seed * 1_000_003 + step + (0 if stage.base is None else 7_919_000))
         idx = torch.from_numpy(rng.integers(len(scenes), size=batch_size))
         x0 = latents[idx]  # (B, 4, 8, 8)
-        named = [scenes[i] if not stage.caption_noise else world.mislabel(scenes[i], rng, stage.caption_noise) for i in idx.tolist()]
-        captions = [scene.caption(rng) if rng.random() >= 0.1 else "" for scene in named]  # 10 % dropped
+        captions = stage.captions(scenes, idx.tolist(), rng)
         g = torch.Generator().manual_seed(seed * 7 + step)
         # half the timesteps uniform over [0, 1000), half over the noisy end [400, 1000)
         t = torch.where(
@@ -453,7 +470,7 @@ def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_ever
         return
     latents, scenes = _dataset(workdir)
     depths = depth_to_latent_input(torch.from_numpy(np.stack([world.render(s)[2] for s in scenes])), (8, 8))  # (N, 1, 8, 8)
-    base = _require(workdir / f"{base_stage.name}.pt", base_stage.name.replace("_", "-"))
+    base = base_stage.require(workdir)
     tokenizer = build_tokenizer()
     text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     text_encoder.load_state_dict(base["ema_text"])
@@ -478,8 +495,7 @@ def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_ever
             group["lr"] = _cosine_lr(step, steps, 2e-4, 100)
         rng = np.random.default_rng(seed * 999_983 + step)
         idx = torch.from_numpy(rng.integers(len(scenes), size=batch_size))
-        named = [scenes[i] if not base_stage.caption_noise else world.mislabel(scenes[i], rng, base_stage.caption_noise) for i in idx.tolist()]
-        captions = [scene.caption(rng) if rng.random() >= 0.1 else "" for scene in named]
+        captions = base_stage.captions(scenes, idx.tolist(), rng)
         # half the captions lose their place words: where the object stands must then come from the depth map
         captions = [_without_place(c) if rng.random() < PLACE_DROP else c for c in captions]
         g = torch.Generator().manual_seed(seed * 11 + step)
@@ -534,7 +550,7 @@ def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True,
     """Write the shipped model (`stage`'s weights): a StableDiffusionPipeline folder plus the judge."""
     from diffusers import StableDiffusionPipeline
 
-    state = _require(workdir / f"{stage.name}.pt", stage.name.replace("_", "-"))
+    state = stage.require(workdir)
     tokenizer = build_tokenizer()
     text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet = toy_model.make_unet()
@@ -575,8 +591,8 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
 
     workdir.mkdir(parents=True, exist_ok=True)
     for stage in (CLEAN, NOISY):
-        if (workdir / f"{stage.name}.pt").exists():
-            raise FileExistsError(f"{workdir / f'{stage.name}.pt'} exists: seeding would overwrite a real checkpoint; use another --workdir")
+        if stage.checkpoint(workdir).exists():
+            raise FileExistsError(f"{stage.checkpoint(workdir)} exists: seeding would overwrite a real checkpoint; use another --workdir")
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
     judge = toy_model.Judge.load(model_dir / "judge")
     from sdexplain.toy.extras import DepthEstimator, NoisyLatentClassifier
@@ -593,7 +609,7 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
         params = list(pipe.unet.parameters()) + (list(pipe.text_encoder.parameters()) if stage.train_text else [])
         opt = torch.optim.AdamW(params, lr=stage.peak_lr, betas=(0.9, 0.99), weight_decay=0.01)
         checkpoint = {"unet": unet, "text_encoder": text, "ema_unet": unet, "ema_text": text, "opt": opt.state_dict(), "step": step}
-        _save(workdir / f"{stage.name}.pt", {**checkpoint, "history": [], "scaling_factor": float(pipe.vae.config.scaling_factor)})
+        _save(stage.checkpoint(workdir), {**checkpoint, "history": [], "scaling_factor": float(pipe.vae.config.scaling_factor)})
     print(f"seeded {workdir} from {model_dir} (unet at step {unet_step}, unet_noisy at step {noisy_step}; continue with --part unet-noisy --noisy-steps N)")
 
 
