@@ -21,7 +21,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from sdexplain.loading import from_pipe
+from sdexplain.loading import from_pipe, same_progress_bar
 from sdexplain.loading import vae_scale_factor as vae_factor  # pixels per latent cell along each side
 from diffusers import (
     DDIMScheduler,
@@ -102,9 +102,8 @@ def pipeline_for(pipe, mode: str, scheduler: str | None = None):
     derived = cache.get(cls)
     if derived is None or any(getattr(derived, n, None) is not getattr(pipe, n, None) for n in _SHARED):
         derived = cache[cls] = from_pipe(cls, pipe, **extra)
-    else:
-        derived.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))  # the setting may have changed since
-    return derived
+        return derived
+    return same_progress_bar(derived, pipe)  # the setting may have changed since it was cached
 
 
 def _check_int(name: str, value, minimum: int) -> None:

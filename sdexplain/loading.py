@@ -309,6 +309,11 @@ def from_pipe(cls, pipe, **components):
     """
     with quiet_libraries():
         derived = cls.from_pipe(pipe, dtype=pipe.dtype, **components)
+    return same_progress_bar(derived, pipe)
+
+
+def same_progress_bar(derived, pipe):
+    """`derived` draws its progress bar as `pipe` was told to (e.g. not at all); returns `derived`."""
     derived.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     return derived
 
