@@ -7,4 +7,4 @@ from sdexplain.quiet import quiet_libraries
 with quiet_libraries():  # diffusers' pipeline imports make transformers warn about torchvision
     from sdexplain.loading import load_pipeline
     from sdexplain.trace import trace, Trace
-    from sdexplain.generate import generate
+    from sdexplain.generate import default_guidance, generate

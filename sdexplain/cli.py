@@ -25,7 +25,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sdexplain import images as sd_images
 from sdexplain.loading import ModelNotFoundError, UnsafeCheckpointError, describe, load_pipeline, resolve_device
-from sdexplain.toy.evaluate import DEFAULT_GUIDANCE as TOY_GUIDANCE
 
 ROWS = ("x_t (now)", "x0 (predicted)")
 
@@ -166,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cfg",
         type=_non_negative_float,
         default=None,
-        help=f"classifier-free guidance scale (default: {SD_GUIDANCE:g}, as SD's WebUIs; the toy's measured {TOY_GUIDANCE:g} for --model toy)",
+        help="classifier-free guidance scale (default: the model's own, sdexplain.default_guidance: 7.5 as SD's WebUIs, the toy's measured scale for --model toy)",
     )
     gen.add_argument("--seed", type=_non_negative_int, default=0)
     gen.add_argument("--scheduler", default=None, help="a scheduler name from sdexplain.generate.SCHEDULERS")
@@ -198,14 +197,6 @@ def _load(parser: argparse.ArgumentParser, args, scheduler: str | None = None):
 # ----------------------------------------------------------------------------- commands
 
 
-SD_GUIDANCE = 7.5  # Stable Diffusion's usual CFG scale
-
-
-def default_guidance(model: str) -> float:
-    """The CFG scale a run gets when none is asked for: the toy's measured default, or SD's usual 7.5."""
-    return TOY_GUIDANCE if model == "toy" else SD_GUIDANCE
-
-
 def _generate(parser: argparse.ArgumentParser, args) -> int:
     out: Path = args.out.expanduser()
     if out.suffix.lower() != ".png":
@@ -213,7 +204,7 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
     if not out.parent.is_dir():
         parser.error(f"--out: folder {str(out.parent)!r} does not exist")
     try:
-        from sdexplain.generate import SCHEDULERS, generate
+        from sdexplain.generate import SCHEDULERS, default_guidance, generate
     except ImportError as err:
         print(f"sdexplain: error: generation is unavailable in this installation ({err})", file=sys.stderr)
         return 1

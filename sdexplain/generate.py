@@ -75,6 +75,16 @@ def set_scheduler(pipe, name: str):
     return pipe
 
 
+SD_GUIDANCE = 7.5  # Stable Diffusion's usual CFG scale (the WebUIs' default)
+
+
+def default_guidance(model: str) -> float:
+    """The CFG scale for `model` (a load_pipeline name): the toy's measured default, else SD's usual 7.5."""
+    from sdexplain.toy.evaluate import DEFAULT_GUIDANCE
+
+    return DEFAULT_GUIDANCE if model == "toy" else SD_GUIDANCE
+
+
 def pick_mode(image=None, mask_image=None, depth_map=None) -> str:
     """The generation mode the arguments ask for (a key of MODES)."""
     if mask_image is not None and depth_map is not None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import sdexplain
 from sdexplain import cli
 from sdexplain import images as sd_images
 from sdexplain.architectures import build_tiny_pipeline
@@ -49,7 +50,7 @@ def test_generate_writes_the_strip_and_a_summary(tiny_folder, tmp_path, capsys):
 def test_guidance_defaults_to_the_models_own_scale(tiny_folder, tmp_path, capsys):
     from sdexplain.toy.evaluate import DEFAULT_GUIDANCE
 
-    assert cli.default_guidance("toy") == DEFAULT_GUIDANCE and cli.default_guidance(str(tiny_folder)) == 7.5
+    assert sdexplain.default_guidance("toy") == DEFAULT_GUIDANCE and sdexplain.default_guidance(str(tiny_folder)) == 7.5
     assert cli.main(["generate", "--prompt", "a red cat", "--device", "cpu", "--steps", "2", "--out", str(tmp_path / "toy.png")]) == 0
     assert f"guidance  {DEFAULT_GUIDANCE:g}" in capsys.readouterr().out
     assert cli.main(["generate", "--prompt", "a red cat", "--device", "cpu", "--steps", "2", "--cfg", "2", "--out", str(tmp_path / "toy.png")]) == 0
