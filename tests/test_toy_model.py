@@ -60,7 +60,7 @@ def test_judge_reads_what_the_vae_decodes(toy_pipe, judge):
 
 
 def test_vae_reconstructs_held_out_scenes(toy_pipe):
-    assert evaluate.vae_error(toy_pipe, n=64)["l1"] < 0.05
+    assert evaluate.vae_error(toy_pipe.vae, n=64)["l1"] < 0.05
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from sdexplain.toy import train
 def test_training_smoke_run_resumes_and_exports(tmp_path):
     workdir, out, extras = tmp_path / "work", tmp_path / "model", tmp_path / "extras"
     common = ["--workdir", str(workdir), "--out", str(out), "--extras-out", str(extras), "--checkpoint-every", "1", "--batch-size", "4", "--dataset-size", "32"]
-    common += ["--classifier-steps", "1", "--depth-estimator-steps", "1", "--depth-unet-steps", "1"]
+    common += ["--classifier-steps", "1", "--depth-estimator-steps", "1", "--depth-unet-steps", "1", "--vae-decoder-steps", "1"]
     train.main(["--part", "vae", "--vae-steps", "1", *common])
     assert torch.load(workdir / "vae.pt", weights_only=False)["step"] == 1
     train.main(["--part", "vae", "--vae-steps", "2", *common])  # resumes from step 1
@@ -34,6 +34,14 @@ def test_training_smoke_run_resumes_and_exports(tmp_path):
     assert (extras / "classifier" / "classifier.safetensors").exists()
     assert (extras / "depth_estimator" / "depth_estimator.safetensors").exists()
     assert (extras / "depth_unet" / "config.json").exists()
+    assert (extras / "judge-crisp" / "judge.safetensors").exists()
+    # the VAE file: vae/ is the fine-tuned decoder, vae-original/ the first VAE, with one encoder
+    from diffusers import AutoencoderKL
+
+    original = AutoencoderKL.from_pretrained(extras / "vae-original", local_files_only=True)
+    for name, value in original.encoder.state_dict().items():
+        assert torch.equal(pipe.vae.encoder.state_dict()[name], value), name
+    assert any(not torch.equal(pipe.vae.decoder.state_dict()[k], v) for k, v in original.decoder.state_dict().items())
 
 
 def test_missing_part_is_a_clear_error(tmp_path):

@@ -29,7 +29,9 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from sdexplain.toy import world
 
 MODEL_DIR = Path(__file__).parent / "model"  # the shipped model, diffusers save_pretrained layout
-EXTRAS_DIR = Path(__file__).parent / "model_extras"  # classifier, depth estimator, depth U-Net
+EXTRAS_DIR = Path(__file__).parent / "model_extras"  # classifier, depth estimator, depth U-Net, the first VAE
+JUDGE_CRISP = "judge-crisp"  # EXTRAS_DIR / JUDGE_CRISP: a judge trained on crisp renders only (a reference)
+VAE_ORIGINAL = "vae-original"  # EXTRAS_DIR / VAE_ORIGINAL: the VAE before its decoder was fine-tuned (model/vae)
 
 # SD v1's scheduler config (stable-diffusion-v1-5/scheduler/scheduler_config.json)
 SCHEDULER_CONFIG = dict(

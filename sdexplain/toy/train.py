@@ -5,7 +5,12 @@ shows a progress bar, writes a checkpoint every `--checkpoint-every` steps to `-
 resumes from it when run again (stop it whenever you like). A finished part is skipped.
 
     1. vae    AutoencoderKL on rendered scenes (L1, object pixels weighted up, tiny KL as SD)
+       vae-decoder  its decoder fine-tuned with the encoder frozen, as SD's "VAE files" are
+              (sdexplain.toy.train_decoder): shipped as model/vae, the first one as
+              model_extras/vae-original; the latent space, hence every other part, is unchanged
     2. judge  a CNN reading colour/shape/position/size off clean images (for evaluation)
+       judge-crisp  the same CNN on crisp renders only: the reference that tells whether decoded
+              pictures look like renders (model_extras/judge-crisp)
     3. unet   text encoder + U-Net together, on latents encoded once by the frozen VAE:
               ε-prediction with SD v1's schedule, captions dropped 10 % of the time (this is what
               makes classifier-free guidance work, as in SD v1.4's last training stage),
@@ -45,6 +50,8 @@ from tqdm.auto import tqdm
 from sdexplain.toy import model as toy_model
 from sdexplain.toy import world
 from sdexplain.toy.tokenizer import build_tokenizer
+from sdexplain.toy.train_decoder import export_vae_decoder, train_vae_decoder
+from sdexplain.toy.train_decoder import trainable as decoder_parameters
 
 DEFAULT_WORKDIR = Path("runs/toy")
 HELD_OUT_SEED = 10**9  # scenes from this seed on are never trained on
@@ -134,15 +141,17 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return images + 0.05 * torch.randn(images.shape, generator=generator)
 
 
-def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
+def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, round_trips: bool = True) -> None:
     """The judge of generated images: half of every batch is passed through the trained VAE first.
 
-    Every generated image comes out of the VAE decoder, which keeps a cat's ears but not its face;
-    a judge trained on crisp renders only calls such cats circles (measured: 73 % shape accuracy on
-    round trips). So it learns from both the renders and their VAE round trips.
+    Every generated image comes out of the VAE decoder. The first decoder kept a cat's ears but not
+    its face, and a judge trained on crisp renders only called such cats circles (measured: 73 % shape
+    accuracy on round trips), so this judge learns from both the renders and their VAE round trips.
+    With `round_trips=False` it is that first recipe, renders only (`--part judge-crisp`): the
+    reference that tells whether decoded pictures look like renders.
     """
-    path = workdir / "judge.pt"
-    vae = load_vae(workdir)
+    path = workdir / ("judge.pt" if round_trips else "judge_crisp.pt")
+    vae = load_vae(workdir) if round_trips else None
     state = _load(path)
     torch.manual_seed(seed)
     judge = toy_model.Judge()
@@ -162,8 +171,9 @@ def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: in
             group["lr"] = _cosine_lr(step, steps, 2e-3, 50)
         data = world.batch(batch_size, seed=seed * 104729 + step)
         images = data["images"]
-        half = batch_size // 2
-        images = torch.cat([toy_model.vae_round_trip(vae, images[:half]), images[half:]])  # (B, 3, 64, 64)
+        if round_trips:
+            half = batch_size // 2
+            images = torch.cat([toy_model.vae_round_trip(vae, images[:half]), images[half:]])  # (B, 3, 64, 64)
         logits = judge(_augment(images, generator))
         loss = sum(F.cross_entropy(logits[k], data["labels"][k]) for k in logits)
         opt.zero_grad(set_to_none=True)
@@ -538,12 +548,14 @@ def export_extras(workdir: Path, out: Path) -> Path:
 # ----------------------------------------------------------------------------- 4. export
 
 
-def export_judge(workdir: Path, out: Path = toy_model.MODEL_DIR) -> Path:
-    """Write the judge into `out`/judge/ (safetensors + its labels)."""
+def export_judge(workdir: Path, out: Path = toy_model.MODEL_DIR, crisp: bool = False) -> Path:
+    """Write the judge into `out`/judge/ (safetensors + its labels); with `crisp`, the renders-only
+    reference judge into `out`/judge-crisp/."""
     judge = toy_model.Judge()
-    judge.load_state_dict(_require(workdir / "judge.pt", "judge")["model"])
-    judge.save(out / "judge")
-    return out / "judge"
+    checkpoint, part, folder = ("judge_crisp.pt", "judge-crisp", toy_model.JUDGE_CRISP) if crisp else ("judge.pt", "judge", "judge")
+    judge.load_state_dict(_require(workdir / checkpoint, part)["model"])
+    judge.save(out / folder)
+    return out / folder
 
 
 def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True, stage: UNetStage = NOISY) -> Path:
@@ -587,7 +599,7 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
     same in both stages (stage 2 freezes it). The latents are re-encoded by the shipped VAE from the
     same seeded scenes when a U-Net part first needs them.
     """
-    from diffusers import StableDiffusionPipeline
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     workdir.mkdir(parents=True, exist_ok=True)
     for stage in (CLEAN, NOISY):
@@ -597,13 +609,18 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
     judge = toy_model.Judge.load(model_dir / "judge")
     from sdexplain.toy.extras import DepthEstimator, NoisyLatentClassifier
 
-    finished = [("vae", pipe.vae), ("judge", judge)]
     extras = toy_model.EXTRAS_DIR
+    original = extras / toy_model.VAE_ORIGINAL  # the stage-1 VAE; the shipped vae/ has the fine-tuned decoder
+    stage1_vae = AutoencoderKL.from_pretrained(original) if original.exists() else pipe.vae
+    finished = [("vae", stage1_vae), ("judge", judge)]
+    if original.exists():
+        finished.append(("vae_decoder", pipe.vae))
     if (extras / "classifier").exists() and (extras / "depth_estimator").exists():
         finished += [("classifier", NoisyLatentClassifier.load(extras / "classifier")), ("depth_estimator", DepthEstimator.load(extras / "depth_estimator"))]
     for name, module in finished:  # finished parts: a later run skips them
         fresh = torch.optim.AdamW(module.parameters()).state_dict()
-        _save(workdir / f"{name}.pt", {"model": module.state_dict(), "opt": fresh, "step": 10**9})
+        ema = {"ema": [p.detach().clone() for p in decoder_parameters(module)]} if name == "vae_decoder" else {}
+        _save(workdir / f"{name}.pt", {"model": module.state_dict(), "opt": fresh, "step": 10**9, **ema})
     unet, text = pipe.unet.state_dict(), pipe.text_encoder.state_dict()
     for stage, step in ((CLEAN, unet_step), (NOISY, noisy_step)):
         params = list(pipe.unet.parameters()) + (list(pipe.text_encoder.parameters()) if stage.train_text else [])
@@ -617,7 +634,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--part",
-        choices=["all", "vae", "judge", "unet", "unet-noisy", "export", "export-judge", "classifier", "depth", "export-extras", "seed-from-shipped"],
+        choices=["all", "vae", "vae-decoder", "export-vae-decoder", "judge", "judge-crisp", "unet", "unet-noisy", "export", "export-judge", "classifier", "depth", "export-extras", "seed-from-shipped"],
         default="all",
     )
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
@@ -628,6 +645,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--depth-unet-steps", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--vae-decoder-steps", type=int, default=2400, help="the decoder's fine-tune (a VAE file)")
     parser.add_argument("--judge-steps", type=int, default=800)
     parser.add_argument("--unet-steps", type=int, default=8000, help="length of the U-Net's learning-rate schedule")
     parser.add_argument("--unet-stop-at", type=int, default=6000, help="end this run at this step (resumable); the shipped model stops here")
@@ -646,8 +664,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.part in ("all", "vae"):
         train_vae(args.workdir, args.vae_steps, 32, args.checkpoint_every, args.seed)
+    if args.part in ("all", "vae-decoder"):
+        train_vae_decoder(args.workdir, args.vae_decoder_steps, 32, args.checkpoint_every, args.seed)
     if args.part in ("all", "judge"):
         train_judge(args.workdir, args.judge_steps, 64, args.checkpoint_every, args.seed)
+    if args.part in ("all", "judge-crisp"):
+        train_judge(args.workdir, args.judge_steps, 64, args.checkpoint_every, args.seed, round_trips=False)
+        export_judge(args.workdir, args.extras_out, crisp=True)
     if args.part in ("all", "unet"):
         train_unet(args.workdir, args.unet_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, args.unet_stop_at)
     noisy = replace(NOISY, caption_noise=args.caption_noise)
@@ -655,6 +678,8 @@ def main(argv: list[str] | None = None) -> None:
         train_unet(args.workdir, args.noisy_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, stage=noisy)
     if args.part in ("all", "export"):
         export(args.workdir, args.out, stage=noisy)
+    if args.part in ("all", "export-vae-decoder"):  # the fine-tuned VAE as vae/, the first one beside the model
+        export_vae_decoder(args.workdir, args.out, args.extras_out)
     if args.part == "export-judge":  # only the judge, beside an existing model
         export_judge(args.workdir, args.out)
     if args.part in ("all", "classifier"):

@@ -193,9 +193,14 @@ def _parts(shape: str, cx: int, cy: int, r: int) -> tuple[np.ndarray, np.ndarray
     return body & ~detail, shade & ~detail, detail
 
 
+def parts(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(body, shade, detail) boolean masks (64, 64) of one scene; detail = a cat's or dog's eyes and nose."""
+    return _parts(scene.shape, scene.cx, scene.cy, scene.radius)
+
+
 def render(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image uint8 (64, 64, 3), object mask bool (64, 64), depth float32 (64, 64)) of one scene."""
-    body, shade, detail = _parts(scene.shape, scene.cx, scene.cy, scene.radius)
+    body, shade, detail = parts(scene)
     colour = np.array(COLOURS[scene.colour], dtype=np.uint8)
     image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     image[:] = BACKGROUND
