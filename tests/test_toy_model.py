@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdexplain.toy import evaluate, world
-from sdexplain.toy.model import MODEL_DIR, Judge
+from sdexplain.toy.model import EXTRAS_DIR, JUDGE_CRISP, MODEL_DIR, Judge
 
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").exists(), reason="toy model not built: python -m sdexplain.toy.train")
 
@@ -64,16 +64,31 @@ def test_vae_reconstructs_held_out_scenes(toy_pipe):
 
 
 @pytest.fixture(scope="module")
-def adherence_at(toy_pipe, judge):
-    """Adherence on the same 60 held-out prompts and seeds, per guidance scale, each computed once."""
+def judged_at(toy_pipe, judge):
+    """Adherence on the same 60 held-out prompts and seeds, per guidance scale, each computed once and
+    scored by the shipped judge ("judge") and by the renders-only reference judge ("crisp")."""
+    crisp = Judge.load(EXTRAS_DIR / JUDGE_CRISP)
     cache = {}
 
-    def at(scale: float) -> dict[str, float]:
+    def at(scale: float) -> dict[str, dict[str, float]]:
         if scale not in cache:
-            cache[scale] = evaluate.adherence(toy_pipe, judge, n=60, guidance_scale=scale)
+            cache[scale] = evaluate.adherence(toy_pipe, {"judge": judge, "crisp": crisp}, n=60, guidance_scale=scale)
         return cache[scale]
 
     return at
+
+
+@pytest.fixture(scope="module")
+def adherence_at(judged_at):
+    return lambda scale: judged_at(scale)["judge"]
+
+
+@pytest.mark.slow
+def test_generated_pictures_look_like_renders(judged_at):
+    # the VAE-file issue's bar: a judge that never saw a decoded picture reads the prompt's shape in
+    # generated images at the default scale (README: 98 % on 200 prompts; the first decoder's cats were circles to it)
+    crisp = judged_at(evaluate.DEFAULT_GUIDANCE)["crisp"]
+    assert crisp["shape"] >= 0.9, crisp
 
 
 @pytest.mark.slow

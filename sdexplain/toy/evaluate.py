@@ -2,7 +2,9 @@
 
 Prints a table (and writes it as JSON with `--json`):
 
-    vae        reconstruction error on held-out scenes (L1 and PSNR on [-1, 1] images)
+    vae        reconstruction error on held-out scenes (L1 and PSNR on [-1, 1] images), and the share of
+               a cat's or dog's face contrast (eyes and nose against the body) that survives the round trip
+    crisp      a judge trained on renders only reads round trips and generated images (do they look drawn?)
     judge      the judge's accuracy per attribute on held-out rendered scenes
     adherence  generated images (25 steps, judge-scored) follow the prompt's colour, shape,
                position and size — at several guidance scales, CFG 1 (no guidance) included
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from sdexplain.toy import world
-from sdexplain.toy.model import MODEL_DIR, Judge, vae_round_trip
+from sdexplain.toy.model import EXTRAS_DIR, JUDGE_CRISP, MODEL_DIR, Judge, vae_round_trip
 
 HELD_OUT_SEED = 10**9  # training never draws scenes from seeds this large
 # The toy's documented default CFG scale (SD's is 7.5), measured on the shipped model (README): the
@@ -123,10 +125,18 @@ def generate_latents_to_images(pipe, prompts: list[str], guidance_scale: float, 
     return torch.cat(out)
 
 
-def adherence(pipe, judge: Judge, n: int = 200, guidance_scale: float = DEFAULT_GUIDANCE, steps: int = 25, seed: int = 0) -> dict[str, float]:
-    """Share of generated images whose judged attributes match the prompt's (full captions)."""
+def adherence(pipe, judge: Judge | dict[str, Judge], n: int = 200, guidance_scale: float = DEFAULT_GUIDANCE, steps: int = 25, seed: int = 0) -> dict:
+    """Share of generated images whose judged attributes match the prompt's (full captions).
+
+    Given several judges ({name: judge}), the same images are scored by each: {name: shares}."""
     scenes = held_out_scenes(n)
     images = generate_latents_to_images(pipe, [s.caption() for s in scenes], guidance_scale, steps, seed)
+    if isinstance(judge, dict):
+        return {name: _matches(one, images, scenes) for name, one in judge.items()}
+    return _matches(judge, images, scenes)
+
+
+def _matches(judge: Judge, images: torch.Tensor, scenes: list[world.Scene]) -> dict[str, float]:
     verdict = judge_images(judge, images)
     result = {}
     for name in ("colour", "shape", "position", "size"):
@@ -176,12 +186,16 @@ def evaluate(model: str | Path = MODEL_DIR, prompts: int = 200, scales=(1.0, 2.0
     pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     judge = Judge.load(Path(model) / "judge")
+    crisp = Judge.load(EXTRAS_DIR / JUDGE_CRISP)  # never saw a decoded picture: do decoded pictures look like renders?
+    judged = {scale: adherence(pipe, {"judge": judge, "crisp": crisp}, prompts, scale) for scale in scales}
     report = {
         "vae": vae_error(pipe.vae),
         "face_contrast_kept": face_contrast_kept(pipe.vae),
         "judge": judge_accuracy(judge),
         "judge_round_trip": judge_accuracy(judge, vae=pipe.vae),
-        "adherence": {scale: adherence(pipe, judge, prompts, scale) for scale in scales},
+        "crisp_judge_round_trip": judge_accuracy(crisp, vae=pipe.vae),
+        "adherence": {scale: both["judge"] for scale, both in judged.items()},
+        "crisp_adherence": {scale: both["crisp"] for scale, both in judged.items()},
         "uncond": unconditional(pipe, judge, prompts),
         "forward": forward_accuracy(pipe, judge),
     }
@@ -193,6 +207,10 @@ def format_report(report: dict) -> str:
         f"VAE reconstruction (held-out): L1 {report['vae']['l1']:.4f} on [-1, 1], PSNR {report['vae']['psnr_db']:.1f} dB",
         "Judge accuracy (held-out rendered scenes): " + ", ".join(f"{k} {v:.1%}" for k, v in report["judge"].items()),
         "Judge accuracy (their VAE round trips): " + ", ".join(f"{k} {v:.1%}" for k, v in report["judge_round_trip"].items()),
+        f"VAE file: face contrast kept on held-out cats and dogs {report['face_contrast_kept']:.1%}",
+        "Renders-only judge on round trips: " + ", ".join(f"{k} {v:.1%}" for k, v in report["crisp_judge_round_trip"].items()),
+        "Renders-only judge agrees with the prompt's shape on generated images: "
+        + ", ".join(f"CFG {float(scale):g} {acc['shape']:.1%}" for scale, acc in report["crisp_adherence"].items()),
         "Prompt adherence (25 steps, judge-scored):",
         "  CFG scale | colour | shape  | position | size",
     ]
