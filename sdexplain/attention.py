@@ -1,8 +1,8 @@
 """Cross-attention maps: which image regions look at which prompt token, recorded from a real run.
 
 Mechanism (public PyTorch hook points only, the pipeline's own attention stays untouched):
-forward hooks on the query and key projections (`attn2.to_q`, `attn2.to_k`) of every
-cross-attention layer in the U-Net. When the key arrives we recompute, for the conditional half
+forward hooks on the query and key projections (`attn2.to_q`, `attn2.to_k`, or the fused
+`attn2.to_kv` after `pipe.fuse_qkv_projections()`) of every cross-attention layer in the U-Net. When the key arrives we recompute, for the conditional half
 of the batch only, softmax(Q·Kᵀ·scale) per head — the same probabilities the pipeline's fused
 scaled-dot-product attention uses — average the heads and add the result into a fixed-size
 per-resolution buffer on the device. At the end of a step the per-resolution means are resized
@@ -62,6 +62,13 @@ def clean_token(token: str) -> str:
     return token.replace("</w>", "")
 
 
+_NOTHING_RECORDED = (
+    "no attention maps were recorded (attention=False, the run did not reach the U-Net, the memory budget "
+    "dropped them — see run.reductions — or the U-Net's attention processors bypass the projections the "
+    "trace observes — see the trace's warnings)"
+)
+
+
 @dataclass
 class AttentionMaps:
     per_step: list = field(default_factory=list)  # [(B, T, Rh, Rw)] one per kept step
@@ -80,7 +87,7 @@ class AttentionMaps:
     def _maps(self, step: int | None) -> torch.Tensor:
         """(B, T, Rh, Rw) at step `step` (a step index), or the mean over the kept steps for None."""
         if not self.per_step:
-            raise ValueError("no attention maps were recorded (attention=False, or the run did not reach the U-Net)")
+            raise ValueError(_NOTHING_RECORDED)
         if step is None:
             return torch.stack(self.per_step).mean(0)
         if step not in self.steps:
@@ -89,7 +96,7 @@ class AttentionMaps:
 
     def _check_batch(self, batch_index: int) -> None:
         if not self.per_step:
-            raise ValueError("no attention maps were recorded (attention=False, or the run did not reach the U-Net)")
+            raise ValueError(_NOTHING_RECORDED)
         if not 0 <= batch_index < len(self.lengths):
             raise IndexError(f"batch_index {batch_index} out of range 0..{len(self.lengths) - 1}")
 
@@ -166,6 +173,8 @@ class CrossAttentionRecorder:
         for name, attn in self.layers.items():
             self.handles.append(attn.to_q.register_forward_hook(partial(self._on_query, name)))
             self.handles.append(attn.to_k.register_forward_hook(partial(self._on_key, name)))
+            if getattr(attn, "to_kv", None) is not None:  # fused projections: key and value from one layer
+                self.handles.append(attn.to_kv.register_forward_hook(partial(self._on_key_value, name)))
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -208,6 +217,13 @@ class CrossAttentionRecorder:
             self._sums[(h, w)] = maps.clone()
         self._counts[(h, w)] = self._counts.get((h, w), 0) + 1
         self.layer_calls[name] += 1
+
+    def _on_key_value(self, name, module, inputs, output) -> None:
+        self._on_key(name, module, inputs, output[..., : output.shape[-1] // 2])  # (2B|B, 77, inner): the key half
+
+    def silent_layers(self) -> list[str]:
+        """Layers that recorded no map at all, e.g. under a processor that skips the observed projections."""
+        return [name for name, calls in self.layer_calls.items() if calls == 0]
 
     def end_step(self, resolution: tuple[int, int], keep: int, pad_mask: torch.Tensor):
         """This step's maps on the device: ((B, keep, Rh, Rw), (B, Rh, Rw)) or None if inactive.

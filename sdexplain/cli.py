@@ -2,8 +2,8 @@
 
     sdexplain generate --prompt "a red circle on the left" --out steps.png [--model toy] [--steps 20]
                        [--cfg S] [--seed 0] [--scheduler NAME] [--negative-prompt TEXT]
-                       [--height H --width W] [--device auto] [--dtype auto]
-    sdexplain info [--model toy]
+                       [--height H --width W] [--device auto] [--dtype auto] [--config DIR]
+    sdexplain info [--model toy] [--config DIR]
 
 `python -m sdexplain …` is the same command. The strip (`step_strip`) has one column per
 denoising step and two rows: the latent the sampler holds at that step (x_t) and the clean image
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from sdexplain import images as sd_images
 from sdexplain.loading import ModelNotFoundError, UnsafeCheckpointError, describe, load_pipeline, resolve_device
 
 ROWS = ("x_t (now)", "x0 (predicted)")
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range (sdexplain.generate checks the same; not imported at start-up)
 
 
 # ----------------------------------------------------------------------------- the strip
@@ -95,9 +97,27 @@ def step_strip(pipe, run, *, batch_index: int = 0, tile: int = 128, columns: int
     return canvas
 
 
+def _cannot_write(out: Path) -> str | None:
+    """Why `out` can't be written, found before the run by creating (and removing) the file the save will use; else None."""
+    if out.exists() and not os.access(out, os.W_OK):
+        return "the file is read-only"
+    probe = _temporary_name(out)
+    try:
+        with open(probe, "xb"):
+            pass
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    probe.unlink()
+    return None
+
+
+def _temporary_name(out: Path) -> Path:
+    return out.with_name(f".{out.name}.{os.getpid()}.tmp")  # same folder, so the rename is atomic
+
+
 def save_png_atomically(image: Image.Image, out: Path) -> None:
     """Write to a temporary file next to `out`, then rename: `out` is never half-written."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # same folder, so the rename is atomic
+    tmp = _temporary_name(out)
     try:
         image.save(tmp, format="PNG")
         os.replace(tmp, out)
@@ -119,13 +139,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def _seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in 0 … 2**64 - 1 = {MAX_SEED} (torch.Generator's range), got {value}")
     return value
 
 
@@ -134,8 +154,8 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not 0 <= value < math.inf:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -150,6 +170,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="toy", help="'toy' (default), a Hub id, a diffusers folder or a .safetensors file")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="auto", help="auto (default), float32, float16 or bfloat16")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="only with a .safetensors --model: a local diffusers folder (or Hub id) of the same architecture, for the component configs the file lacks",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="classifier-free guidance scale (default: the model's own, sdexplain.default_guidance: 7.5 as SD's WebUIs, the toy's measured scale for --model toy)",
     )
-    gen.add_argument("--seed", type=_non_negative_int, default=0)
+    gen.add_argument("--seed", type=_seed, default=0, help="0 … 2**64 - 1 (default 0)")
     gen.add_argument("--scheduler", default=None, help="a scheduler name from sdexplain.generate.SCHEDULERS")
     gen.add_argument("--height", type=_pixels, default=None, help="pixels, a multiple of 8 (default: the model's size)")
     gen.add_argument("--width", type=_pixels, default=None, help="pixels, a multiple of 8 (default: the model's size)")
@@ -187,10 +212,10 @@ def _load(parser: argparse.ArgumentParser, args, scheduler: str | None = None):
     except (ValueError, RuntimeError) as err:  # an unknown name, or CUDA/MPS asked for and absent
         parser.error(f"--device: {err}")
     try:
-        return load_pipeline(args.model, device=device, dtype=args.dtype, scheduler=scheduler)
+        return load_pipeline(args.model, device=device, dtype=args.dtype, scheduler=scheduler, config=args.config)
     except (ModelNotFoundError, UnsafeCheckpointError) as err:
         parser.error(f"--model: {err}")
-    except ValueError as err:  # an unknown dtype or scheduler name
+    except ValueError as err:  # an unknown dtype or scheduler name, --config misused, a corrupt checkpoint file
         parser.error(str(err))
 
 
@@ -203,8 +228,13 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
         parser.error(f"--out must name a .png file, got {str(args.out)!r}")
     if not out.parent.is_dir():
         parser.error(f"--out: folder {str(out.parent)!r} does not exist")
+    if out.is_dir():
+        parser.error(f"--out: {str(out)!r} is a folder; name a .png file (e.g. {str(out / 'steps.png')!r})")
+    problem = _cannot_write(out)
+    if problem:
+        parser.error(f"--out: cannot write {str(out)!r} ({problem})")
     try:
-        from sdexplain.generate import SCHEDULERS, default_guidance, generate
+        from sdexplain.generate import SCHEDULERS, check_steps, default_guidance, generate
     except ImportError as err:
         print(f"sdexplain: error: generation is unavailable in this installation ({err})", file=sys.stderr)
         return 1
@@ -212,6 +242,10 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
         parser.error(f"--scheduler: unknown scheduler {args.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
 
     pipe = _load(parser, args, scheduler=args.scheduler)
+    try:
+        check_steps(pipe, args.steps)
+    except ValueError as err:
+        parser.error(f"--steps: {err}")
     _, run = generate(
         pipe,
         args.prompt,

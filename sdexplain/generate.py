@@ -9,11 +9,12 @@ diffusers' `XxxPipeline.from_pipe(pipe)` (nothing is reloaded or copied). Inputs
 at the boundary, with errors that name the value and what is allowed.
 
 Schedulers by name (`SCHEDULERS`, `set_scheduler`): ddim, euler, euler_a, dpm++2m, pndm, ddpm,
-lms (needs scipy), heun — each built with `Cls.from_config(pipe.scheduler.config)`.
+lms, heun — each built with `Cls.from_config(pipe.scheduler.config)`.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import weakref
 
@@ -123,6 +124,23 @@ def _check_int(name: str, value, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 … 2**64 − 1
+
+
+def check_steps(pipe, steps: int) -> None:
+    """Refuse more denoising steps than the schedule can give distinct timesteps for.
+
+    SD's schedule has T = 1000 training timesteps (0 … 999) and its samplers add an offset of 1,
+    so N = T would ask for timestep T (an IndexError) and N > T repeats t = 1 (noise comes out).
+    """
+    _check_int("steps", steps, 1)
+    limit = int(pipe.scheduler.config.num_train_timesteps) - 1
+    if steps > limit:
+        raise ValueError(
+            f"steps must be at most {limit}, one fewer than the {limit + 1} timesteps the model was trained on, got {steps}"
+        )
+
+
 def _check_size(name: str, value, factor: int) -> None:
     if value is None:
         return
@@ -206,11 +224,15 @@ def generate(
         negatives = negatives * len(prompts)
     if len(negatives) != len(prompts):
         raise ValueError(f"negative_prompt has {len(negatives)} entries but prompt has {len(prompts)}")
-    _check_int("steps", steps, 1)
+    check_steps(pipe, steps)
     _check_int("seed", seed, 0)
+    if seed > MAX_SEED:
+        raise ValueError(f"seed must be at most 2**64 - 1 = {MAX_SEED} (torch.Generator's range), got {seed}")
     _check_int("num_images", num_images, 1)
     if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real):
         raise TypeError(f"cfg must be a number (<= 1 turns guidance off), got {cfg!r}")
+    if not math.isfinite(cfg):  # inf gives NaN latents (a black image); nan would turn guidance off unnoticed
+        raise ValueError(f"cfg must be a finite number (<= 1 turns guidance off), got {cfg}")
     factor = vae_factor(pipe)
     _check_size("height", height, factor)
     _check_size("width", width, factor)

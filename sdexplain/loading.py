@@ -229,6 +229,10 @@ def _load_file(path: Path, dtype: torch.dtype, allow_pickle: bool, config: str |
         )
     if path.suffix != ".safetensors" and path.suffix not in PICKLE_SUFFIXES:
         raise ValueError(f"{path}: unknown checkpoint type {path.suffix!r}; allowed: .safetensors (or {', '.join(PICKLE_SUFFIXES)} with allow_pickle=True)")
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    if path.suffix == ".safetensors":
+        _check_safetensors_header(path)
     local_config = config is not None and Path(config).expanduser().is_dir()
     try:
         return StableDiffusionPipeline.from_single_file(
@@ -238,7 +242,17 @@ def _load_file(path: Path, dtype: torch.dtype, allow_pickle: bool, config: str |
             local_files_only=local_config,
             **_NO_SAFETY_CHECKER,
         )
+    except SingleFileComponentError as err:  # readable, but a component's weights are not in it
+        raise ValueError(
+            f"{path} is not a complete Stable Diffusion checkpoint: {_first_line(err)} Pass a full checkpoint "
+            "(U-Net, VAE and text encoder in one file), or load a diffusers folder instead."
+        ) from None
     except OSError as err:  # the Hub (config files) is unreachable, or the config repo isn't cached
+        if local_config:  # nothing had to be fetched: the file and the configs don't fit together
+            raise ValueError(
+                f"{path} could not be loaded with the component configs in {config} ({_first_line(err)}). "
+                "Is the checkpoint complete, and is the config folder of the same architecture (SD v1 / v2)?"
+            ) from None
         raise ModelNotFoundError(
             f"{path} is a single checkpoint file, which holds weights but no component configs, and those "
             f"could not be fetched ({_short_reason(err)}). Pass config=<a local diffusers folder of the same "
@@ -246,6 +260,26 @@ def _load_file(path: Path, dtype: torch.dtype, allow_pickle: bool, config: str |
             "stable-diffusion-v1-5/stable-diffusion-v1-5 --include '*.json' '*.txt' --local-dir DIR`), "
             "or run once with internet access so the configs get cached."
         ) from None
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Refuse a truncated or corrupt .safetensors file, naming what is wrong, before any loading."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except SafetensorError as err:
+        raise ValueError(
+            f"{path} is not a readable .safetensors file ({err}; {path.stat().st_size} bytes): it is truncated or "
+            "corrupt. Download or copy it again (compare its size or checksum with the source)."
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    reason = lines[0] if lines else type(err).__name__
+    return reason if len(reason) <= 200 else reason[:200] + "…"
 
 
 def _short_reason(err: OSError) -> str:

@@ -55,7 +55,7 @@ LABELS = {  # how WebUIs name them
 
 
 def available_samplers() -> list[str]:
-    """Names in `sdexplain.generate.SCHEDULERS` that can be built here (LMS needs scipy)."""
+    """Names in `sdexplain.generate.SCHEDULERS` that can be built here (LMS needs scipy, a declared dependency)."""
     from diffusers import PNDMScheduler
 
     base = PNDMScheduler().config

@@ -8,8 +8,11 @@ works for diffusers' StableDiffusionPipeline, ...Img2ImgPipeline, ...InpaintPipe
 without negative prompt, with classifier-free guidance on or off. The image is bit-for-bit the one
 the pipeline makes untraced: only public hook points are used (forward hooks / pre-hooks on the
 text encoder, its token embedding, the U-Net, the cross-attention projections and the VAE
-decoder's input, plus a logging handler that hears the pipeline's own truncation warning) and
-the hooks only read. All hooks are removed when the `with` block ends, also when it raises.
+decoder's input) and the hooks only read. One thing is swapped for the duration of the `with`
+block: `pipe.tokenizer`, by a stand-in that passes every call through unchanged and remembers which text
+gave which ids, so the tokens cut from a long prompt are computed by the tokenizer itself (not read
+from a log message, which another pipeline may write and a quiet log level hides). All hooks are
+removed and the tokenizer put back when the `with` block ends, also when it raises.
 One trace records one pipeline call; nesting traces of the same U-Net is refused.
 
 What `run` (a `Trace`) holds — everything on the CPU, float32:
@@ -51,8 +54,6 @@ only every k-th step, and says so in `run.reductions`. Each step costs one devic
 
 from __future__ import annotations
 
-import ast
-import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -62,11 +63,9 @@ import torch.nn.functional as F
 
 from sdexplain.attention import AttentionMaps, CrossAttentionRecorder
 from sdexplain.diffusion import alpha_bar_from_sigma_ve, predict_x0
-from sdexplain.loading import vae_scale_factor
 
 MiB = 2**20
 DEFAULT_BUDGET = 256 * MiB
-TRUNCATION_MESSAGE = "The following part of your input was truncated because CLIP can only handle sequences up to"
 
 _ACTIVE_UNETS: set[int] = set()  # id() of U-Nets being traced: nested traces are refused
 
@@ -233,23 +232,42 @@ class TraceContext:
         _ACTIVE_UNETS.discard(id(self.pipe.unet))
 
 
-class _TruncationListener(logging.Handler):
-    """Hears the pipeline's own "part of your input was truncated" warning (it knows the prompt text)."""
+class _TokenizerWitness:
+    """Stands in for `pipe.tokenizer` during a trace: every call and attribute goes to the real
+    tokenizer unchanged; calls with text also note (texts, input_ids), so the text encoder's ids
+    can be traced back to the text that made them and the cut tokens computed from that text.
 
-    def __init__(self):
-        super().__init__(level=logging.WARNING)
-        self.removed: list[list[str]] | None = None  # per prompt row: the decoded text that was cut
+    It belongs to one pipeline object: another pipeline (even one sharing the tokenizer, or one
+    running in another thread) is not heard.
+    """
 
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if not message.startswith(TRUNCATION_MESSAGE):
-            return
-        text = message.split("tokens: ", 1)[1]
-        try:
-            removed = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            removed = [text]  # an unexpected format: keep the raw text rather than nothing
-        self.removed = [removed] if isinstance(removed, str) else list(removed)
+    def __init__(self, tokenizer):
+        object.__setattr__(self, "tokenizer", tokenizer)
+        object.__setattr__(self, "calls", [])  # [(texts: [str], input_ids: (Bp, L) CPU tensor)]
+
+    def __call__(self, text=None, *args, **kwargs):
+        out = self.tokenizer(text, *args, **kwargs)
+        texts = [text] if isinstance(text, str) else text
+        ids = out.get("input_ids") if hasattr(out, "get") else None
+        if isinstance(texts, (list, tuple)) and all(isinstance(t, str) for t in texts) and isinstance(ids, torch.Tensor):
+            self.calls.append((list(texts), ids.detach().to("cpu")))
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.tokenizer, name, value)
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def texts_for(self, ids: torch.Tensor) -> list[str] | None:
+        """The texts of the latest call that produced exactly `ids` (Bp, 77), or None."""
+        for texts, call_ids in reversed(self.calls):
+            if call_ids.shape == ids.shape and torch.equal(call_ids, ids):
+                return texts
+        return None
 
 
 class _Recorder:
@@ -261,10 +279,9 @@ class _Recorder:
         self.run = Trace(pipeline=type(pipe).__name__)
         self.handles: list = []
         self.attn = CrossAttentionRecorder(pipe.unet, debug=options.debug) if options.attention else None
-        self.listener = _TruncationListener()
-        self.logger = logging.getLogger(type(pipe).__module__)
+        self.witness: _TokenizerWitness | None = None  # stands in for pipe.tokenizer during the run
         self.known_texts: tuple[list[str], list[str] | None] | None = None  # set by generate()
-        self.text_calls: list[dict] = []  # one per text encoder call: {"ids": (Bp, 77), "token": (Bp, 77, D)}
+        self.text_calls: list[dict] = []  # one per text encoder call: {"ids", "token", "hidden", "texts"}
         self.count = 0  # U-Net calls so far
         self.plan: dict | None = None
         self.pending: dict = {}  # tensors from the current U-Net pre-hook
@@ -277,6 +294,7 @@ class _Recorder:
         pipe = self.pipe
         if getattr(pipe, "text_encoder", None) is not None:
             self.handles.append(pipe.text_encoder.register_forward_pre_hook(self._on_text_encoder, with_kwargs=True))
+            self.handles.append(pipe.text_encoder.register_forward_hook(self._on_text_encoder_output))
             embedding = pipe.text_encoder.get_input_embeddings()
             self.handles.append(embedding.register_forward_hook(self._on_token_embedding))
         self.handles.append(pipe.unet.register_forward_pre_hook(self._on_unet_input, with_kwargs=True))
@@ -285,7 +303,10 @@ class _Recorder:
         self.handles.append(vae_input.register_forward_pre_hook(self._on_vae_decode))
         if self.attn is not None:
             self.attn.attach()
-        self.logger.addHandler(self.listener)
+        tokenizer = getattr(pipe, "tokenizer", None)
+        if tokenizer is not None:
+            self.witness = _TokenizerWitness(tokenizer)
+            pipe.__dict__["tokenizer"] = self.witness  # not setattr: that would rewrite the pipeline's config
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -293,13 +314,20 @@ class _Recorder:
         self.handles.clear()
         if self.attn is not None:
             self.attn.remove()
-        self.logger.removeHandler(self.listener)
+        if self.witness is not None and self.pipe.__dict__.get("tokenizer") is self.witness:
+            self.pipe.__dict__["tokenizer"] = self.witness.tokenizer
 
     def _on_text_encoder(self, module, args, kwargs):
         if self.count:
             raise RuntimeError("one trace records one pipeline call; open a new `with trace(pipe)` for the next call")
         ids = args[0] if args else kwargs["input_ids"]  # (Bp, 77)
-        self.text_calls.append({"ids": ids.detach().to("cpu")})
+        ids = ids.detach().to("cpu")
+        texts = self.witness.texts_for(ids) if self.witness is not None else None
+        self.text_calls.append({"ids": ids, "texts": texts})
+
+    def _on_text_encoder_output(self, module, args, output):
+        if self.text_calls and "hidden" not in self.text_calls[-1]:
+            self.text_calls[-1]["hidden"] = output[0].detach()  # (Bp, 77, D) last hidden state, on the device
 
     def _on_token_embedding(self, module, inputs, output):
         if self.text_calls and "token" not in self.text_calls[-1]:
@@ -340,12 +368,17 @@ class _Recorder:
         if cfg and total % 2:
             raise RuntimeError(f"classifier-free guidance is on but the U-Net batch ({total}) is odd")
         batch = total // 2 if cfg else total
+        guidance = getattr(pipe, "guidance_scale", None)
+        if guidance is not None and not math.isfinite(float(guidance)):  # inf: NaN latents; nan: guidance silently off
+            raise ValueError(f"guidance_scale must be a finite number (<= 1 turns guidance off), got {guidance}")
         scheduler = pipe.scheduler
         run.scheduler = type(scheduler).__name__
         run.prediction_type = scheduler.config.get("prediction_type", "epsilon")
         run.guidance_scale = float(pipe.guidance_scale) if cfg else None
-        self._tokens(batch, cfg)
-        n_steps = getattr(pipe, "_num_timesteps", None) or len(scheduler.timesteps)
+        self._tokens(batch, cfg, hidden)
+        for call in self.text_calls:
+            call.pop("hidden", None)  # only needed to tell prompt from negative prompt
+        n_steps = getattr(pipe, "num_timesteps", None) or len(scheduler.timesteps)  # the loop's length
         self.plan = _plan(self.options, batch, cfg, tuple(sample.shape[-2:]), pipe, n_steps, run)
         self.plan["cond"] = slice(batch, None) if cfg else slice(None)
         self.plan["cfg"] = cfg
@@ -368,41 +401,68 @@ class _Recorder:
                 run.attention.lengths = [self.plan["keep"]] * batch
             run.attention.resolution = self.plan["attention_hw"]
 
-    def _tokens(self, batch: int, cfg: bool) -> None:
-        """Token records from the text encoder calls (prompt first, then the negative prompt)."""
-        run, tokenizer = self.run, getattr(self.pipe, "tokenizer", None)
-        calls = self.text_calls
-        if not calls or tokenizer is None:  # prompt_embeds were passed in: no tokens to show
+    def _tokens(self, batch: int, cfg: bool, hidden: torch.Tensor) -> None:
+        """Token records from the text encoder calls, each matched to the prompt or the negative prompt."""
+        run = self.run
+        tokenizer = self.witness.tokenizer if self.witness is not None else getattr(self.pipe, "tokenizer", None)
+        if not self.text_calls or tokenizer is None:  # prompt_embeds were passed in: no tokens to show
             return
-        prompt_call = calls[0]
-        negative_call = calls[1] if cfg and len(calls) > 1 else None
-        rows = prompt_call["ids"].shape[0]
-        per_image = max(1, batch // rows)
-        prompt_texts, negative_texts = self.known_texts or (None, None)
-        run.tokens = self._token_rows(tokenizer, prompt_call["ids"], prompt_texts, self.listener.removed, "prompt", per_image)
-        if "token" in prompt_call:
-            run.embeddings.token = prompt_call["token"].repeat_interleave(per_image, 0)  # (B, 77, D)
-        if negative_call is not None:
-            run.negative_tokens = self._token_rows(tokenizer, negative_call["ids"], negative_texts, None, "negative prompt", per_image)
-            if "token" in negative_call:
-                run.embeddings.token_uncond = negative_call["token"].repeat_interleave(per_image, 0)
+        prompt_call, negative_call = self._text_roles(batch, cfg, hidden)
+        known_prompts, known_negatives = self.known_texts or (None, None)
+        for call, known, what in ((prompt_call, known_prompts, "prompt"), (negative_call, known_negatives, "negative prompt")):
+            if call is None:
+                continue
+            per_image = max(1, batch // call["ids"].shape[0])
+            texts = call["texts"] if call["texts"] is not None else known
+            rows = self._token_rows(tokenizer, call["ids"], texts, what, per_image)
+            token = call["token"].repeat_interleave(per_image, 0) if "token" in call else None  # (B, 77, D)
+            if what == "prompt":
+                run.tokens, run.embeddings.token = rows, token
+            else:
+                run.negative_tokens, run.embeddings.token_uncond = rows, token
 
-    def _token_rows(self, tokenizer, ids, texts, removed, what, per_image) -> list[Tokens]:
+    def _text_roles(self, batch: int, cfg: bool, hidden: torch.Tensor) -> tuple[dict | None, dict | None]:
+        """(the prompt's text encoder call, the negative prompt's), None for one passed in as embeddings.
+
+        The pipeline encodes the prompt first, then (with guidance) the negative prompt, and skips
+        either when its embeddings are passed in (`prompt_embeds=`, `negative_prompt_embeds=`). So
+        with guidance on and a single call, its output is compared with both halves of the text
+        input the U-Net receives (hidden: (2B, 77, D), negative half first).
+        """
+        calls = self.text_calls
+        if not cfg:
+            return calls[0], None
+        if len(calls) >= 2:
+            return calls[0], calls[1]
+        call = calls[0]
+        out = call.get("hidden")  # (Bp, 77, D)
+        if out is not None and batch % out.shape[0] == 0:
+            out = out.repeat_interleave(batch // out.shape[0], 0).to(hidden.device, hidden.dtype)  # (B, 77, D)
+            is_negative = out.shape == hidden[:batch].shape and torch.equal(out, hidden[:batch])
+            is_prompt = out.shape == hidden[batch:].shape and torch.equal(out, hidden[batch:])
+            if is_prompt != is_negative:
+                return (call, None) if is_prompt else (None, call)
+        warnings.warn(
+            "the pipeline encoded one text but its output matches neither or both halves of the U-Net's text input; "
+            "tokens are not recorded (was clip_skip used together with prompt_embeds or negative_prompt_embeds?)",
+            stacklevel=2,
+        )
+        return None, None
+
+    def _token_rows(self, tokenizer, ids, texts, what, per_image) -> list[Tokens]:
+        """One Tokens per row of `ids`; `texts` (one per row, or None) give the cut tokens."""
         eos = tokenizer.eos_token_id
-        specials = set(tokenizer.all_special_tokens)
         rows = []
         for r, row in enumerate(ids.tolist()):
             ends = [i for i, token_id in enumerate(row) if token_id == eos]
             length = ends[0] + 1 if ends else len(row)
             tok = Tokens(ids=row, strings=tokenizer.convert_ids_to_tokens(row), length=length, filled=length == len(row))
-            if texts is not None:
-                full = tokenizer(texts[r]).input_ids
+            if texts is not None and r < len(texts):
+                full = tokenizer(texts[r], verbose=False).input_ids  # untruncated, unpadded: [start, ..., end]
                 tok.cut = tokenizer.convert_ids_to_tokens(full[len(row) - 1 : -1])
-            elif removed is not None and r < len(removed):
-                tok.cut = [t for t in tokenizer.tokenize(removed[r]) if t not in specials]
             if tok.cut:
                 warnings.warn(f"{what} {r} is longer than {len(row) - 2} tokens; cut: {' '.join(tok.cut)}", stacklevel=2)
-            elif tok.filled and texts is None and removed is None:
+            elif tok.filled and texts is None:
                 warnings.warn(
                     f"{what} {r} fills all {len(row) - 2} token slots; any text beyond them was cut "
                     f"(the last kept token is {tok.strings[-2]!r})",
@@ -414,6 +474,15 @@ class _Recorder:
     def _alpha_bar(self, timestep, index: int, device) -> tuple[torch.Tensor, float | None]:
         """ᾱ for this step: from the scheduler's σ where it has one, else from its ᾱ table."""
         plan, scheduler = self.plan, self.pipe.scheduler
+        if plan["ve"]:
+            # The σ this evaluation ran at, read from how the scheduler scaled the U-Net's input:
+            # x_in = x / sqrt(σ² + 1). Second-order samplers evaluate between the entries of their σ
+            # table (KDPM2 at an interpolated σ, Heun at the next σ), so no table lookup is right
+            # for every sampler. The scheduler's step index is already set for this evaluation.
+            probe = torch.ones((), dtype=torch.float32 if scheduler.sigmas.device.type == "mps" else torch.float64)
+            scale = float(scheduler.scale_model_input(probe, timestep))
+            sigma = math.sqrt(max(0.0, 1.0 / scale**2 - 1.0))
+            return torch.tensor(float(alpha_bar_from_sigma_ve(sigma)), device=device), sigma
         if plan["sigmas"] is not None:
             i = scheduler.step_index if getattr(scheduler, "step_index", None) is not None else (getattr(scheduler, "begin_index", None) or 0)
             sigma = float(plan["sigmas"][i])
@@ -511,6 +580,17 @@ class _Recorder:
                 run.steps[-1].latent_out = final
             else:
                 run.reductions.append(f"final latent not recorded: the VAE decoded it in tiles ({tuple(final.shape)})")
+        if self.attn is not None and plan["attention_steps"]:
+            silent = self.attn.silent_layers()
+            if silent:
+                warnings.warn(
+                    f"{len(silent)} of {len(self.attn.layers)} cross-attention layers recorded no attention map "
+                    f"({', '.join(silent)}): their attention processor never called the to_q/to_k (or fused to_kv) "
+                    "projections the trace observes, so run.attention "
+                    + ("is empty" if len(silent) == len(self.attn.layers) else "averages the other layers only"),
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         if self.attn is not None:
             run.attention.layers = dict(self.attn.layer_res)
             run.attention.layer_calls = dict(self.attn.layer_calls)
@@ -543,7 +623,7 @@ def _plan(options: _Options, batch: int, cfg: bool, latent_hw, pipe, n_steps: in
     """Decide what to keep so the trace fits `budget_bytes`; record every reduction in `run.reductions`."""
     h, w = latent_hw
     channels = pipe.unet.config.out_channels
-    vae_factor = vae_scale_factor(pipe)
+    vae_factor = pipe.vae_scale_factor  # pixels per latent cell along each side
     hidden_width = pipe.unet.config.cross_attention_dim
     keep = max((tok.length for tok in run.tokens), default=77)
     budget = options.budget_bytes

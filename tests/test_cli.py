@@ -107,8 +107,13 @@ def test_a_failed_run_leaves_the_previous_file_untouched(tiny_folder, tmp_path, 
         (["--steps", "0"], "--steps: must be at least 1"),
         (["--steps", "two"], "--steps: expected a whole number"),
         (["--height", "65"], "--height: must be a multiple of 8"),
-        (["--cfg", "-1"], "--cfg: must be >= 0"),
-        (["--seed", "-3"], "--seed: must be >= 0"),
+        (["--cfg", "-1"], "--cfg: must be a finite number >= 0, got -1"),
+        (["--cfg", "inf"], "--cfg: must be a finite number >= 0, got inf"),
+        (["--cfg", "nan"], "--cfg: must be a finite number >= 0, got nan"),
+        (["--seed", "-3"], "--seed: must be in 0 … 2**64 - 1"),
+        (["--seed", str(2**64)], f"--seed: must be in 0 … 2**64 - 1 = {2**64 - 1} (torch.Generator's range), got {2**64}"),
+        (["--steps", "1000"], "--steps: steps must be at most 999, one fewer than the 1000 timesteps"),
+        (["--config", "some/folder"], "config= is only used with a single .safetensors checkpoint file"),
         (["--scheduler", "nope"], "unknown scheduler 'nope'; allowed: ddim"),
         (["--device", "gpu"], "--device: unknown device 'gpu'"),
         (["--dtype", "fp64"], "unknown dtype 'fp64'"),
@@ -137,6 +142,31 @@ def test_bad_output_paths_are_refused_before_loading(tmp_path, capsys, out, mess
     with pytest.raises(SystemExit) as info:
         cli.main(["generate", "--prompt", "x", "--model", "no/such/model/folder", "--out", str(tmp_path / out)])
     assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_output_folder_or_an_unwritable_place_is_refused_before_loading(tmp_path, capsys):
+    folder = tmp_path / "strips.png"  # a folder, even with a .png name
+    folder.mkdir()
+    with pytest.raises(SystemExit) as info:
+        cli.main(["generate", "--prompt", "x", "--model", "no/such/model/folder", "--out", str(folder)])
+    assert info.value.code == 2 and "is a folder; name a .png file" in capsys.readouterr().err
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc, where no file can be created even by root")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["generate", "--prompt", "x", "--model", "no/such/model/folder", "--out", "/proc/steps.png"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--out: cannot write '/proc/steps.png'" in err and "--model" not in err
+
+
+def test_a_corrupt_checkpoint_file_is_named_and_config_can_be_given(tiny_folder, tmp_path, capsys):
+    bad = tmp_path / "c.safetensors"
+    bad.write_bytes(np.random.RandomState(0).bytes(5000))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["info", "--model", str(bad), "--config", str(tiny_folder), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert f"{bad} is not a readable .safetensors file" in err and "truncated or corrupt" in err
+    assert "could not be fetched" not in err and "offline" not in err
 
 
 def test_missing_prompt_and_missing_command_are_usage_errors(capsys):

@@ -139,6 +139,12 @@ def test_depth_needs_a_depth_unet(pipe):
         ({"negative_prompt": ["a", "b"]}, ValueError, "negative_prompt has 2 entries but prompt has 1"),
         ({"num_images": 0}, ValueError, "num_images must be >= 1"),
         ({"cfg": "high"}, TypeError, "cfg must be a number"),
+        ({"cfg": float("inf")}, ValueError, r"cfg must be a finite number \(<= 1 turns guidance off\), got inf"),
+        ({"cfg": float("nan")}, ValueError, r"cfg must be a finite number \(<= 1 turns guidance off\), got nan"),
+        ({"steps": 1000}, ValueError, "steps must be at most 999, one fewer than the 1000 timesteps the model was trained on, got 1000"),
+        ({"steps": 1001, "scheduler": "pndm"}, ValueError, "steps must be at most 999"),
+        ({"seed": 2**64}, ValueError, f"seed must be at most 2\*\*64 - 1 = {2**64 - 1} \(torch.Generator's range\), got {2**64}"),
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
     ],
 )
 def test_bad_inputs_are_named(pipe, kwargs, error, match):
@@ -182,7 +188,7 @@ def test_scheduler_names(pipe):
     assert vae_factor(pipe) == 8
 
 
-@pytest.mark.parametrize("name", ["euler", "euler_a", "dpm++2m", "heun", "ddpm"])
+@pytest.mark.parametrize("name", ["euler", "euler_a", "dpm++2m", "heun", "ddpm", "lms"])
 def test_every_scheduler_runs_traced(pipe, name):
     images, run = generate(pipe, PROMPT, steps=3, scheduler=name)
     expected = 5 if name == "heun" else 3  # Heun evaluates the U-Net twice per step but the first

@@ -2,6 +2,7 @@
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from diffusers import (
@@ -128,13 +129,37 @@ def test_single_file_uses_a_local_config_folder_offline(tiny_folder, tmp_path, m
 
     monkeypatch.setattr(StableDiffusionPipeline, "from_single_file", fake_from_single_file)
     path = tmp_path / "model.safetensors"
-    path.write_bytes(b"")
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 2)}, str(path))
     pipe = load_pipeline(path, device="cpu", config=tiny_folder)
     assert isinstance(pipe, StableDiffusionPipeline)
     [(called_path, kwargs)] = calls
     assert called_path == str(path)
     assert kwargs["config"] == str(tiny_folder) and kwargs["local_files_only"] is True
     assert kwargs["safety_checker"] is None and kwargs["dtype"] == torch.float32
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "empty"])
+def test_a_corrupt_safetensors_file_is_named_not_blamed_on_the_network(hub_offline, tiny_folder, tmp_path, damage):
+    path = tmp_path / "c.safetensors"
+    if damage == "random bytes":
+        path.write_bytes(np.random.RandomState(0).bytes(5000))
+    elif damage == "truncated":
+        save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(64, 64)}, str(path))
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        path.write_bytes(b"")
+    for config in (tiny_folder, None):
+        with pytest.raises(ValueError, match=r"c\.safetensors is not a readable \.safetensors file \(.*\): it is truncated or corrupt") as info:
+            load_pipeline(path, device="cpu", config=config)
+        assert "offline" not in str(info.value) and "config=" not in str(info.value)
+
+
+def test_a_checkpoint_that_does_not_fit_its_local_config_says_so(tiny_folder, tmp_path):
+    path = tmp_path / "model.safetensors"  # readable, but not the weights the config describes
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 2)}, str(path))
+    with pytest.raises(ValueError, match=r"model\.safetensors is not a complete Stable Diffusion checkpoint: .*missing") as info:
+        load_pipeline(path, device="cpu", config=tiny_folder)
+    assert "could not be fetched" not in str(info.value) and "offline" not in str(info.value)
 
 
 def test_config_is_only_for_single_files(tiny_folder):

@@ -1,5 +1,6 @@
 """The trace records a real run faithfully and leaves the run itself untouched."""
 
+import inspect
 import logging
 import warnings
 
@@ -11,6 +12,7 @@ from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    PNDMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
 )
@@ -266,3 +268,146 @@ def test_bad_options_are_named(tiny_pipe):
         trace(tiny_pipe, preview_every=-1)
     with pytest.raises(TypeError, match="unet"):
         trace(object())
+
+
+# ----------------------------------------------------------------------------- issue 13: fuzzing found these
+
+LONG = " ".join(["a large red cat on the left"] * 20)  # 140 tokens: 65 are cut
+
+
+def test_cut_tokens_come_from_this_pipelines_own_text(tiny_pipe):
+    """Another pipeline's truncation warning (same class, same logger) is not this run's cut."""
+    from sdexplain.architectures import build_tiny_pipeline
+
+    other = build_tiny_pipeline(seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with trace(tiny_pipe) as run:
+            other.encode_prompt(LONG, "cpu", 1, False)  # logs diffusers' "was truncated" warning
+            _call(tiny_pipe)
+    assert run.tokens[0].cut == [] and not run.tokens[0].filled
+    assert not any("cut:" in str(w.message) for w in caught)
+
+
+def test_cut_tokens_with_a_pad_token_and_at_any_log_level(tiny_pipe):
+    """SD-2-style padding with "!" gives no false cut for the short row; a quiet log level hides no cut."""
+    from diffusers.utils import logging as diffusers_logging
+
+    tiny_pipe.tokenizer.pad_token = "!"
+    expected = tiny_pipe.tokenizer.tokenize(LONG)[75:]  # everything after the 75 usable slots
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, traced, run = _stock_and_traced(tiny_pipe, prompt=[PROMPT, LONG], negative_prompt=["", LONG])
+    finally:
+        diffusers_logging.set_verbosity(level)
+    assert len(expected) == 65
+    assert run.tokens[0].cut == [] and run.tokens[0].words[-1] == "left</w>"
+    assert run.tokens[1].cut == expected and run.tokens[1].filled
+    assert run.negative_tokens[0].cut == [] and run.negative_tokens[1].cut == expected
+
+
+def test_prompt_embeds_with_a_negative_prompt_text_is_not_taken_for_the_prompt(tiny_pipe):
+    embeds, _ = tiny_pipe.encode_prompt(PROMPT, "cpu", 1, False)  # (1, 77, 32)
+    stock, traced, run = _stock_and_traced(tiny_pipe, prompt=None, prompt_embeds=embeds, negative_prompt="blue")
+    assert torch.equal(stock, traced)
+    assert run.tokens == [] and run.embeddings.token is None
+    assert [t.words for t in run.negative_tokens] == [["blue</w>"]]
+    assert run.attention.tokens[0][:3] == ["#0", "#1", "#2"]  # positions, not the negative prompt's words
+
+    _, negative_embeds = tiny_pipe.encode_prompt("", "cpu", 1, True, negative_prompt="blue")
+    _, _, run = _stock_and_traced(tiny_pipe, negative_prompt_embeds=negative_embeds)
+    assert run.tokens[0].words == ["a</w>", "red</w>", "circle</w>", "on</w>", "the</w>", "left</w>"]
+    assert run.negative_tokens == [] and run.embeddings.token_uncond is None
+    assert run.attention.tokens[0][1] == "a</w>"
+
+
+@pytest.mark.parametrize("guidance", [float("inf"), float("nan")])
+def test_non_finite_guidance_is_refused_and_everything_is_put_back(tiny_pipe, guidance):
+    tokenizer, config = tiny_pipe.tokenizer, dict(tiny_pipe.config)
+    with pytest.raises(ValueError, match=f"guidance_scale must be a finite number.*got {guidance}"):
+        with trace(tiny_pipe):
+            _call(tiny_pipe, guidance_scale=guidance)
+    _no_hooks_left(tiny_pipe.unet, tiny_pipe.vae, tiny_pipe.text_encoder)
+    assert tiny_pipe.tokenizer is tokenizer and dict(tiny_pipe.config) == config
+    with trace(tiny_pipe) as run:  # and the pipeline can be traced again
+        _call(tiny_pipe)
+    assert len(run.steps) == 4 and run.tokens[0].words[0] == "a</w>"
+    assert tiny_pipe.tokenizer is tokenizer
+
+
+def test_fused_projections_record_the_same_attention(tiny_pipe):
+    _, _, plain = _stock_and_traced(tiny_pipe)
+    tiny_pipe.fuse_qkv_projections()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "recorded no attention map"
+        _, _, fused = _stock_and_traced(tiny_pipe)
+    assert all(calls > 0 for calls in fused.attention.layer_calls.values())
+    assert torch.allclose(fused.attention.per_step[0], plain.attention.per_step[0], atol=1e-5)
+
+
+class _ProjectionsByWeight:
+    """An attention processor that applies the projections through their weights (F.linear) and so
+    never calls the to_q/to_k modules the trace observes — as some third-party processors do."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
+        import torch.nn.functional as F
+
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        b = hidden_states.shape[0]
+        q, k, v = (F.linear(x, m.weight, m.bias) for x, m in ((hidden_states, attn.to_q), (context, attn.to_k), (context, attn.to_v)))
+        q, k, v = (t.view(b, -1, attn.heads, t.shape[-1] // attn.heads).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, q.shape[1] * q.shape[-1])
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def test_a_cross_attention_layer_that_records_nothing_is_a_loud_warning(tiny_pipe):
+    from sdexplain.attention import cross_attention_layers
+
+    layers = cross_attention_layers(tiny_pipe.unet)
+    name = next(iter(layers))
+    layers[name].set_processor(_ProjectionsByWeight())
+    with pytest.warns(RuntimeWarning, match=f"1 of {len(layers)} cross-attention layers recorded no attention map \\({name}\\)"):
+        _, _, run = _stock_and_traced(tiny_pipe)
+    assert run.attention.layer_calls[name] == 0 and run.attention.per_step
+
+
+def _replay_x0(scheduler, step, t):
+    """The scheduler's own x0 for a recorded evaluation (its step advances its state as in the run)."""
+    scheduler.scale_model_input(step.latent_in, t)  # sets the step index on the first call
+    if isinstance(scheduler, DPMSolverMultistepScheduler):  # its step returns no x0 but keeps it (DPM-Solver++ works on x0)
+        scheduler.step(step.noise_guided, t, step.latent_in)
+        return scheduler.model_outputs[-1]
+    if isinstance(scheduler, PNDMScheduler):  # PLMS returns no x0: DDIM's at the same ᾱ_t is the outside reference
+        ddim = DDIMScheduler.from_config({**scheduler.config, "clip_sample": False})
+        ddim.set_timesteps(scheduler.num_inference_steps)
+        x0 = ddim.step(step.noise_guided, t, step.latent_in).pred_original_sample
+        scheduler.step(step.noise_guided, t, step.latent_in)
+        return x0
+    takes_generator = "generator" in inspect.signature(scheduler.step).parameters  # the ancestral ones add noise
+    extra = {"generator": torch.Generator().manual_seed(0)} if takes_generator else {}
+    return scheduler.step(step.noise_guided, t, step.latent_in, **extra).pred_original_sample
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler", "euler_a", "dpm++2m", "pndm", "ddpm", "lms", "heun", "kdpm2", "kdpm2_a"])
+def test_x0_equals_the_schedulers_own_for_every_scheduler(name):
+    """The README promises x0 for every scheduler: compared with each one's pred_original_sample."""
+    from diffusers import KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler
+
+    from sdexplain.generate import SCHEDULERS
+    from sdexplain.loading import load_pipeline
+
+    if name == "lms":
+        pytest.importorskip("scipy", reason="LMS needs scipy, a declared dependency: reinstall the package (make setup)")
+    classes = {**SCHEDULERS, "kdpm2": KDPM2DiscreteScheduler, "kdpm2_a": KDPM2AncestralDiscreteScheduler}
+    pipe = load_pipeline("toy", device="cpu")
+    pipe.scheduler = classes[name].from_config(pipe.scheduler.config)
+    _, _, run = _stock_and_traced(pipe, prompt="a large red cat on the left", height=None, width=None, num_inference_steps=3)
+    replay = classes[name].from_config(pipe.scheduler.config)
+    replay.set_timesteps(3)
+    assert [s.timestep for s in run.steps] == [float(t) for t in replay.timesteps]
+    for step, t in zip(run.steps, replay.timesteps):
+        expected = _replay_x0(replay, step, t)
+        assert torch.allclose(step.x0, expected, atol=1e-4, rtol=1e-4), (name, step.index, float((step.x0 - expected).abs().max()))
