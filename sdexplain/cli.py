@@ -204,7 +204,8 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
     if not out.parent.is_dir():
         parser.error(f"--out: folder {str(out.parent)!r} does not exist")
     try:
-        from sdexplain.generate import SCHEDULERS, default_guidance, generate
+        from sdexplain.generate import default_guidance, generate
+        from sdexplain.loading import SCHEDULERS
     except ImportError as err:
         print(f"sdexplain: error: generation is unavailable in this installation ({err})", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numbers
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from sdexplain import images
+from sdexplain.toy import world
 
 
 # --------------------------------------------------------------------------- geometry
@@ -80,7 +82,10 @@ def _get(config, key: str, default=None):
 
 
 def vae_factor(source) -> int:
-    """Pixels per latent cell along each side: 2 ** (number of VAE levels − 1)."""
+    """Pixels per latent cell along each side: a pipeline's own `vae_scale_factor` (diffusers'), or for an
+    ARCHITECTURES entry the same formula on its VAE config: 2 ** (number of VAE levels − 1)."""
+    if hasattr(source, "vae_scale_factor"):
+        return int(source.vae_scale_factor)
     vae, _ = _configs(source)
     return 2 ** (len(_get(vae, "block_out_channels")) - 1)
 
@@ -170,6 +175,35 @@ def _as_batch(pictures) -> torch.Tensor:
     if len({a.shape for a in arrays}) != 1:
         raise ValueError(f"all pictures must have one size, got {sorted({a.shape for a in arrays})}")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+# --------------------------------------------------------------------------- a cheap colour preview of latents
+
+
+# A weak cache so each VAE's projection is fitted once per session.
+_PROJECTIONS: "weakref.WeakKeyDictionary[object, torch.Tensor]" = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def fit_latent_rgb(vae, n: int = 48, seed: int = 12345) -> torch.Tensor:
+    """Fit the cheap latent → RGB preview: a (C+1, 3) matrix P with rgb ≈ [z, 1] @ P per latent pixel.
+
+    Least squares over toy-world scenes: encode ``n`` of them, and pair every latent pixel with the
+    average colour of the 8×8 block of pixels it covers. Works for any VAE with factor 8. Cached per
+    VAE. The result is an APPROXIMATION of a decode; say so wherever it is shown.
+    """
+    if vae in _PROJECTIONS:
+        return _PROJECTIONS[vae]
+    pictures = world.batch(n, seed)["images"]  # (n, 3, 64, 64) in [-1, 1]
+    latents = images.vae_encode(vae, pictures)  # (n, C, 8, 8)
+    factor = pictures.shape[-1] // latents.shape[-1]
+    target = torch.nn.functional.avg_pool2d(pictures, factor)  # (n, 3, 8, 8)
+    z = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # (n·64, C)
+    z = torch.cat([z, torch.ones(len(z), 1)], dim=1)  # (n·64, C+1)
+    rgb = target.permute(0, 2, 3, 1).reshape(-1, 3)  # (n·64, 3)
+    projection = torch.linalg.lstsq(z.double(), rgb.double()).solution.float()  # (C+1, 3)
+    _PROJECTIONS[vae] = projection
+    return projection
 
 
 # --------------------------------------------------------------------------- cost of resolution

@@ -36,7 +36,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from sdexplain import diffusion, images
-from sdexplain.generate import SCHEDULERS, generate, make_scheduler
+from sdexplain.generate import generate
+from sdexplain.loading import SCHEDULERS, make_scheduler
 
 LABELS = {  # how WebUIs name them
     "ddim": "DDIM",
@@ -51,7 +52,7 @@ LABELS = {  # how WebUIs name them
 
 
 def available_samplers() -> list[str]:
-    """Names in `sdexplain.generate.SCHEDULERS` that can be built here (LMS needs scipy)."""
+    """Names in `sdexplain.loading.SCHEDULERS` that can be built here (LMS needs scipy)."""
     from diffusers import PNDMScheduler
 
     base = PNDMScheduler().config

@@ -62,7 +62,6 @@ import torch.nn.functional as F
 
 from sdexplain.attention import AttentionMaps, CrossAttentionRecorder
 from sdexplain.diffusion import alpha_bar_from_sigma_ve, predict_x0
-from sdexplain.loading import vae_scale_factor
 
 MiB = 2**20
 DEFAULT_BUDGET = 256 * MiB
@@ -543,7 +542,7 @@ def _plan(options: _Options, batch: int, cfg: bool, latent_hw, pipe, n_steps: in
     """Decide what to keep so the trace fits `budget_bytes`; record every reduction in `run.reductions`."""
     h, w = latent_hw
     channels = pipe.unet.config.out_channels
-    vae_factor = vae_scale_factor(pipe)
+    vae_factor = pipe.vae_scale_factor
     hidden_width = pipe.unet.config.cross_attention_dim
     keep = max((tok.length for tok in run.tokens), default=77)
     budget = options.budget_bytes

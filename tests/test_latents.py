@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdexplain import latents, widgets
+from sdexplain import images, latents, widgets
 from sdexplain.architectures import ARCHITECTURES
 from sdexplain.toy import world
 
@@ -91,3 +91,16 @@ def test_resolution_sweep_and_explorer(tiny_pipe):
 
     assert decode_image(shown).shape[0] * 2 == decode_image(view.frames[1]).shape[0]  # true relative size
     assert not view.errors
+
+
+def test_latent_to_rgb_is_the_fitted_linear_map(tiny_pipe):
+    projection = latents.fit_latent_rgb(tiny_pipe.vae, n=8)
+    assert projection.shape == (5, 3)
+    assert latents.fit_latent_rgb(tiny_pipe.vae) is projection  # cached per VAE
+    latent = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(0))
+    rgb = images.latent_to_rgb(latent, projection)
+    assert rgb.shape == (8, 8, 3)
+    manual = torch.cat([latent[:, 2, 5], torch.ones(1)]) @ projection  # pixel (2, 5)
+    expected = np.round(np.clip((manual.numpy() + 1) / 2, 0, 1) * 255)
+    assert np.abs(rgb[2, 5].astype(int) - expected).max() <= 1
+    assert images.latent_to_rgb(latent[None], projection, zoom_factor=4).shape == (32, 32, 3)

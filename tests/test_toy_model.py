@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdexplain.toy import evaluate, world
-from sdexplain.toy.model import MODEL_DIR, Judge
+from sdexplain.toy.model import DEFAULT_GUIDANCE, MODEL_DIR, Judge
 
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").exists(), reason="toy model not built: python -m sdexplain.toy.train")
 
@@ -78,7 +78,7 @@ def adherence_at(toy_pipe, judge):
 
 @pytest.mark.slow
 def test_prompt_adherence_at_the_default_scale(adherence_at):
-    guided = adherence_at(evaluate.DEFAULT_GUIDANCE)
+    guided = adherence_at(DEFAULT_GUIDANCE)
     # the toy-model issue's bars: colour ≥ 90 %, shape/animal ≥ 80 %, position ≥ 90 % (README: 200 prompts)
     assert guided["colour"] >= 0.9 and guided["shape"] >= 0.8 and guided["position"] >= 0.9, guided
 
@@ -87,7 +87,7 @@ def test_prompt_adherence_at_the_default_scale(adherence_at):
 def test_without_guidance_the_toy_follows_its_prompt_clearly_less(adherence_at):
     # trained last on captions that are wrong CAPTION_NOISE of the time, the conditional model alone (CFG 1)
     # follows each attribute about as often as its captions were right; guidance is what brings it up
-    plain, guided = adherence_at(1.0), adherence_at(evaluate.DEFAULT_GUIDANCE)
+    plain, guided = adherence_at(1.0), adherence_at(DEFAULT_GUIDANCE)
     for attribute in ("colour", "shape", "position", "size"):
         assert plain[attribute] <= 1 - world.CAPTION_NOISE + 0.1, (attribute, plain)
     for attribute in ("colour", "shape", "position"):  # the barred ones; 200 prompts: 25–29 points apart
@@ -96,7 +96,7 @@ def test_without_guidance_the_toy_follows_its_prompt_clearly_less(adherence_at):
 
 @pytest.mark.slow
 def test_over_guidance_hurts_the_small_model(adherence_at):
-    default, high = adherence_at(evaluate.DEFAULT_GUIDANCE), adherence_at(7.5)
+    default, high = adherence_at(DEFAULT_GUIDANCE), adherence_at(7.5)
     assert high["colour"] + high["shape"] < default["colour"] + default["shape"] - 0.3, (default, high)
 
 

@@ -22,7 +22,8 @@ import html
 import ipywidgets as widgets
 
 from sdexplain import images
-from sdexplain.generate import SCHEDULERS, generate
+from sdexplain.generate import generate
+from sdexplain.loading import SCHEDULERS
 from sdexplain.widgets.base import View, titled, upload_image
 from sdexplain.widgets.button import RunProgress, unet_progress
 from sdexplain.widgets.scrubbers import StepScrubber

@@ -9,6 +9,7 @@ import ipywidgets as widgets
 import torch
 
 from sdexplain import images, plots
+from sdexplain.latents import fit_latent_rgb
 from sdexplain.widgets.base import DISPLAY_SIZE, View, batch_entry, encoded, image_widget, mosaic, mosaic_edge, play_button, put, titled, zoomed
 
 
@@ -125,7 +126,7 @@ class StepScrubber(View):
         self.x0_decoded = images.to_uint8(images.vae_decode(self.pipe.vae, x0))  # (S, H, W, 3): one batched decode
         self.latent_vmax = float(latents.abs().max()) or 1.0  # one scale for all steps: watch the latent settle
         self.noise_vmax = float(noises.abs().max()) or 1.0
-        projection = images.fit_latent_rgb(self.pipe.vae)
+        projection = fit_latent_rgb(self.pipe.vae)
         self.timesteps = [int(s.timestep) for s in steps]
         self.curve = plots.schedule_curve(self.pipe.scheduler, timesteps=self.timesteps)
         self.frames = []  # per step: {part: (format, bytes)}
