@@ -42,10 +42,6 @@ class LatentGeometry:
     factor: int  # pixels per latent cell along each side (8 for SD)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.image_channels, self.height, self.width)
-
-    @property
     def latent_shape(self) -> tuple[int, int, int]:
         return (self.latent_channels, self.height // self.factor, self.width // self.factor)
 

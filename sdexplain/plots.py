@@ -376,17 +376,6 @@ def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None 
 # --------------------------------------------------------------------------- attention
 
 
-def attention_overlay(image, heat, alpha: float = 0.6, title: str | None = None, cmap: str = "jet") -> Figure:
-    """One cross-attention map (h, w) upsampled onto the image (H, W) with transparency ``alpha``. One axes."""
-    fig = Figure(figsize=(3.2, 3.4), layout="constrained")
-    ax = fig.add_subplot()
-    ax.imshow(images.overlay_heatmap(image, heat, alpha=alpha, cmap=cmap))
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=10)
-    return fig
-
-
 def attention_maps(image, maps: Mapping[str, object], alpha: float = 0.6, cell: float = 2.0, ncols: int | None = None, suptitle: str | None = None) -> Figure:
     """The generated image, then one overlay per word (``maps``: word -> (h, w) map). One axes per picture."""
     pictures = [images.to_uint8(image)] + [images.overlay_heatmap(image, m, alpha=alpha) for m in maps.values()]

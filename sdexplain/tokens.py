@@ -75,13 +75,6 @@ class Tokenization:
                 groups.setdefault(t.word, []).append(t.token)
         return list(groups.values())
 
-    def position_of(self, piece: str) -> int:
-        """Slot of the first kept piece equal to `piece` (with or without `</w>`)."""
-        for t in self.tokens:
-            if t.role == "word" and piece in (t.token, t.token.removesuffix(END_OF_WORD)):
-                return t.position
-        raise ValueError(f"{piece!r} is not a kept token of {self.text!r}; kept: {self.pieces}")
-
 
 def tokenize(tokenizer, text: str) -> Tokenization:
     """`text` as the pipeline tokenizes it (padding to `model_max_length`, truncation), with roles and cut pieces."""

@@ -23,7 +23,7 @@ def test_sd15_geometry_from_its_published_config():
 
 def test_geometry_of_a_loaded_pipeline(tiny_pipe):
     geo = latents.latent_geometry(tiny_pipe)
-    assert geo.image_shape == (3, 64, 64)
+    assert (geo.image_channels, geo.height, geo.width) == (3, 64, 64)
     assert geo.latent_shape == tuple(tiny_pipe.vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean.shape[1:])
     assert latents.vae_factor(tiny_pipe) == tiny_pipe.vae_scale_factor
     assert latents.size_multiple(tiny_pipe) == 16  # factor 8 × one U-Net downsampling
