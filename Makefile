@@ -37,8 +37,9 @@ test: setup
 	bash scripts/ci_colab_widgets.sh
 	bash scripts/ci_browser.sh
 
+# The quick unit tests only: every test over ~5 s is marked slow (under 2 minutes on 2 CPU cores).
 test-fast: setup
-	$(BIN)/python -m pytest -q tests -m "not slow and not browser" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q tests -m "not slow and not browser" --durations=10 $(PYTEST_ARGS)
 
 # Re-execute the notebooks in place on the toy model and strip widget state (outputs stay).
 notebooks: setup

@@ -47,6 +47,7 @@ def test_generate_writes_the_strip_and_a_summary(tiny_folder, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["steps.png"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_guidance_defaults_to_the_models_own_scale(tiny_folder, tmp_path, capsys):
     from sdexplain.toy.model import DEFAULT_GUIDANCE
 

@@ -8,6 +8,7 @@ cycle or reach up a layer is caught too; one subprocess then checks what importi
 import ast
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
+@lru_cache(maxsize=1)
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {name: _imports(path, modules) for name, path in modules.items()}

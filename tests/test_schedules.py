@@ -84,6 +84,7 @@ def test_run_samplers_equals_generate_with_that_scheduler_and_restores_the_pipel
     assert schedules.same_start(results) < 1e-5  # same seed: the same starting noise for every sampler
 
 
+@pytest.mark.slow
 def test_switcher_swaps_the_pictures_without_running_anything(tiny_pipe):
     results = schedules.run_samplers(tiny_pipe, "a red cat", names=["ddim", "euler_a"], steps=2, cfg=1.0, seed=0, height=64, width=64)
     view = widgets.SamplerSwitcher(results)

@@ -48,17 +48,20 @@ def test_same_seed_same_image(toy_pipe):
     assert (images[0] == images[1]).all()
 
 
+@pytest.mark.slow
 def test_judge_reads_held_out_scenes(judge):
     accuracy = evaluate.judge_accuracy(judge, n=300)
     assert min(accuracy.values()) >= 0.98, accuracy
 
 
+@pytest.mark.slow
 def test_judge_reads_what_the_vae_decodes(toy_pipe, judge):
     # every generated image comes out of the VAE decoder: a judge that can't read round trips can't score samples
     accuracy = evaluate.judge_accuracy(judge, n=300, vae=toy_pipe.vae)
     assert min(accuracy.values()) >= 0.98, accuracy
 
 
+@pytest.mark.slow
 def test_vae_reconstructs_held_out_scenes(toy_pipe):
     assert evaluate.vae_error(toy_pipe, n=64)["l1"] < 0.05
 
