@@ -50,7 +50,6 @@ def test_records_are_consistent(tiny_pipe, data):
     assert r.loss == pytest.approx(float(((r.noise_pred - r.noise) ** 2).mean()), rel=1e-5)
 
 
-@pytest.mark.slow
 def test_same_seed_same_run(tiny_pipe, data):
     runs = []
     for _ in range(2):
