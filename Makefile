@@ -37,8 +37,11 @@ test: setup
 	bash scripts/ci_colab_widgets.sh
 	bash scripts/ci_browser.sh
 
+# The quick unit tests only: every test over ~5 s is marked slow. One torch thread: the tiny test
+# models gain nothing from two, and on a busy 2-core machine two threads per process spin against
+# the other work (measured: 40 s with one thread, 5 min with two, same machine and load).
 test-fast: setup
-	$(BIN)/python -m pytest -q tests -m "not slow and not browser" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q tests -m "not slow and not browser" --durations=10 $(PYTEST_ARGS)
 
 # Re-execute the notebooks in place on the toy model and strip widget state (outputs stay).
 notebooks: setup

@@ -27,8 +27,8 @@ import torch
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from sdexplain.toy.model import SCHEDULER_CONFIG
-from sdexplain.toy.tokenizer import build_tokenizer
+from sdexplain.toy.tokenizer import build_tokenizer  # the tiny pipeline speaks the toy world's words
+
 
 # ----------------------------------------------------------------------------- published configs
 
@@ -68,16 +68,18 @@ _SD_UNET = dict(
 )
 
 # scaled_linear betas 0.00085–0.012 over 1000 steps: the schedule every SD v1/v2 model was trained with
-_SD_SCHEDULE = dict(
+# (stable-diffusion-v1-5/scheduler/scheduler_config.json); the toy model uses it too.
+SD_SCHEDULE = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
     beta_end=0.012,
     beta_schedule="scaled_linear",
-    clip_sample=False,
+    clip_sample=False,  # not a PNDM argument, but DDIM/DDPM derived from this config read it
     set_alpha_to_one=False,
     skip_prk_steps=True,
     steps_offset=1,
     trained_betas=None,
+    prediction_type="epsilon",  # SD 2's 768-v models override this with "v_prediction"
 )
 
 # CLIP ViT-L/14's text tower (openai/clip-vit-large-patch14), as in stable-diffusion-v1-5/text_encoder.
@@ -121,7 +123,7 @@ ARCHITECTURES: dict[str, dict] = {
         unet=dict(_SD_UNET, sample_size=64, attention_head_dim=8, cross_attention_dim=768),
         text_encoder=_CLIP_VIT_L14_TEXT,
         vae=_SD_VAE,
-        scheduler=dict(_SD_SCHEDULE, _class_name="PNDMScheduler", prediction_type="epsilon"),
+        scheduler=dict(SD_SCHEDULE, _class_name="PNDMScheduler", prediction_type="epsilon"),
         tokenizer=dict(pad_token="<|endoftext|>", model_max_length=77),
     ),
     "sd21": dict(
@@ -136,7 +138,7 @@ ARCHITECTURES: dict[str, dict] = {
         ),
         text_encoder=_OPENCLIP_VIT_H14_TEXT,
         vae=dict(_SD_VAE, sample_size=768),
-        scheduler=dict(_SD_SCHEDULE, _class_name="DDIMScheduler", prediction_type="v_prediction"),
+        scheduler=dict(SD_SCHEDULE, _class_name="DDIMScheduler", prediction_type="v_prediction"),
         tokenizer=dict(pad_token="!", model_max_length=77),  # OpenCLIP pads with "!" (id 0)
     ),
     "sd21-base": dict(
@@ -151,7 +153,7 @@ ARCHITECTURES: dict[str, dict] = {
         ),
         text_encoder=_OPENCLIP_VIT_H14_TEXT,
         vae=dict(_SD_VAE, sample_size=768),
-        scheduler=dict(_SD_SCHEDULE, _class_name="PNDMScheduler", prediction_type="epsilon"),
+        scheduler=dict(SD_SCHEDULE, _class_name="PNDMScheduler", prediction_type="epsilon"),
         tokenizer=dict(pad_token="!", model_max_length=77),
     ),
 }
@@ -252,7 +254,7 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
         unet=unet.eval(),
-        scheduler=PNDMScheduler.from_config(SCHEDULER_CONFIG),
+        scheduler=PNDMScheduler.from_config(SD_SCHEDULE),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

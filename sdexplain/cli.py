@@ -234,7 +234,8 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
     if problem:
         parser.error(f"--out: cannot write {str(out)!r} ({problem})")
     try:
-        from sdexplain.generate import SCHEDULERS, check_steps, default_guidance, generate
+        from sdexplain.generate import check_steps, default_guidance, generate
+        from sdexplain.loading import SCHEDULERS
     except ImportError as err:
         print(f"sdexplain: error: generation is unavailable in this installation ({err})", file=sys.stderr)
         return 1

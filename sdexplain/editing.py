@@ -127,20 +127,6 @@ class StrengthSweep:
         return self.runs[i].steps[0].latent_in[0]
 
 
-def quiet_like(pipe, mode: str):
-    """The derived pipeline `sdexplain.generate` uses for `mode`, with `pipe`'s progress-bar settings.
-
-    diffusers' `from_pipe` does not copy them, so a `pipe.set_progress_bar_config(disable=True)`
-    would otherwise not silence image-to-image runs.
-    """
-    from sdexplain.generate import pipeline_for
-
-    runner = pipeline_for(pipe, mode)
-    if runner is not pipe:
-        runner.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))  # diffusers keeps them there
-    return runner
-
-
 def strength_sweep(pipe, prompt: str, image, strengths, *, steps: int = 20, cfg: float = 7.5, seed: int = 0, progress=None, **modes) -> StrengthSweep:
     """`sdexplain.generate(pipe, prompt, image=image, strength=s, ...)` for each strength, traced.
 
@@ -153,9 +139,6 @@ def strength_sweep(pipe, prompt: str, image, strengths, *, steps: int = 20, cfg:
     if not strengths:
         raise ValueError("strengths must name at least one strength")
     sweep = StrengthSweep(prompt, strengths, [], [], [])
-    from sdexplain.generate import pick_mode
-
-    quiet_like(pipe, pick_mode(image, modes.get("mask_image"), modes.get("depth_map")))
     for i, strength in enumerate(strengths):
         pictures, run = generate(pipe, prompt, image=image, strength=strength, steps=steps, cfg=cfg, seed=seed, attention=False, preview_every=0, **modes)
         sweep.images.append(pictures[0])
@@ -233,16 +216,15 @@ def strength_one_check(pipe, prompt: str, image: PIL.Image.Image, *, steps: int 
     the generator's first draw instead. Here: the start latent rebuilt from the formula, and
     text-to-image run from (a) the same seed, (b) ε, (c) img2img's exact start latent.
     """
-    from sdexplain.generate import generate, pipeline_for
+    from sdexplain.generate import generate
+    from sdexplain.loading import derive
 
-    quiet_like(pipe, "image-to-image")
-    quiet_like(pipe, "text-to-image")
     images, run = generate(pipe, prompt, image=image, strength=1.0, steps=steps, cfg=cfg, seed=seed, attention=False, preview_every=0)
     x_start = run.steps[0].latent_in[:1]  # (1, 4, h, w)
     start = start_step(pipe.scheduler, steps, 1.0)
 
     # 1. replay img2img's draws: the posterior sample z first, then the noise ε (same generator)
-    img2img = pipeline_for(pipe, "image-to-image")
+    img2img = derive(pipe, "image-to-image")
     device = img2img.device
     generator = torch.Generator(device=device).manual_seed(seed)
     processed = img2img.image_processor.preprocess(image).to(device, pipe.vae.dtype)
@@ -256,7 +238,7 @@ def strength_one_check(pipe, prompt: str, image: PIL.Image.Image, *, steps: int 
     input_share = float(input_part.norm() / x_start.norm())
 
     # 2. text-to-image three ways, the stock pipeline (no trace needed)
-    text2img = pipeline_for(pipe, "text-to-image")
+    text2img = derive(pipe, "text-to-image")
     sigma0 = float(getattr(text2img.scheduler, "init_noise_sigma", 1.0))
 
     def t2i(latents=None):
@@ -413,18 +395,16 @@ def depth_correlation(estimator, original, result) -> float:
 def depth_pipeline(pipe, depth_unet):
     """A depth-to-image pipeline sharing `pipe`'s components, with `depth_unet` (5 input channels) as U-Net.
 
-    = `sdexplain.loading.derive(pipe, "depth2img", unet=depth_unet)`, with the U-Net moved to the
+    = `sdexplain.loading.derive(pipe, "depth-to-image", unet=depth_unet)`, with the U-Net moved to the
     pipeline's device and dtype first.
     """
-    from sdexplain.loading import derive
+    from sdexplain.loading import check_depth_unet, derive
     from sdexplain.quiet import quiet_libraries
 
-    in_channels = depth_unet.config.in_channels
-    if in_channels != 5:
-        raise ValueError(f"depth-to-image needs a U-Net with 5 input channels (4 latent + 1 depth); this one has {in_channels}")
+    check_depth_unet(depth_unet)
     with quiet_libraries():  # .to() warns about an empty list of modules to keep in float32
         depth_unet = depth_unet.to(pipe.device, pipe.dtype)
-    return derive(pipe, "depth2img", unet=depth_unet)
+    return derive(pipe, "depth-to-image", unet=depth_unet)
 
 
 def depth_picture(depth) -> np.ndarray:

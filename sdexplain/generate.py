@@ -4,90 +4,40 @@
 
 The mode follows from the arguments: `image` → image-to-image, `image` + `mask_image` →
 inpainting, `image` + `depth_map` → depth-to-image (needs a depth U-Net with 5 input channels),
-neither → text-to-image. The pipeline for the mode is derived from the same components with
-diffusers' `XxxPipeline.from_pipe(pipe)` (nothing is reloaded or copied). Inputs are checked here,
-at the boundary, with errors that name the value and what is allowed.
+neither → text-to-image. The pipeline for the mode is `sdexplain.loading.derive(pipe, mode)`: the
+same components under diffusers' `XxxPipeline.from_pipe(pipe)` (nothing is reloaded or copied).
+Inputs are checked here, at the boundary, with errors that name the value and what is allowed.
 
-Schedulers by name (`SCHEDULERS`, `set_scheduler`): ddim, euler, euler_a, dpm++2m, pndm, ddpm,
-lms, heun — each built with `Cls.from_config(pipe.scheduler.config)`.
+`scheduler=` takes a name from `sdexplain.loading.SCHEDULERS`: ddim, euler, euler_a, dpm++2m, pndm,
+ddpm, lms (needs scipy), heun.
+
+After `import sdexplain`, `sdexplain.generate` is this module's `generate` function; import the
+module's other names with `from sdexplain.generate import ...`.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import weakref
 
 import numpy as np
 import PIL.Image
 import torch
 
-from sdexplain.loading import from_pipe, same_progress_bar
-from sdexplain.loading import vae_scale_factor as vae_factor  # pixels per latent cell along each side
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    StableDiffusionDepth2ImgPipeline,
-    StableDiffusionImg2ImgPipeline,
-    StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
-)
-
+from sdexplain.loading import check_depth_unet, derive
+from sdexplain.toy.model import DEFAULT_GUIDANCE
 from sdexplain.trace import trace_with_prompts
-
-SCHEDULERS = {
-    "ddim": DDIMScheduler,
-    "euler": EulerDiscreteScheduler,
-    "euler_a": EulerAncestralDiscreteScheduler,
-    "dpm++2m": DPMSolverMultistepScheduler,
-    "pndm": PNDMScheduler,
-    "ddpm": DDPMScheduler,
-    "lms": LMSDiscreteScheduler,
-    "heun": HeunDiscreteScheduler,
-}
-
-MODES = {
-    "text-to-image": StableDiffusionPipeline,
-    "image-to-image": StableDiffusionImg2ImgPipeline,
-    "inpainting": StableDiffusionInpaintPipeline,
-    "depth-to-image": StableDiffusionDepth2ImgPipeline,
-}
-
-_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe → {class: derived pipeline}
-_SHARED = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
-
-
-def make_scheduler(pipe, name: str):
-    """A new scheduler of the named kind, configured from the pipeline's current one."""
-    if not isinstance(name, str) or name.lower() not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; allowed: {', '.join(SCHEDULERS)}")
-    return SCHEDULERS[name.lower()].from_config(pipe.scheduler.config)
-
-
-def set_scheduler(pipe, name: str):
-    """Replace `pipe.scheduler` by the named kind (same training schedule); returns the pipeline."""
-    pipe.scheduler = make_scheduler(pipe, name)
-    return pipe
-
 
 SD_GUIDANCE = 7.5  # Stable Diffusion's usual CFG scale (the WebUIs' default)
 
 
 def default_guidance(model: str) -> float:
     """The CFG scale for `model` (a load_pipeline name): the toy's measured default, else SD's usual 7.5."""
-    from sdexplain.toy.evaluate import DEFAULT_GUIDANCE
-
     return DEFAULT_GUIDANCE if model == "toy" else SD_GUIDANCE
 
 
 def pick_mode(image=None, mask_image=None, depth_map=None) -> str:
-    """The generation mode the arguments ask for (a key of MODES)."""
+    """The generation mode the arguments ask for (a key of `sdexplain.loading.TASKS`)."""
     if mask_image is not None and depth_map is not None:
         raise ValueError("pass mask_image (inpainting) or depth_map (depth-to-image), not both")
     if (mask_image is not None or depth_map is not None) and image is None:
@@ -99,22 +49,6 @@ def pick_mode(image=None, mask_image=None, depth_map=None) -> str:
     if depth_map is not None:
         return "depth-to-image"
     return "image-to-image"
-
-
-def pipeline_for(pipe, mode: str, scheduler: str | None = None):
-    """The pipeline for `mode` built from `pipe`'s components (cached per pipe; fresh when a scheduler is named)."""
-    cls = MODES[mode]
-    extra = {"depth_estimator": None, "feature_extractor": None} if mode == "depth-to-image" and not isinstance(pipe, cls) else {}
-    if scheduler is not None:
-        return from_pipe(cls, pipe, scheduler=make_scheduler(pipe, scheduler), **extra)
-    if type(pipe) is cls:
-        return pipe
-    cache = _DERIVED.setdefault(pipe, {})
-    derived = cache.get(cls)
-    if derived is None or any(getattr(derived, n, None) is not getattr(pipe, n, None) for n in _SHARED):
-        derived = cache[cls] = from_pipe(cls, pipe, **extra)
-        return derived
-    return same_progress_bar(derived, pipe)  # the setting may have changed since it was cached
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -233,7 +167,7 @@ def generate(
         raise TypeError(f"cfg must be a number (<= 1 turns guidance off), got {cfg!r}")
     if not math.isfinite(cfg):  # inf gives NaN latents (a black image); nan would turn guidance off unnoticed
         raise ValueError(f"cfg must be a finite number (<= 1 turns guidance off), got {cfg}")
-    factor = vae_factor(pipe)
+    factor = pipe.vae_scale_factor  # pixels per latent cell along each side
     _check_size("height", height, factor)
     _check_size("width", width, factor)
     mode = pick_mode(image, mask_image, depth_map)
@@ -263,16 +197,12 @@ def generate(
         if mode == "inpainting":
             args.update(mask_image=_mask(mask_image, image.size), height=image.size[1], width=image.size[0])
         if mode == "depth-to-image":
-            in_channels = pipe.unet.config.in_channels
-            if in_channels != 5:
-                raise ValueError(
-                    f"depth-to-image needs a depth U-Net with 5 input channels (latent + depth); this one has {in_channels}"
-                )
+            check_depth_unet(pipe.unet)  # before the depth map is even read
             args.update(depth_map=_depth(depth_map))
     else:
         args.update(height=height, width=width)
 
-    runner = pipeline_for(pipe, mode, scheduler)
+    runner = derive(pipe, mode, scheduler)
     device = runner.device
     args["generator"] = torch.Generator(device=device).manual_seed(seed)
     texts = (prompts, negatives if cfg > 1 else None)

@@ -6,7 +6,7 @@ What it is for:
   ``widgets.Image`` (``encode_png``, ``encode_jpeg``) and back (``decode_image``, for tests);
 - pictures of latents: the 4 channels as a 2×2 grid of grey images (``latent_channels_grid``) and
   a cheap latent → RGB preview (``latent_to_rgb``) that is labelled APPROXIMATE everywhere it is
-  shown — it is a per-pixel linear map fitted to the VAE (``fit_latent_rgb``), not a decode;
+  shown — it is a per-pixel linear map fitted to the VAE (``sdexplain.latents.fit_latent_rgb``), not a decode;
 - the reader's uploads: bytes → RGB PIL image (``image_from_bytes``) and resizing to the size the
   model works at (``fit_to_model``, ``model_image_size``), VAE encode/decode helpers.
 - cheap colour-mapping of a 2-D array and heat-map overlays (``colormap``, ``overlay_heatmap``),
@@ -24,7 +24,6 @@ channels-last in [0, 255]. Latents are in the U-Net's space (already multiplied 
 from __future__ import annotations
 
 import io
-import weakref
 from functools import lru_cache
 
 import numpy as np
@@ -280,36 +279,8 @@ def latent_channels_grid(latent, vmax: float | None = None, pad: int = 1, zoom_f
     return colormap(mosaic, -vmax, vmax, cmap)
 
 
-# A weak cache so each VAE's projection is fitted once per session.
-_PROJECTIONS: "weakref.WeakKeyDictionary[object, torch.Tensor]" = weakref.WeakKeyDictionary()
-
-
-@torch.no_grad()
-def fit_latent_rgb(vae, n: int = 48, seed: int = 12345) -> torch.Tensor:
-    """Fit the cheap latent → RGB preview: a (C+1, 3) matrix P with rgb ≈ [z, 1] @ P per latent pixel.
-
-    Least squares over toy-world scenes: encode ``n`` of them, and pair every latent pixel with the
-    average colour of the 8×8 block of pixels it covers. Works for any VAE with factor 8. Cached per
-    VAE. The result is an APPROXIMATION of a decode; say so wherever it is shown.
-    """
-    if vae in _PROJECTIONS:
-        return _PROJECTIONS[vae]
-    from sdexplain.toy import world
-
-    images = world.batch(n, seed)["images"]  # (n, 3, 64, 64) in [-1, 1]
-    latents = vae_encode(vae, images)  # (n, C, 8, 8)
-    factor = images.shape[-1] // latents.shape[-1]
-    target = torch.nn.functional.avg_pool2d(images, factor)  # (n, 3, 8, 8)
-    z = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # (n·64, C)
-    z = torch.cat([z, torch.ones(len(z), 1)], dim=1)  # (n·64, C+1)
-    rgb = target.permute(0, 2, 3, 1).reshape(-1, 3)  # (n·64, 3)
-    projection = torch.linalg.lstsq(z.double(), rgb.double()).solution.float()  # (C+1, 3)
-    _PROJECTIONS[vae] = projection
-    return projection
-
-
 def latent_to_rgb(latent, projection: torch.Tensor, zoom_factor: int = 1) -> np.ndarray:
-    """APPROXIMATE colour preview of one latent (C, h, w) -> uint8 (h·z, w·z, 3), via ``fit_latent_rgb``'s matrix.
+    """APPROXIMATE colour preview of one latent (C, h, w) -> uint8 (h·z, w·z, 3), via ``sdexplain.latents.fit_latent_rgb``'s matrix.
 
     One pixel per latent pixel (8× smaller than the decode) and blurrier colours; costs microseconds.
     """

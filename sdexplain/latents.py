@@ -4,7 +4,7 @@
     geo.pixel_numbers, geo.latent_shape, geo.compression     # 786432, (4, 64, 64), 48.0 for SD 1.5
     rec = reconstruct(pipe, images)                 # encode → decode, error per pixel
     sweep = resolution_sweep(pipe, resolution_ladder(pipe), prompt="a red cat")   # images + seconds per step
-    resolution_explorer(sweep)                      # a slider over the measured resolutions
+    widgets.ResolutionExplorer(sweep)               # a slider over the measured resolutions
 
 Everything is read from the model's own configs (the VAE's number of levels gives its factor,
 its `latent_channels` the depth of the latent) or measured on the loaded model; nothing is typed in.
@@ -15,18 +15,17 @@ here), plotting (`sdexplain.plots`).
 
 from __future__ import annotations
 
-import html
 import numbers
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import ipywidgets as widgets
 import numpy as np
 import torch
 
 from sdexplain import images
-from sdexplain.widgets import View
+from sdexplain.toy import world
 
 
 # --------------------------------------------------------------------------- geometry
@@ -41,10 +40,6 @@ class LatentGeometry:
     image_channels: int  # 3 (RGB)
     latent_channels: int  # 4 for SD
     factor: int  # pixels per latent cell along each side (8 for SD)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.image_channels, self.height, self.width)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -83,7 +78,10 @@ def _get(config, key: str, default=None):
 
 
 def vae_factor(source) -> int:
-    """Pixels per latent cell along each side: 2 ** (number of VAE levels − 1)."""
+    """Pixels per latent cell along each side: a pipeline's own `vae_scale_factor` (diffusers'), or for an
+    ARCHITECTURES entry the same formula on its VAE config: 2 ** (number of VAE levels − 1)."""
+    if hasattr(source, "vae_scale_factor"):
+        return int(source.vae_scale_factor)
     vae, _ = _configs(source)
     return 2 ** (len(_get(vae, "block_out_channels")) - 1)
 
@@ -175,6 +173,35 @@ def _as_batch(pictures) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+# --------------------------------------------------------------------------- a cheap colour preview of latents
+
+
+# A weak cache so each VAE's projection is fitted once per session.
+_PROJECTIONS: "weakref.WeakKeyDictionary[object, torch.Tensor]" = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def fit_latent_rgb(vae, n: int = 48, seed: int = 12345) -> torch.Tensor:
+    """Fit the cheap latent → RGB preview: a (C+1, 3) matrix P with rgb ≈ [z, 1] @ P per latent pixel.
+
+    Least squares over toy-world scenes: encode ``n`` of them, and pair every latent pixel with the
+    average colour of the 8×8 block of pixels it covers. Works for any VAE with factor 8. Cached per
+    VAE. The result is an APPROXIMATION of a decode; say so wherever it is shown.
+    """
+    if vae in _PROJECTIONS:
+        return _PROJECTIONS[vae]
+    pictures = world.batch(n, seed)["images"]  # (n, 3, 64, 64) in [-1, 1]
+    latents = images.vae_encode(vae, pictures)  # (n, C, 8, 8)
+    factor = pictures.shape[-1] // latents.shape[-1]
+    target = torch.nn.functional.avg_pool2d(pictures, factor)  # (n, 3, 8, 8)
+    z = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])  # (n·64, C)
+    z = torch.cat([z, torch.ones(len(z), 1)], dim=1)  # (n·64, C+1)
+    rgb = target.permute(0, 2, 3, 1).reshape(-1, 3)  # (n·64, 3)
+    projection = torch.linalg.lstsq(z.double(), rgb.double()).solution.float()  # (C+1, 3)
+    _PROJECTIONS[vae] = projection
+    return projection
+
+
 # --------------------------------------------------------------------------- cost of resolution
 
 
@@ -254,40 +281,3 @@ def resolution_sweep(pipe, sides: Sequence[int], prompt: str | None = None, *, s
             picture = images.to_uint8(made[0])
         results.append(ResolutionResult(latent_geometry(pipe, side, side), seconds, picture))
     return results
-
-
-class ResolutionExplorer(View):
-    """A slider over the resolutions of a `resolution_sweep`: the image made there, its latent shape and the measured cost.
-
-    Nothing runs in the callback: every image was generated, and every step timed, by the sweep.
-    Images are shown at their true relative size (one zoom for all), so bigger really looks bigger.
-    Parts: ``slider``, ``image``, ``readout``, ``output``, ``widget``.
-    """
-
-    def __init__(self, results: Sequence[ResolutionResult], display: int = 256):
-        super().__init__()
-        if not results:
-            raise ValueError("ResolutionExplorer needs at least one ResolutionResult")
-        self.results = list(results)
-        smallest = min(r.geometry.height for r in self.results)
-        zoom = images.zoom_for(smallest, display // 2)
-        self.frames = [images.encode_png(images.zoom(r.image, zoom)) if r.image is not None else b"" for r in self.results]
-        options = [(f"{r.geometry.height}×{r.geometry.width}", i) for i, r in enumerate(self.results)]
-        middle = len(options) // 2  # the model's own size, for a ladder around it
-        self.slider = widgets.SelectionSlider(options=options, value=middle, description="resolution", continuous_update=True)
-        self.image = widgets.Image(format="png")
-        self.readout = widgets.HTML()
-        self.widget = widgets.VBox([self.slider, self.readout, self.image, self.output])
-        self.on_change(self.slider, lambda: self.show(self.slider.value))
-        self.show(middle)
-
-    def show(self, index: int) -> None:
-        result = self.results[index]
-        if self.frames[index]:
-            self.image.value = self.frames[index]
-        self.readout.value = html.escape(result.label)
-
-
-def resolution_explorer(results: Sequence[ResolutionResult]) -> ResolutionExplorer:
-    """A resolution slider over a precomputed `resolution_sweep`."""
-    return ResolutionExplorer(results)

@@ -24,12 +24,21 @@ Choices made here (all overridable through the arguments):
 from __future__ import annotations
 
 import warnings
+import weakref
 from pathlib import Path
 
 import torch
 
 from sdexplain.quiet import quiet_libraries
 from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
     StableDiffusionDepth2ImgPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
@@ -47,11 +56,23 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+# What one set of components can do, and the diffusers pipeline class that does it (see `derive`).
 TASKS = {
-    "text2img": StableDiffusionPipeline,
-    "img2img": StableDiffusionImg2ImgPipeline,
-    "inpaint": StableDiffusionInpaintPipeline,
-    "depth2img": StableDiffusionDepth2ImgPipeline,
+    "text-to-image": StableDiffusionPipeline,
+    "image-to-image": StableDiffusionImg2ImgPipeline,
+    "inpainting": StableDiffusionInpaintPipeline,
+    "depth-to-image": StableDiffusionDepth2ImgPipeline,
+}
+# Samplers by name, each built with `Cls.from_config(pipe.scheduler.config)` (same training schedule).
+SCHEDULERS = {
+    "ddim": DDIMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler_a": EulerAncestralDiscreteScheduler,
+    "dpm++2m": DPMSolverMultistepScheduler,
+    "pndm": PNDMScheduler,
+    "ddpm": DDPMScheduler,
+    "lms": LMSDiscreteScheduler,  # needs scipy
+    "heun": HeunDiscreteScheduler,
 }
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
 TOY_BUILD_COMMAND = "python -m sdexplain.toy.train"
@@ -133,7 +154,7 @@ def load_pipeline(
     model: "toy", a Hub id ("stabilityai/stable-diffusion-2-1-base"), a diffusers folder, or a
         `.safetensors` checkpoint file in the original (CompVis/Stability) layout.
     device, dtype: see the module docstring ("auto" picks for you).
-    scheduler: a name from `sdexplain.generate.SCHEDULERS` to swap the model's own scheduler for.
+    scheduler: a name from `SCHEDULERS` (ddim, euler, …) to swap the model's own scheduler for.
     config: for a single checkpoint file only — a diffusers folder or Hub id holding the component
         configs that the file lacks (offline, a local folder is the only way).
     allow_pickle: also read `.ckpt`/`.bin` weights, which can run code when unpickled. Only for files you trust.
@@ -146,10 +167,7 @@ def load_pipeline(
     if config is not None and (is_toy or not str(model).endswith(".safetensors")):
         raise ValueError(f"config= is only used with a single .safetensors checkpoint file, not with model={str(model)!r}")
     if scheduler is not None:
-        from sdexplain.generate import SCHEDULERS, set_scheduler  # lazy: generate builds on this module
-
-        if not isinstance(scheduler, str) or scheduler.lower() not in SCHEDULERS:  # before a long load
-            raise ValueError(f"unknown scheduler {scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+        _check_scheduler_name(scheduler)  # before a long load
 
     if is_toy:
         folder = Path(toy_model.MODEL_DIR)
@@ -310,28 +328,68 @@ def _load_hub(model_id: str, dtype: torch.dtype, allow_pickle: bool) -> StableDi
         ) from None
 
 
-# ----------------------------------------------------------------------------- derived pipelines and facts
+# ----------------------------------------------------------------------------- samplers, derived pipelines and facts
 
 
-def derive(pipe: StableDiffusionPipeline, task: str, **components):
-    """The pipeline for another task on the same components (no reload, no copy).
+def _check_scheduler_name(name) -> None:
+    if not isinstance(name, str) or name.lower() not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; allowed: {', '.join(SCHEDULERS)}")
 
-    task: "text2img", "img2img", "inpaint" or "depth2img". depth2img needs a U-Net trained with a
-    depth channel (5 input channels, e.g. stabilityai/stable-diffusion-2-depth); its depth estimator
-    is left out unless passed (`depth_estimator=`, `feature_extractor=`), so call it with `depth_map=`.
+
+def make_scheduler(pipe, name: str):
+    """A new scheduler of the named kind (a key of `SCHEDULERS`), configured from the pipeline's current one."""
+    _check_scheduler_name(name)
+    return SCHEDULERS[name.lower()].from_config(pipe.scheduler.config)
+
+
+def set_scheduler(pipe, name: str):
+    """Replace `pipe.scheduler` by the named kind (same training schedule); returns the pipeline."""
+    pipe.scheduler = make_scheduler(pipe, name)
+    return pipe
+
+
+def check_depth_unet(unet) -> None:
+    """Refuse a U-Net that can't do depth-to-image: it needs 5 input channels (4 latent + 1 depth)."""
+    in_channels = unet.config.in_channels
+    if in_channels != 5:
+        raise ValueError(
+            f"depth-to-image needs a depth-conditioned U-Net with 5 input channels (4 latent + 1 depth, as in "
+            f"stabilityai/stable-diffusion-2-depth); this U-Net has {in_channels}"
+        )
+
+
+_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> {task: derived pipeline}
+_SHARED = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+
+
+def derive(pipe, task: str, scheduler: str | None = None, **components):
+    """The pipeline for `task` (a key of `TASKS`) on `pipe`'s components: no reload, no copy.
+
+    `pipe` itself when it already is that pipeline. Otherwise diffusers' `from_pipe`, cached per `pipe`
+    (the same derived pipeline comes back while it shares `pipe`'s modules). `scheduler` (a name from
+    `SCHEDULERS`) or replaced `components` (e.g. `unet=`) give a fresh, uncached pipeline.
+    depth-to-image needs a U-Net with a depth channel (`check_depth_unet`); its depth estimator is
+    left out unless passed (`depth_estimator=`, `feature_extractor=`), so call it with `depth_map=`.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
-    if task == "depth2img":
-        unet = components.get("unet", pipe.unet)  # the U-Net the derived pipeline will run
-        in_channels = unet.config.in_channels
-        if in_channels != 5:
-            raise ValueError(
-                f"depth2img needs a depth-conditioned U-Net with 5 input channels (4 latent + 1 depth, as in "
-                f"stabilityai/stable-diffusion-2-depth); this U-Net has {in_channels}"
-            )
-        components = {"depth_estimator": None, "feature_extractor": None, **components}
-    return from_pipe(TASKS[task], pipe, **components)
+    cls = TASKS[task]
+    if task == "depth-to-image":
+        check_depth_unet(components.get("unet", pipe.unet))  # the U-Net the derived pipeline will run
+        if not isinstance(pipe, cls):
+            components = {"depth_estimator": None, "feature_extractor": None, **components}
+    if scheduler is not None:
+        components["scheduler"] = make_scheduler(pipe, scheduler)
+    if components:
+        return from_pipe(cls, pipe, **components)
+    if type(pipe) is cls:
+        return pipe
+    cache = _DERIVED.setdefault(pipe, {})
+    derived = cache.get(task)
+    if derived is None or any(getattr(derived, n, None) is not getattr(pipe, n, None) for n in _SHARED):
+        derived = cache[task] = from_pipe(cls, pipe)
+        return derived
+    return same_progress_bar(derived, pipe)  # the setting may have changed since it was cached
 
 
 def from_pipe(cls, pipe, **components):
@@ -352,15 +410,10 @@ def same_progress_bar(derived, pipe):
     return derived
 
 
-def vae_scale_factor(pipe) -> int:
-    """Pixels per latent cell along each side: 8 for every SD v1/v2 VAE."""
-    return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-
-
 def describe(pipe) -> dict:
     """A short summary of a pipeline's architecture, for notebooks and `sdexplain info`."""
     unet, text = pipe.unet.config, pipe.text_encoder.config
-    factor = vae_scale_factor(pipe)
+    factor = pipe.vae_scale_factor  # diffusers': 2 ** (VAE levels - 1), 8 for every SD VAE
     return {
         "pipeline": type(pipe).__name__,
         "model": str(pipe.name_or_path or "(built in memory)"),

@@ -100,19 +100,51 @@ def strip_widget_state(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def execute(path: Path, timeout: int = 600) -> float:
-    """Execute a notebook in place (cwd = its folder), strip widget state, save; returns seconds."""
+# Figures in executed notebooks: PNG bytes that depend only on the pixels. Matplotlib otherwise writes
+# its version into every PNG ("Software: Matplotlib version3.x"), so an upgrade rewrites every figure.
+# Given to the kernel as IPython's InlineBackend.print_figure_kwargs (what `%matplotlib inline` uses).
+FIGURE_KWARGS = {"bbox_inches": "tight", "metadata": {"Software": None}}
+
+
+def _kernel_config(folder: Path) -> Path:
+    """An IPython kernel config file in `folder` that sets FIGURE_KWARGS for inline figures."""
+    path = folder / "sdexplain_kernel_config.py"
+    path.write_text(f"c.InlineBackend.print_figure_kwargs = {FIGURE_KWARGS!r}\n")
+    return path
+
+
+def execute(path: Path, timeout: int = 600) -> tuple[float, bool]:
+    """Execute a notebook in place (cwd = its folder), strip widget state; returns (seconds, rewritten).
+
+    The file is rewritten only when something in it changed: no per-cell execution timestamps are
+    recorded (old ones are dropped), and figures are PNGs without a version stamp (FIGURE_KWARGS), so
+    a re-execution that produces the same pictures and text leaves the file, and git, untouched.
+    """
+    import tempfile
+
     from nbclient import NotebookClient
 
-    nb = nbformat.read(path, as_version=4)
+    before = path.read_text(encoding="utf-8")
+    nb = nbformat.reads(before, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # timestamps of an earlier run
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    with tempfile.TemporaryDirectory() as folder:
+        config = _kernel_config(Path(folder))
+        NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", record_timing=False,
+            extra_arguments=[f"--config={config}"], resources={"metadata": {"path": str(path.parent)}},
+        ).execute()  # fmt: skip
     seconds = time.perf_counter() - start
     strip_widget_state(nb)
+    after = nbformat.writes(nb)
+    after += "" if after.endswith("\n") else "\n"  # as nbformat.write ends a file
+    if after == before:
+        return seconds, False
     tmp = path.with_suffix(".tmp.ipynb")
-    nbformat.write(nb, tmp)
+    tmp.write_text(after, encoding="utf-8")
     tmp.replace(path)  # never leave a half-written notebook
-    return seconds
+    return seconds, True
 
 
 def check(path: Path) -> list[str]:
@@ -146,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     problems = []
     for path in args.notebooks:
         if args.command == "refresh":
-            seconds = execute(path)
-            print(f"{path.name}: executed in {seconds:.1f} s, {path.stat().st_size / 1e3:.0f} kB")
+            seconds, rewritten = execute(path)
+            state = "rewritten" if rewritten else "unchanged"
+            print(f"{path.name}: executed in {seconds:.1f} s, {state}, {path.stat().st_size / 1e3:.0f} kB")
         problems += check(path)
     for problem in problems:
         print(problem, file=sys.stderr)

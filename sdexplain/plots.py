@@ -107,6 +107,13 @@ def noise_schedule(
     return fig
 
 
+def figure_pixels(fig: Figure) -> np.ndarray:
+    """A figure rendered to an RGB array (H, W, 3) uint8 (for an Image widget, without IPython's display)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+
+
 class MarkedCurve:
     """A figure rendered once to RGB; ``frame(x)`` draws a marker at x onto a copy (a few ms, no matplotlib).
 
@@ -115,9 +122,7 @@ class MarkedCurve:
     """
 
     def __init__(self, fig: Figure, ax, curves: Sequence[tuple[np.ndarray, np.ndarray]], colour: tuple[int, int, int] = (220, 20, 60), label=None):
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        self.background = np.asarray(canvas.buffer_rgba())[:, :, :3].copy()  # (H, W, 3) uint8
+        self.background = figure_pixels(fig)  # (H, W, 3) uint8
         self.height = self.background.shape[0]
         self._to_display = ax.transData.frozen()  # data -> display pixels (origin bottom-left)
         x0, y0, x1, y1 = ax.bbox.extents
@@ -369,17 +374,6 @@ def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None 
 
 
 # --------------------------------------------------------------------------- attention
-
-
-def attention_overlay(image, heat, alpha: float = 0.6, title: str | None = None, cmap: str = "jet") -> Figure:
-    """One cross-attention map (h, w) upsampled onto the image (H, W) with transparency ``alpha``. One axes."""
-    fig = Figure(figsize=(3.2, 3.4), layout="constrained")
-    ax = fig.add_subplot()
-    ax.imshow(images.overlay_heatmap(image, heat, alpha=alpha, cmap=cmap))
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=10)
-    return fig
 
 
 def attention_maps(image, maps: Mapping[str, object], alpha: float = 0.6, cell: float = 2.0, ncols: int | None = None, suptitle: str | None = None) -> Figure:

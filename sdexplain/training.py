@@ -77,10 +77,10 @@ def training_data(pipe, images: torch.Tensor, captions: Sequence[str], batch_siz
         raise ValueError(f"images must be a tensor (N, 3, H, W) in [-1, 1], got {shape}")
     if isinstance(captions, str) or len(captions) != len(images):
         raise ValueError(f"need one caption per image: {len(images)} images, {1 if isinstance(captions, str) else len(captions)} captions")
-    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    factor = pipe.vae_scale_factor
     if images.shape[-1] % factor or images.shape[-2] % factor:
         raise ValueError(f"image size {tuple(images.shape[-2:])} is not a multiple of the VAE factor {factor}")
-    vae, text_encoder = pipe.vae, pipe.text_encoder
+    vae = pipe.vae
     scale = float(vae.config.scaling_factor)
     latents = []
     for chunk in torch.split(images, batch_size):

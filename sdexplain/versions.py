@@ -22,6 +22,7 @@ import torch
 
 from sdexplain import diffusion
 from sdexplain.architectures import ARCHITECTURES
+from sdexplain.latents import vae_factor
 
 
 def _text_encoder_name(text: dict) -> str:
@@ -44,7 +45,7 @@ def config_row(name: str) -> dict[str, object]:
         raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(ARCHITECTURES)}")
     arch = ARCHITECTURES[name]
     unet, text, vae, scheduler = arch["unet"], arch["text_encoder"], arch["vae"], arch["scheduler"]
-    factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    factor = vae_factor(arch)
     return {
         "Hub id": arch["hub_id"],
         "text encoder": _text_encoder_name(text),
@@ -118,7 +119,7 @@ def pipeline_row(pipe) -> dict[str, object]:
     from sdexplain.architectures import count_parameters
 
     unet, text, vae = pipe.unet.config, pipe.text_encoder.config, pipe.vae.config
-    factor = 2 ** (len(vae.block_out_channels) - 1)
+    factor = pipe.vae_scale_factor
     size = unet.sample_size if isinstance(unet.sample_size, int) else unet.sample_size[0]
     heads = unet.attention_head_dim
     row = {

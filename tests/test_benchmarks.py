@@ -50,6 +50,7 @@ def test_cfg_sweep_measure(tiny_pipe):
         cfg_sweep.measure(tiny_pipe, scales=(1.0, 3.0), steps=2)
 
 
+@pytest.mark.slow
 def test_scaling_measure_table_and_plot(tiny_pipe, tmp_path):
     result = scaling.measure(tiny_pipe, sizes=(32, 64), steps=2, steps_list=(2, 3), steps_size=32, repeats=1)
     assert [row["size"] for row in result["by_size"]] == [32, 64] and [row["steps"] for row in result["by_steps"]] == [2, 3]
@@ -83,6 +84,7 @@ def test_slider_latency_measure(tiny_pipe):
         assert {"n", "median_ms", "p95_ms", "max_ms", "build_s", "ok"} <= set(view) and view["median_ms"] > 0
 
 
+@pytest.mark.slow
 def test_run_all_writes_one_markdown_table(tmp_path):
     out = tmp_path / "results.md"
     assert run_all.main(["--model", "tiny", "--only", "cfg", "--size", "32", "--steps", "2", "--repeats", "1", "--out", str(out)]) == 0
@@ -91,6 +93,7 @@ def test_run_all_writes_one_markdown_table(tmp_path):
     assert "| CFG sweep |" in text and "not run (--only)" in text and "Machine: cpu" in text
 
 
+@pytest.mark.slow
 def test_trace_profile_times_every_variant_and_images_stay_identical(tiny_pipe):
     from benchmarks import trace_profile
 

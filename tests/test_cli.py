@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import sdexplain
-from sdexplain import cli
+from sdexplain import cli, loading
 from sdexplain import images as sd_images
 from sdexplain.architectures import build_tiny_pipeline
 
@@ -47,8 +47,9 @@ def test_generate_writes_the_strip_and_a_summary(tiny_folder, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["steps.png"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_guidance_defaults_to_the_models_own_scale(tiny_folder, tmp_path, capsys):
-    from sdexplain.toy.evaluate import DEFAULT_GUIDANCE
+    from sdexplain.toy.model import DEFAULT_GUIDANCE
 
     assert sdexplain.default_guidance("toy") == DEFAULT_GUIDANCE and sdexplain.default_guidance(str(tiny_folder)) == 7.5
     assert cli.main(["generate", "--prompt", "a red cat", "--device", "cpu", "--steps", "2", "--out", str(tmp_path / "toy.png")]) == 0
@@ -79,7 +80,7 @@ def test_step_strip_shows_each_steps_decoded_latents(tiny_pipe):
 
 
 def test_sigma_schedulers_latents_are_brought_to_the_vae_scale(tiny_pipe):
-    generate_module.set_scheduler(tiny_pipe, "euler")
+    loading.set_scheduler(tiny_pipe, "euler")
     _, run = generate_module.generate(tiny_pipe, "a red circle", steps=3, seed=0, preview_every=0)
     first = run.steps[0]
     assert first.latent_in.std() > 3  # Euler holds x_t / sqrt(ᾱ): σ_max ≈ 14 at t=999

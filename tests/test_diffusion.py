@@ -14,16 +14,16 @@ from sdexplain.diffusion import (
     sigma_ve,
     v_target,
 )
-from sdexplain.toy.model import SCHEDULER_CONFIG
+from sdexplain.architectures import SD_SCHEDULE
 
 
 def _config(prediction_type):
     # SD v1.5's real scheduler config has clip_sample=False (DDIM's default would clip x0 to [-1, 1])
-    return {**SCHEDULER_CONFIG, "prediction_type": prediction_type, "clip_sample": False}
+    return {**SD_SCHEDULE, "prediction_type": prediction_type, "clip_sample": False}
 
 
 def test_alphas_cumprod_is_product_of_one_minus_beta():
-    scheduler = PNDMScheduler.from_config(SCHEDULER_CONFIG)
+    scheduler = PNDMScheduler.from_config(SD_SCHEDULE)
     a = alphas_cumprod(scheduler)
     assert a.shape == (1000,) and a.dtype == torch.float32
     assert torch.allclose(a, torch.cumprod(1 - scheduler.betas, 0))
@@ -31,7 +31,7 @@ def test_alphas_cumprod_is_product_of_one_minus_beta():
 
 
 def test_noise_level_and_sigma_ve():
-    scheduler = DDIMScheduler.from_config(SCHEDULER_CONFIG)
+    scheduler = DDIMScheduler.from_config(SD_SCHEDULE)
     alpha_bar, sigma = noise_level(scheduler, 500)
     assert alpha_bar == pytest.approx(float(scheduler.alphas_cumprod[500]))
     assert alpha_bar + sigma**2 == pytest.approx(1.0)
@@ -39,14 +39,14 @@ def test_noise_level_and_sigma_ve():
     assert s == pytest.approx(((1 - alpha_bar) / alpha_bar) ** 0.5)
     assert alpha_bar_from_sigma_ve(s) == pytest.approx(alpha_bar)
     # Euler's σ table is exactly sigma_ve of ᾱ
-    euler = EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG)
+    euler = EulerDiscreteScheduler.from_config(SD_SCHEDULE)
     assert torch.allclose(sigma_ve(euler.alphas_cumprod), ((1 - euler.alphas_cumprod) / euler.alphas_cumprod) ** 0.5)
     with pytest.raises(ValueError, match="1000"):
         noise_level(scheduler, 1000)
 
 
 def test_q_sample_matches_scheduler_add_noise():
-    scheduler = DDIMScheduler.from_config(SCHEDULER_CONFIG)
+    scheduler = DDIMScheduler.from_config(SD_SCHEDULE)
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
     t = torch.tensor([0, 400, 999])

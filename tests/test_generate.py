@@ -14,7 +14,8 @@ from diffusers import (
     UNet2DConditionModel,
 )
 
-from sdexplain.generate import SCHEDULERS, generate, pick_mode, pipeline_for, set_scheduler, vae_factor
+from sdexplain.generate import generate, pick_mode
+from sdexplain.loading import SCHEDULERS, derive, set_scheduler
 
 PROMPT = "a red circle on the left"
 
@@ -85,10 +86,10 @@ def test_modes_are_picked_from_the_arguments(pipe):
         pick_mode(mask_image=1)
     with pytest.raises(ValueError, match="not both"):
         pick_mode(image=1, mask_image=1, depth_map=1)
-    img2img = pipeline_for(pipe, "image-to-image")
+    img2img = derive(pipe, "image-to-image")
     assert isinstance(img2img, StableDiffusionImg2ImgPipeline) and img2img.unet is pipe.unet
-    assert pipeline_for(pipe, "image-to-image") is img2img  # cached
-    assert pipeline_for(pipe, "text-to-image") is pipe
+    assert derive(pipe, "image-to-image") is img2img  # cached
+    assert derive(pipe, "text-to-image") is pipe
 
 
 def test_image_to_image_runs_int_steps_times_strength(pipe):
@@ -185,7 +186,6 @@ def test_scheduler_names(pipe):
     assert pipe.scheduler.config.beta_schedule == "scaled_linear"
     with pytest.raises(ValueError, match="unknown scheduler 'DDIMx'"):
         set_scheduler(pipe, "DDIMx")
-    assert vae_factor(pipe) == 8
 
 
 @pytest.mark.parametrize("name", ["euler", "euler_a", "dpm++2m", "heun", "ddpm", "lms"])
@@ -197,17 +197,15 @@ def test_every_scheduler_runs_traced(pipe, name):
 
 
 def test_inpainting_pipeline_derivation_keeps_components(pipe):
-    inpaint = pipeline_for(pipe, "inpainting")
+    inpaint = derive(pipe, "inpainting")
     assert isinstance(inpaint, StableDiffusionInpaintPipeline)
     assert inpaint.vae is pipe.vae and inpaint.text_encoder is pipe.text_encoder
 
 
 def test_derived_pipelines_keep_the_progress_bar_setting(tiny_pipe, capfd):
-    from sdexplain.generate import pipeline_for
-
     tiny_pipe.set_progress_bar_config(disable=True)
     for scheduler in (None, "ddim"):
-        assert pipeline_for(tiny_pipe, "image-to-image", scheduler)._progress_bar_config == {"disable": True}
+        assert derive(tiny_pipe, "image-to-image", scheduler)._progress_bar_config == {"disable": True}
     capfd.readouterr()
     generate(tiny_pipe, "a red cat", steps=2, scheduler="euler", attention=False, preview_every=0)
     assert "it/s" not in capfd.readouterr().err
@@ -216,10 +214,8 @@ def test_derived_pipelines_keep_the_progress_bar_setting(tiny_pipe, capfd):
 def test_derived_pipelines_keep_a_float16_pipeline_float16():
     # diffusers' from_pipe without dtype= casts the SHARED modules to float32 in place
     from sdexplain.architectures import build_tiny_pipeline
-    from sdexplain.generate import pipeline_for
-
     pipe = build_tiny_pipeline(seed=0).to(torch.float16)
     for mode, scheduler in (("image-to-image", None), ("text-to-image", "ddim"), ("inpainting", "euler")):
-        derived = pipeline_for(pipe, mode, scheduler)
+        derived = derive(pipe, mode, scheduler)
         assert derived.unet is pipe.unet and derived.dtype == torch.float16
     assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float16

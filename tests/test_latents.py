@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdexplain import latents
+from sdexplain import images, latents, widgets
 from sdexplain.architectures import ARCHITECTURES
 from sdexplain.toy import world
 
@@ -23,7 +23,7 @@ def test_sd15_geometry_from_its_published_config():
 
 def test_geometry_of_a_loaded_pipeline(tiny_pipe):
     geo = latents.latent_geometry(tiny_pipe)
-    assert geo.image_shape == (3, 64, 64)
+    assert (geo.image_channels, geo.height, geo.width) == (3, 64, 64)
     assert geo.latent_shape == tuple(tiny_pipe.vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean.shape[1:])
     assert latents.vae_factor(tiny_pipe) == tiny_pipe.vae_scale_factor
     assert latents.size_multiple(tiny_pipe) == 16  # factor 8 × one U-Net downsampling
@@ -82,7 +82,7 @@ def test_resolution_sweep_and_explorer(tiny_pipe):
     assert [r.geometry.latent_shape for r in results] == [(4, 4, 4), (4, 8, 8)]
     assert results[0].image.shape == (32, 32, 3) and results[1].image.shape == (64, 64, 3)
     assert "4×8×8" in results[1].label and "ms per step" in results[1].label
-    view = latents.resolution_explorer(results)
+    view = widgets.ResolutionExplorer(results)
     assert view.slider.value == 1  # the middle entry
     view.slider.value = 0
     assert "32×32 px" in view.readout.value
@@ -91,3 +91,16 @@ def test_resolution_sweep_and_explorer(tiny_pipe):
 
     assert decode_image(shown).shape[0] * 2 == decode_image(view.frames[1]).shape[0]  # true relative size
     assert not view.errors
+
+
+def test_latent_to_rgb_is_the_fitted_linear_map(tiny_pipe):
+    projection = latents.fit_latent_rgb(tiny_pipe.vae, n=8)
+    assert projection.shape == (5, 3)
+    assert latents.fit_latent_rgb(tiny_pipe.vae) is projection  # cached per VAE
+    latent = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(0))
+    rgb = images.latent_to_rgb(latent, projection)
+    assert rgb.shape == (8, 8, 3)
+    manual = torch.cat([latent[:, 2, 5], torch.ones(1)]) @ projection  # pixel (2, 5)
+    expected = np.round(np.clip((manual.numpy() + 1) / 2, 0, 1) * 255)
+    assert np.abs(rgb[2, 5].astype(int) - expected).max() <= 1
+    assert images.latent_to_rgb(latent[None], projection, zoom_factor=4).shape == (32, 32, 3)

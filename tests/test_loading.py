@@ -168,17 +168,15 @@ def test_config_is_only_for_single_files(tiny_folder):
 
 
 def test_scheduler_name_is_applied(tiny_folder):
-    generate = pytest.importorskip("sdexplain.generate", reason="sdexplain.generate (set_scheduler) is not written yet")
-    names = [name for name in generate.SCHEDULERS if name.lower() not in ("pndm", "default")]
+    names = [name for name in loading.SCHEDULERS if name.lower() not in ("pndm", "default")]
     pipe = load_pipeline(tiny_folder, device="cpu", scheduler=names[0])
     reference = build_tiny_pipeline()
-    generate.set_scheduler(reference, names[0])
+    loading.set_scheduler(reference, names[0])
     assert type(pipe.scheduler) is type(reference.scheduler)
     assert type(pipe.scheduler).__name__ != "PNDMScheduler"
 
 
 def test_unknown_scheduler_is_refused_before_loading(monkeypatch):
-    pytest.importorskip("sdexplain.generate", reason="sdexplain.generate (SCHEDULERS) is not written yet")
     monkeypatch.setattr(loading, "_load_hub", lambda *a: pytest.fail("loaded a model for a bad scheduler name"))
     with pytest.raises(ValueError, match=r"unknown scheduler 'warp'; allowed: .*ddim"):
         load_pipeline("stabilityai/stable-diffusion-2-1-base", device="cpu", scheduler="warp")
@@ -242,9 +240,9 @@ def test_float16_on_cpu_falls_back_to_float32_with_a_warning(tiny_folder):
 @pytest.mark.parametrize(
     "task, cls",
     [
-        ("text2img", StableDiffusionPipeline),
-        ("img2img", StableDiffusionImg2ImgPipeline),
-        ("inpaint", StableDiffusionInpaintPipeline),
+        ("text-to-image", StableDiffusionPipeline),
+        ("image-to-image", StableDiffusionImg2ImgPipeline),
+        ("inpainting", StableDiffusionInpaintPipeline),
     ],
 )
 def test_derive_shares_the_components(tiny_pipe, task, cls):
@@ -256,31 +254,27 @@ def test_derive_shares_the_components(tiny_pipe, task, cls):
 
 def test_derive_keeps_the_dtype(tiny_pipe):
     tiny_pipe.to(dtype=torch.bfloat16)
-    derived = derive(tiny_pipe, "img2img")
+    derived = derive(tiny_pipe, "image-to-image")
     assert derived.unet is tiny_pipe.unet
     assert tiny_pipe.unet.dtype == torch.bfloat16 and derived.dtype == torch.bfloat16
 
 
 def test_derive_unknown_task(tiny_pipe):
-    with pytest.raises(ValueError, match=r"unknown task 'upscale'.*text2img, img2img, inpaint, depth2img"):
+    with pytest.raises(ValueError, match=r"unknown task 'upscale'.*text-to-image, image-to-image, inpainting, depth-to-image"):
         derive(tiny_pipe, "upscale")
 
 
 def test_depth2img_needs_a_five_channel_unet(tiny_pipe):
     with pytest.raises(ValueError, match="5 input channels.*has 4"):
-        derive(tiny_pipe, "depth2img")
+        derive(tiny_pipe, "depth-to-image")
     tiny_pipe.unet = UNet2DConditionModel.from_config(tiny_pipe.unet.config, in_channels=5)
-    derived = derive(tiny_pipe, "depth2img")
+    derived = derive(tiny_pipe, "depth-to-image")
     assert type(derived) is StableDiffusionDepth2ImgPipeline
     assert derived.unet is tiny_pipe.unet and derived.vae is tiny_pipe.vae
     assert derived.depth_estimator is None
 
 
 # ----------------------------------------------------------------------------- facts
-
-
-def test_vae_scale_factor(tiny_pipe):
-    assert loading.vae_scale_factor(tiny_pipe) == 8 == tiny_pipe.vae_scale_factor
 
 
 def test_describe_summarises_the_tiny_pipeline(tiny_pipe):
@@ -299,7 +293,7 @@ def test_describe_summarises_the_tiny_pipeline(tiny_pipe):
 
 def test_depth2img_checks_the_unet_it_is_given(tiny_pipe):
     depth_unet = UNet2DConditionModel.from_config(tiny_pipe.unet.config, in_channels=5)
-    derived = derive(tiny_pipe, "depth2img", unet=depth_unet)  # the text-only pipe keeps its 4-channel U-Net
+    derived = derive(tiny_pipe, "depth-to-image", unet=depth_unet)  # the text-only pipe keeps its 4-channel U-Net
     assert derived.unet is depth_unet and tiny_pipe.unet.config.in_channels == 4
     with pytest.raises(ValueError, match="has 4"):
-        derive(tiny_pipe, "depth2img", unet=tiny_pipe.unet)
+        derive(tiny_pipe, "depth-to-image", unet=tiny_pipe.unet)

@@ -1,7 +1,8 @@
 import nbformat
+import numpy as np
 import pytest
 
-from sdexplain import notebook_tools
+from sdexplain import images, notebook_tools
 
 
 def test_badge_and_install_cell_derive_from_pyproject_url():
@@ -47,3 +48,46 @@ def test_strip_widget_state_keeps_a_static_stand_in():
 def test_unknown_cell_kind_is_refused():
     with pytest.raises(ValueError, match="'py'"):
         notebook_tools.new_notebook("x.ipynb", "X", [], [("py", "1")], [])
+
+
+def _figure():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 1.5))
+    ax = fig.subplots()
+    ax.plot([0, 1, 2], [1, 0, 2])
+    ax.set_title("same pixels")
+    return fig
+
+
+def test_the_same_figure_gives_the_same_png_bytes():
+    from IPython.core.pylabtools import print_figure
+
+    first = print_figure(_figure(), "png", **notebook_tools.FIGURE_KWARGS)
+    again = print_figure(_figure(), "png", **notebook_tools.FIGURE_KWARGS)  # a new figure, drawn the same
+    assert first == again and first.startswith(b"\x89PNG")
+    assert b"Software" not in first and b"Matplotlib" not in first  # no version stamp to churn on upgrades
+    picture = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    assert images.encode_png(picture) == images.encode_png(picture.copy())  # the PIL-encoded pictures too
+
+
+@pytest.mark.slow
+def test_refresh_rewrites_a_notebook_only_when_its_outputs_change(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell("%matplotlib inline\nfrom matplotlib.figure import Figure\nfig = Figure(figsize=(2, 1.5))\nfig.subplots().plot([0, 1], [1, 0])\nfig"))
+    nb.cells.append(nbformat.v4.new_code_cell("print(6 * 7)"))
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    _, rewritten = notebook_tools.execute(path)
+    assert rewritten
+    executed = path.read_bytes()
+    outputs = nbformat.read(path, as_version=4).cells
+    assert "image/png" in outputs[0].outputs[-1]["data"] and outputs[1].outputs[0]["text"] == "42\n"
+    assert "execution" not in outputs[0].metadata  # no timestamps
+    _, rewritten = notebook_tools.execute(path)
+    assert not rewritten and path.read_bytes() == executed
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].source = "print(6 * 9)"
+    nbformat.write(nb, path)
+    _, rewritten = notebook_tools.execute(path)
+    assert rewritten and nbformat.read(path, as_version=4).cells[1].outputs[0]["text"] == "54\n"

@@ -7,14 +7,14 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
 
-from sdexplain import diffusion, schedules
+from sdexplain import diffusion, schedules, widgets
 from sdexplain.generate import generate
-from sdexplain.toy.model import SCHEDULER_CONFIG
+from sdexplain.architectures import SD_SCHEDULE
 from sdexplain.trace import Step, Trace
 
 
 def test_expected_levels_follow_the_alpha_bar_table_and_leave_the_scheduler_alone():
-    scheduler = DDIMScheduler.from_config(SCHEDULER_CONFIG)
+    scheduler = DDIMScheduler.from_config(SD_SCHEDULE)
     scheduler.set_timesteps(50)
     before = scheduler.timesteps.clone()
     levels = schedules.expected_noise_levels(scheduler, 15)
@@ -25,7 +25,7 @@ def test_expected_levels_follow_the_alpha_bar_table_and_leave_the_scheduler_alon
         assert sigma == pytest.approx(math.sqrt(1 - float(table[t])))
     sigmas = [s for _, s in levels]
     assert sigmas == sorted(sigmas, reverse=True) and sigmas[0] > 0.99 and sigmas[-1] < 0.1
-    assert len(schedules.expected_noise_levels(PNDMScheduler.from_config(SCHEDULER_CONFIG), 15)) == 16  # PLMS warm-up call
+    assert len(schedules.expected_noise_levels(PNDMScheduler.from_config(SD_SCHEDULE), 15)) == 16  # PLMS warm-up call
     with pytest.raises(ValueError, match="steps"):
         schedules.expected_noise_levels(scheduler, 0)
 
@@ -34,7 +34,7 @@ def _synthetic_run(variance_exploding: bool, seed: int = 0) -> tuple[Trace, list
     """A run whose latents are made by the forward process from one x0 (what an ideal sampler would hold)."""
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(1, 4, 64, 64, generator=g)
-    table = diffusion.alphas_cumprod(DDIMScheduler.from_config(SCHEDULER_CONFIG))
+    table = diffusion.alphas_cumprod(DDIMScheduler.from_config(SD_SCHEDULE))
     run, expected = Trace(), []
     for i, t in enumerate([900, 600, 300, 50]):
         a = float(table[t])
@@ -66,8 +66,8 @@ def test_noise_levels_needs_the_final_latent():
 
 
 def test_variance_exploding_detection():
-    assert schedules.is_variance_exploding(EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG))
-    assert not schedules.is_variance_exploding(DDIMScheduler.from_config(SCHEDULER_CONFIG))
+    assert schedules.is_variance_exploding(EulerDiscreteScheduler.from_config(SD_SCHEDULE))
+    assert not schedules.is_variance_exploding(DDIMScheduler.from_config(SD_SCHEDULE))
     assert "ddim" in schedules.available_samplers() and "euler" in schedules.available_samplers()
 
 
@@ -84,9 +84,10 @@ def test_run_samplers_equals_generate_with_that_scheduler_and_restores_the_pipel
     assert schedules.same_start(results) < 1e-5  # same seed: the same starting noise for every sampler
 
 
+@pytest.mark.slow
 def test_switcher_swaps_the_pictures_without_running_anything(tiny_pipe):
     results = schedules.run_samplers(tiny_pipe, "a red cat", names=["ddim", "euler_a"], steps=2, cfg=1.0, seed=0, height=64, width=64)
-    view = schedules.sampler_switcher(results)
+    view = widgets.SamplerSwitcher(results)
     first = (view.image.value, view.plot.value)
     calls = []
     handle = tiny_pipe.unet.register_forward_hook(lambda *args: calls.append(1))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sdexplain import tokens
+from sdexplain import tokens, widgets
 from sdexplain.architectures import ARCHITECTURES
 from sdexplain.generate import generate
 from sdexplain.toy.tokenizer import build_tokenizer
@@ -44,17 +44,15 @@ def test_roles_positions_and_text_table_on_the_toy_tokenizer():
     t = tokens.tokenize(tok, "a red cat zz")
     assert t.pieces == ["a</w>", "red</w>", "cat</w>", "z", "z</w>"]  # unknown word falls apart into characters
     assert t.words[-1] == ["z", "z</w>"]
-    assert t.position_of("cat") == 3 and t.length == 7 and t.cut == []
+    assert t.tokens[3].token == "cat</w>" and t.length == 7 and t.cut == []
     assert t.tokens[6].role == "end" and t.tokens[7].role == "padding"
     text = tokens.token_table_text(t)
     assert "'cat</w>'" in text and "5 of 75 usable slots used" in text
     assert "cat&lt;/w&gt;" in tokens.token_table_html(t)  # escaped
-    with pytest.raises(ValueError, match="not a kept token"):
-        t.position_of("dog")
 
 
 def test_inspector_follows_the_text_box():
-    view = tokens.token_inspector(build_tokenizer(), "a red cat")
+    view = widgets.TokenInspector(build_tokenizer(), "a red cat")
     assert "red&lt;/w&gt;" in view.table.value
     view.text.value = "a blue dog"
     assert "blue&lt;/w&gt;" in view.table.value and "red&lt;/w&gt;" not in view.table.value

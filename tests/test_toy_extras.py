@@ -6,10 +6,10 @@ import torch
 import sdexplain
 from sdexplain import editing, guidance, images
 from sdexplain.toy import world
-from sdexplain.toy.evaluate import DEFAULT_GUIDANCE, judge_images
+from sdexplain.toy.evaluate import judge_images
 from sdexplain.toy.extras import DepthEstimator, NoisyLatentClassifier, load_depth_unet
-from sdexplain.toy.model import EXTRAS_DIR, Judge
-from sdexplain.toy.train import HELD_OUT_SEED
+from sdexplain.toy.model import DEFAULT_GUIDANCE, EXTRAS_DIR, Judge
+from sdexplain.toy.world import HELD_OUT_SEED
 
 pytestmark = pytest.mark.skipif(not (EXTRAS_DIR / "depth_unet" / "config.json").exists(), reason="toy extras not built")
 

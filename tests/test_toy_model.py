@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdexplain.toy import evaluate, world
-from sdexplain.toy.model import EXTRAS_DIR, JUDGE_CRISP, MODEL_DIR, Judge
+from sdexplain.toy.model import DEFAULT_GUIDANCE, EXTRAS_DIR, JUDGE_CRISP, MODEL_DIR, Judge
 
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "model_index.json").exists(), reason="toy model not built: python -m sdexplain.toy.train")
 
@@ -48,17 +48,20 @@ def test_same_seed_same_image(toy_pipe):
     assert (images[0] == images[1]).all()
 
 
+@pytest.mark.slow
 def test_judge_reads_held_out_scenes(judge):
     accuracy = evaluate.judge_accuracy(judge, n=300)
     assert min(accuracy.values()) >= 0.98, accuracy
 
 
+@pytest.mark.slow
 def test_judge_reads_what_the_vae_decodes(toy_pipe, judge):
     # every generated image comes out of the VAE decoder: a judge that can't read round trips can't score samples
     accuracy = evaluate.judge_accuracy(judge, n=300, vae=toy_pipe.vae)
     assert min(accuracy.values()) >= 0.98, accuracy
 
 
+@pytest.mark.slow
 def test_vae_reconstructs_held_out_scenes(toy_pipe):
     assert evaluate.vae_error(toy_pipe.vae, n=64)["l1"] < 0.05
 
@@ -93,7 +96,7 @@ def test_generated_pictures_look_like_renders(judged_at):
 
 @pytest.mark.slow
 def test_prompt_adherence_at_the_default_scale(adherence_at):
-    guided = adherence_at(evaluate.DEFAULT_GUIDANCE)
+    guided = adherence_at(DEFAULT_GUIDANCE)
     # the toy-model issue's bars: colour ≥ 90 %, shape/animal ≥ 80 %, position ≥ 90 % (README: 200 prompts)
     assert guided["colour"] >= 0.9 and guided["shape"] >= 0.8 and guided["position"] >= 0.9, guided
 
@@ -102,7 +105,7 @@ def test_prompt_adherence_at_the_default_scale(adherence_at):
 def test_without_guidance_the_toy_follows_its_prompt_clearly_less(adherence_at):
     # trained last on captions that are wrong CAPTION_NOISE of the time, the conditional model alone (CFG 1)
     # follows each attribute about as often as its captions were right; guidance is what brings it up
-    plain, guided = adherence_at(1.0), adherence_at(evaluate.DEFAULT_GUIDANCE)
+    plain, guided = adherence_at(1.0), adherence_at(DEFAULT_GUIDANCE)
     for attribute in ("colour", "shape", "position", "size"):
         assert plain[attribute] <= 1 - world.CAPTION_NOISE + 0.1, (attribute, plain)
     for attribute in ("colour", "shape", "position"):  # the barred ones; 200 prompts: 25–29 points apart
@@ -111,7 +114,7 @@ def test_without_guidance_the_toy_follows_its_prompt_clearly_less(adherence_at):
 
 @pytest.mark.slow
 def test_over_guidance_hurts_the_small_model(adherence_at):
-    default, high = adherence_at(evaluate.DEFAULT_GUIDANCE), adherence_at(7.5)
+    default, high = adherence_at(DEFAULT_GUIDANCE), adherence_at(7.5)
     assert high["colour"] + high["shape"] < default["colour"] + default["shape"] - 0.3, (default, high)
 
 

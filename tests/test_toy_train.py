@@ -1,9 +1,22 @@
 """The training script runs end to end, resumes, and exports a loadable pipeline (a few steps only)."""
 
+import hashlib
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
-from sdexplain.toy import train
+from sdexplain.toy import train, train_extras
+
+# Fingerprints of a tiny run of every part (3 steps each, one thread), recorded with the training
+# script as it was before its loops were merged into `train.resumable_loop`: the recipe must stay
+# bit for bit the same. Float results depend on torch's version and the CPU's vector unit, so the
+# check runs only where those match the recording.
+FINGERPRINTS = Path(__file__).parent / "data" / "toy_train_fingerprints.json"
+TINY_RUN = ["--vae-steps", "3", "--judge-steps", "3", "--unet-steps", "3", "--unet-stop-at", "3", "--noisy-steps", "3",
+            "--classifier-steps", "3", "--depth-estimator-steps", "3", "--depth-unet-steps", "3", "--vae-decoder-steps", "3",
+            "--dataset-size", "64", "--batch-size", "4", "--checkpoint-every", "2", "--threads", "1"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -12,13 +25,13 @@ def test_training_smoke_run_resumes_and_exports(tmp_path):
     common = ["--workdir", str(workdir), "--out", str(out), "--extras-out", str(extras), "--checkpoint-every", "1", "--batch-size", "4", "--dataset-size", "32"]
     common += ["--classifier-steps", "1", "--depth-estimator-steps", "1", "--depth-unet-steps", "1", "--vae-decoder-steps", "1"]
     train.main(["--part", "vae", "--vae-steps", "1", *common])
-    assert torch.load(workdir / "vae.pt", weights_only=False)["step"] == 1
+    assert torch.load(workdir / "vae.pt", weights_only=True)["step"] == 1
     train.main(["--part", "vae", "--vae-steps", "2", *common])  # resumes from step 1
-    assert torch.load(workdir / "vae.pt", weights_only=False)["step"] == 2
+    assert torch.load(workdir / "vae.pt", weights_only=True)["step"] == 2
     train.main(["--part", "all", "--vae-steps", "2", "--judge-steps", "1", "--unet-steps", "2", "--noisy-steps", "2", *common])
-    state = torch.load(workdir / "unet.pt", weights_only=False)
+    state = torch.load(workdir / "unet.pt", weights_only=True)
     assert state["step"] == 2 and len(state["history"]) == 2
-    noisy = torch.load(workdir / "unet_noisy.pt", weights_only=False)
+    noisy = torch.load(workdir / "unet_noisy.pt", weights_only=True)
     assert noisy["step"] == 2 and len(noisy["history"]) == 2
     # stage 2 starts from stage 1's EMA weights and leaves the text encoder as it was
     for name, value in state["ema_text"].items():
@@ -59,14 +72,14 @@ def test_a_run_continues_from_the_shipped_model(tmp_path):
     common = ["--workdir", str(workdir), "--checkpoint-every", "1", "--batch-size", "4", "--dataset-size", "32"]
     train.main(["--part", "seed-from-shipped", "--unet-stop-at", "10", "--noisy-steps", "10", *common])
     for part in ("vae", "judge", "classifier", "depth_estimator"):  # finished parts, skipped by later runs
-        assert torch.load(workdir / f"{part}.pt", weights_only=False)["step"] >= 10**9
+        assert torch.load(workdir / f"{part}.pt", weights_only=True)["step"] >= 10**9
     with pytest.raises(FileExistsError, match="overwrite"):
         train.main(["--part", "seed-from-shipped", *common])
     train.main(["--part", "unet", "--unet-steps", "12", "--unet-stop-at", "12", *common])
-    state = torch.load(workdir / "unet.pt", weights_only=False)
+    state = torch.load(workdir / "unet.pt", weights_only=True)
     assert state["step"] == 12 and [h["step"] for h in state["history"]] == [11, 12]
     train.main(["--part", "unet-noisy", "--noisy-steps", "12", *common])  # stage 2 continues from the shipped weights
-    noisy = torch.load(workdir / "unet_noisy.pt", weights_only=False)
+    noisy = torch.load(workdir / "unet_noisy.pt", weights_only=True)
     assert noisy["step"] == 12 and [h["step"] for h in noisy["history"]] == [11, 12]
     train.main(["--part", "export", "--noisy-steps", "12", "--out", str(out), *common])
 
@@ -82,6 +95,44 @@ def test_export_names_the_missing_stage(tmp_path):
 
 
 def test_depth_captions_can_lose_their_place_words():
-    assert train._without_place("a large red cat on the left") == "a large red cat"
-    assert train._without_place("a dog in the center") == "a dog"
-    assert train._without_place("a small blue square") == "a small blue square"
+    assert train_extras.without_place("a large red cat on the left") == "a large red cat"
+    assert train_extras.without_place("a dog in the center") == "a dog"
+    assert train_extras.without_place("a small blue square") == "a small blue square"
+
+
+def _tensors(value, prefix=""):
+    """(key path, tensor) of every tensor in a checkpoint, in a fixed order."""
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            yield from _tensors(value[key], f"{prefix}/{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{prefix}/{i}")
+
+
+def fingerprints(workdir: Path) -> dict[str, str]:
+    """sha256 over every tensor (key, dtype, shape, bytes) of each checkpoint in `workdir`."""
+    out = {}
+    for path in sorted(workdir.glob("*.pt")):
+        digest = hashlib.sha256()
+        for key, tensor in _tensors(torch.load(path, weights_only=True)):
+            digest.update(f"{key} {tensor.dtype} {tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        out[path.name] = digest.hexdigest()
+    return out
+
+
+@pytest.mark.slow
+def test_the_training_recipe_is_unchanged_bit_for_bit(tmp_path):
+    reference = json.loads(FINGERPRINTS.read_text())
+    here = {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+    if {k: reference[k] for k in here} != here:
+        pytest.skip(f"fingerprints recorded with {reference['torch']} on {reference['cpu']}; this is {here['torch']} on {here['cpu']}")
+    threads = torch.get_num_threads()
+    try:
+        train.main(["--part", "all", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "model"), "--extras-out", str(tmp_path / "extras"), *TINY_RUN])
+    finally:
+        torch.set_num_threads(threads)
+    assert fingerprints(tmp_path / "work") == reference["checkpoints"]

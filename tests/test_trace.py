@@ -64,7 +64,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# One case in the quick run; all of them (a few seconds each) with the slow tests.
+@pytest.mark.parametrize("case", [case if case == "cfg" else pytest.param(case, marks=pytest.mark.slow) for case in CASES])
 def test_text_to_image_traced_equals_stock(tiny_pipe, case):
     stock, traced, run = _stock_and_traced(tiny_pipe, **CASES[case])
     assert torch.equal(stock, traced)
@@ -72,6 +73,7 @@ def test_text_to_image_traced_equals_stock(tiny_pipe, case):
     _no_hooks_left(tiny_pipe.unet, tiny_pipe.vae, tiny_pipe.text_encoder)
 
 
+@pytest.mark.slow
 def test_image_to_image_traced_equals_stock_and_counts_steps(tiny_pipe):
     tiny_pipe.scheduler = DDIMScheduler.from_config({**tiny_pipe.scheduler.config, "clip_sample": False})
     pipe = StableDiffusionImg2ImgPipeline.from_pipe(tiny_pipe)
@@ -86,6 +88,7 @@ def test_image_to_image_traced_equals_stock_and_counts_steps(tiny_pipe):
     assert [s.index for s in run.steps] == list(range(6))
 
 
+@pytest.mark.slow
 def test_inpainting_traced_equals_stock(tiny_pipe):
     pipe = StableDiffusionInpaintPipeline.from_pipe(tiny_pipe)
     stock, traced, run = _stock_and_traced(pipe, image=_image(), mask_image=_mask(), strength=1.0, num_images_per_prompt=2)

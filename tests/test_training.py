@@ -21,6 +21,7 @@ def test_training_data_shapes(tiny_pipe, data):
     assert len(data) == 32 and len(data.captions) == 32
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_tiny_run(tiny_pipe, data):
     unet = fresh_unet(tiny_pipe, seed=0)
     before = noise_prediction_loss(unet, data, tiny_pipe.scheduler, batches=3)

@@ -6,7 +6,8 @@ from diffusers import DDPMScheduler
 
 from sdexplain import versions
 from sdexplain.architectures import build_pipeline, count_parameters
-from sdexplain.toy.model import SCHEDULER_CONFIG, make_unet
+from sdexplain.architectures import SD_SCHEDULE
+from sdexplain.toy.model import make_unet
 
 
 def test_meta_build_allocates_nothing_and_counts_like_a_real_module():
@@ -57,7 +58,7 @@ def test_pipeline_row_matches_the_config_row_for_a_built_architecture(tiny_pipe)
 
 
 def test_v_target_matches_diffusers_get_velocity():
-    scheduler = DDPMScheduler.from_config(SCHEDULER_CONFIG)
+    scheduler = DDPMScheduler.from_config(SD_SCHEDULE)
     x0 = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(1))
     targets = versions.prediction_targets(x0, 600, scheduler, seed=3)
     reference = scheduler.get_velocity(targets.x0[None], targets.noise[None], torch.tensor([600]))[0]

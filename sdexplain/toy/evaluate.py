@@ -25,13 +25,8 @@ import numpy as np
 import torch
 
 from sdexplain.toy import world
-from sdexplain.toy.model import EXTRAS_DIR, JUDGE_CRISP, MODEL_DIR, Judge, vae_round_trip
-
-HELD_OUT_SEED = 10**9  # training never draws scenes from seeds this large
-# The toy's documented default CFG scale (SD's is 7.5), measured on the shipped model (README): the
-# lowest scale at which every attribute meets the adherence bars; at CFG 1 the model follows its prompt
-# only about as often as its noisy training captions were right.
-DEFAULT_GUIDANCE = 3.0
+from sdexplain.toy.model import DEFAULT_GUIDANCE, EXTRAS_DIR, JUDGE_CRISP, MODEL_DIR, Judge, vae_round_trip
+from sdexplain.toy.world import HELD_OUT_SEED
 
 
 def judge_images(judge: Judge, images: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from sdexplain.architectures import SD_SCHEDULE
 from sdexplain.toy import world
 
 MODEL_DIR = Path(__file__).parent / "model"  # the shipped model, diffusers save_pretrained layout
@@ -33,19 +34,10 @@ EXTRAS_DIR = Path(__file__).parent / "model_extras"  # classifier, depth estimat
 JUDGE_CRISP = "judge-crisp"  # EXTRAS_DIR / JUDGE_CRISP: a judge trained on crisp renders only (a reference)
 VAE_ORIGINAL = "vae-original"  # EXTRAS_DIR / VAE_ORIGINAL: the VAE before its decoder was fine-tuned (model/vae)
 
-# SD v1's scheduler config (stable-diffusion-v1-5/scheduler/scheduler_config.json)
-SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    set_alpha_to_one=False,
-    skip_prk_steps=True,
-    steps_offset=1,
-    trained_betas=None,
-    prediction_type="epsilon",
-    clip_sample=False,  # not a PNDM argument, but DDIM/DDPM derived from this config read it
-)
+# The toy's documented default CFG scale (SD's is 7.5), measured on the shipped model by
+# `sdexplain.toy.evaluate` (README): the lowest scale at which every attribute meets the adherence
+# bars; at CFG 1 the model follows its prompt only about as often as its noisy training captions were right.
+DEFAULT_GUIDANCE = 3.0
 
 TEXT_WIDTH = 64  # SD v1: 768
 
@@ -103,7 +95,7 @@ def make_unet() -> UNet2DConditionModel:
 
 
 def make_scheduler() -> PNDMScheduler:
-    return PNDMScheduler.from_config(SCHEDULER_CONFIG)  # from_config keeps clip_sample for derived schedulers
+    return PNDMScheduler.from_config(SD_SCHEDULE)  # SD v1's own; from_config keeps clip_sample for derived schedulers
 
 
 class Judge(nn.Module):

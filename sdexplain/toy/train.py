@@ -22,9 +22,14 @@ resumes from it when run again (stop it whenever you like). A finished part is s
               means "usually a red cat", so CFG 1 follows the prompt only about as often as the
               captions did, and guidance — which samples ∝ p(x|c)·p(c|x)^(s−1) — sharpens it back.
     5. export the last stage's EMA weights as a diffusers StableDiffusionPipeline (safetensors)
-    6. extras (sdexplain.toy.extras): the noisy-latent classifier for classifier guidance
+    6. extras (sdexplain.toy.train_extras): the noisy-latent classifier for classifier guidance
        (`--part classifier`), the depth estimator and the 5-channel depth U-Net fine-tuned from
        the trained U-Net (`--part depth`), exported beside the model (`--part export-extras`)
+
+Every part is one call of the same loop, `sdexplain.toy.train_common.resumable_loop` (resume,
+progress bar, cosine learning rate, atomic checkpoints), and the noise predictors share one loss,
+`train_common.diffusion_loss` (offset noise, min-SNR-5 weighting). Checkpoints hold only tensors
+and plain Python values, and are read with `torch.load(weights_only=True)`.
 
 Why the recipe has the extras (all measured on this world while building it):
 - Flat-coloured 8×8 latents keep their colour far into the schedule: at most timesteps the model
@@ -37,9 +42,9 @@ Why the recipe has the extras (all measured on this world while building it):
 from __future__ import annotations
 
 import argparse
-import math
+import copy
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,58 +54,46 @@ from tqdm.auto import tqdm
 
 from sdexplain.toy import model as toy_model
 from sdexplain.toy import world
-from sdexplain.toy.tokenizer import build_tokenizer
-from sdexplain.toy.train_decoder import export_vae_decoder, train_vae_decoder
+from sdexplain.toy.train_common import (
+    CLEAN,
+    NOISY,
+    NOISY_STEPS,
+    UNetStage,
+    augment,
+    cosine_lr,
+    dataset,
+    ddpm_schedule,
+    diffusion_loss,
+    ema_update,
+    load_checkpoint,
+    load_vae,
+    optimise,
+    require_checkpoint,
+    resumable_loop,
+    resume,
+    save_checkpoint,
+    text_model,
+    tokenize,
+)
+from sdexplain.toy.train_decoder import CHECKPOINT as DECODER_CHECKPOINT
+from sdexplain.toy.train_decoder import decoder_parts, export_vae_decoder, train_vae_decoder
 from sdexplain.toy.train_decoder import trainable as decoder_parameters
 
 DEFAULT_WORKDIR = Path("runs/toy")
-HELD_OUT_SEED = 10**9  # scenes from this seed on are never trained on
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _save(path: Path, state: dict) -> None:
-    """Write atomically: a stopped run never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def _load(path: Path) -> dict | None:
-    return torch.load(path, weights_only=False) if path.exists() else None
-
-
-def _cosine_lr(step: int, total: int, peak: float, warmup: int, floor: float = 0.1) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 # ----------------------------------------------------------------------------- 1. VAE
 
 
 def train_vae(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
-    path = workdir / "vae.pt"
-    state = _load(path)
     torch.manual_seed(seed)
     vae = toy_model.make_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
-    start = 0
-    if state is not None:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
-    if start >= steps:
-        print(f"vae: done ({start} steps)")
-        return
+    path = workdir / "vae.pt"
+    start, _ = resume(path, {"model": vae}, opt)
     vae.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="vae")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, steps, 1e-3, 100)
+
+    def train_step(step: int) -> dict[str, str]:
         data = world.batch(batch_size, seed=seed * 7919 + step)
         x = data["images"]  # (B, 3, 64, 64)
         weight = 1.0 + 2.0 * data["masks"].unsqueeze(1).float()  # the object matters more than the floor
@@ -108,37 +101,13 @@ def train_vae(workdir: Path, steps: int, batch_size: int, checkpoint_every: int,
         recon = vae.decode(posterior.sample()).sample
         l1 = ((recon - x).abs() * weight).mean()
         kl = posterior.kl().mean()
-        loss = l1 + 1e-6 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(l1=f"{l1.item():.4f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save(path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+        optimise(opt, l1 + 1e-6 * kl)
+        return {"l1": f"{l1.item():.4f}"}
 
-
-def _require(path: Path, part: str) -> dict:
-    state = _load(path)
-    if state is None:
-        raise FileNotFoundError(f"{path} does not exist: train that part first (python -m sdexplain.toy.train --part {part})")
-    return state
-
-
-def load_vae(workdir: Path):
-    vae = toy_model.make_vae()
-    vae.load_state_dict(_require(workdir / "vae.pt", "vae")["model"])
-    return vae.eval().requires_grad_(False)
+    resumable_loop("vae", path, {"model": vae}, opt, train_step, steps=steps, start=start, lr=lambda step: cosine_lr(step, steps, 1e-3, 100), checkpoint_every=checkpoint_every)
 
 
 # ----------------------------------------------------------------------------- 2. judge
-
-
-def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Blur and noise, so the judge also reads decoded (slightly soft) samples."""
-    blur = torch.rand((), generator=generator).item() < 0.5
-    if blur:
-        images = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    return images + 0.05 * torch.randn(images.shape, generator=generator)
 
 
 def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, round_trips: bool = True) -> None:
@@ -150,97 +119,27 @@ def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: in
     With `round_trips=False` it is that first recipe, renders only (`--part judge-crisp`): the
     reference that tells whether decoded pictures look like renders.
     """
-    path = workdir / ("judge.pt" if round_trips else "judge_crisp.pt")
     vae = load_vae(workdir) if round_trips else None
-    state = _load(path)
     torch.manual_seed(seed)
     judge = toy_model.Judge()
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3)
-    start = 0
-    if state is not None:
-        judge.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
-    if start >= steps:
-        print(f"judge: done ({start} steps)")
-        return
+    name = "judge" if round_trips else "judge-crisp"
+    path = workdir / ("judge.pt" if round_trips else "judge_crisp.pt")
+    start, _ = resume(path, {"model": judge}, opt)
     generator = torch.Generator().manual_seed(seed)
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="judge")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, steps, 2e-3, 50)
+
+    def train_step(step: int) -> dict[str, str]:
         data = world.batch(batch_size, seed=seed * 104729 + step)
         images = data["images"]
         if round_trips:
             half = batch_size // 2
             images = torch.cat([toy_model.vae_round_trip(vae, images[:half]), images[half:]])  # (B, 3, 64, 64)
-        logits = judge(_augment(images, generator))
+        logits = judge(augment(images, generator))
         loss = sum(F.cross_entropy(logits[k], data["labels"][k]) for k in logits)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save(path, {"model": judge.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+        optimise(opt, loss)
+        return {"loss": f"{loss.item():.3f}"}
 
-
-# ----------------------------------------------------------------------------- 3. text encoder + U-Net
-
-
-def encode_dataset(vae, n: int, seed: int, batch_size: int = 256) -> tuple[torch.Tensor, list]:
-    """Render n scenes and encode them once: (latents (n, 4, 8, 8) unscaled, scenes)."""
-    latents, scenes = [], []
-    for i in tqdm(range(0, n, batch_size), desc="encode"):
-        data = world.batch(min(batch_size, n - i), seed=seed * 31337 + i)
-        with torch.no_grad():
-            latents.append(vae.encode(data["images"]).latent_dist.mode())
-        scenes += data["scenes"]
-    return torch.cat(latents), scenes
-
-
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_decay: float = 0.999) -> None:
-    decay = min(max_decay, (1 + step) / (10 + step))  # warmed up: early random weights fade fast
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p, 1 - decay)
-
-
-@dataclass(frozen=True)
-class UNetStage:
-    """One stage of the U-Net's training: where it starts, what it learns from, how fast."""
-
-    name: str  # the checkpoint is workdir/<name>.pt
-    peak_lr: float
-    warmup: int
-    caption_noise: float = 0.0  # each caption word names a wrong value with this chance (world.mislabel)
-    base: UNetStage | None = None  # start from this finished stage's EMA weights, not from scratch
-    train_text: bool = True  # False: the text encoder is frozen (as SD's CLIP always is)
-
-    @property
-    def part(self) -> str:
-        """The `--part` that trains this stage."""
-        return self.name.replace("_", "-")
-
-    def checkpoint(self, workdir: Path) -> Path:
-        return workdir / f"{self.name}.pt"
-
-    def require(self, workdir: Path) -> dict:
-        """This stage's checkpoint, or a clear error naming the part that makes it."""
-        return _require(self.checkpoint(workdir), self.part)
-
-    def captions(self, scenes: list, indices: list[int], rng: np.random.Generator) -> list[str]:
-        """Training captions for scenes[indices]: mislabelled at `caption_noise`, then sampled from the
-        grammar (words dropped at world.DROP_RATE) and 10 % replaced by the empty caption."""
-        named = [scenes[i] if not self.caption_noise else world.mislabel(scenes[i], rng, self.caption_noise) for i in indices]
-        return [scene.caption(rng) if rng.random() >= 0.1 else "" for scene in named]
-
-
-# Stage 1: text encoder + U-Net from scratch on true captions (the model learns what the words mean).
-CLEAN = UNetStage("unet", peak_lr=5e-4, warmup=500)
-# Stage 2: the U-Net alone on noisy captions, as web captions are: the model learns that "a red cat" is
-# only usually a red cat, so without guidance it follows the prompt only as often as its data did.
-NOISY_STEPS = 1000
-NOISY = UNetStage("unet_noisy", peak_lr=1e-4, warmup=100, caption_noise=world.CAPTION_NOISE, base=CLEAN, train_text=False)
+    resumable_loop(name, path, {"model": judge}, opt, train_step, steps=steps, start=start, lr=lambda step: cosine_lr(step, steps, 2e-3, 50), checkpoint_every=checkpoint_every)
 
 
 def train_unet(
@@ -255,29 +154,18 @@ def train_unet(
 ) -> None:
     """Train `stage` for `steps` (the learning-rate schedule's length); `stop_at` ends this run early
     at that step — the checkpoint stays resumable, and running again without it continues the schedule."""
-    import copy
-
     path = stage.checkpoint(workdir)
-    state = _load(path)
-    if state is not None and state["step"] >= steps:
+    state = load_checkpoint(path)
+    if state is not None and state["step"] >= steps:  # before the dataset is encoded
         print(f"{stage.name}: done ({state['step']} steps)")
         return
 
     # 1. the frozen VAE's latents, encoded once, and the scale that brings them to unit variance
-    data_path = workdir / "latents.pt"
-    data = _load(data_path)
-    if data is None:
-        vae = load_vae(workdir)
-        latents, scenes = encode_dataset(vae, dataset_size, seed)
-        data = {"latents": latents, "scenes": scenes, "scaling_factor": float(1.0 / latents.std())}
-        _save(data_path, data)
-    latents = data["latents"] * data["scaling_factor"]  # (N, 4, 8, 8), std 1
-    scenes = data["scenes"]
+    latents, scenes, scaling_factor = dataset(workdir, dataset_size, seed)  # (N, 4, 8, 8), std 1
 
     # 2. models (from scratch, or the base stage's EMA weights), optimiser, EMA copies
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
-    text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    tokenizer, text_encoder = text_model()
     unet = toy_model.make_unet()
     if stage.base is not None:
         base = stage.base.require(workdir)
@@ -287,29 +175,19 @@ def train_unet(
     params = list(unet.parameters()) + (list(text_encoder.parameters()) if stage.train_text else [])
     opt = torch.optim.AdamW(params, lr=stage.peak_lr, betas=(0.9, 0.99), weight_decay=0.01)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
-    start, history = 0, []
-    if state is not None:
-        unet.load_state_dict(state["unet"])
-        text_encoder.load_state_dict(state["text_encoder"])
-        ema_unet.load_state_dict(state["ema_unet"])
-        ema_text.load_state_dict(state["ema_text"])
-        opt.load_state_dict(state["opt"])
-        start, history = state["step"], state["history"]
-    noise_scheduler = _ddpm()
-    alphas_cumprod = noise_scheduler.alphas_cumprod
-    snr = alphas_cumprod / (1 - alphas_cumprod)  # SNR(t) = ᾱ_t / (1 - ᾱ_t)
-
-    def tokenize(captions: list[str]) -> torch.Tensor:
-        return tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    modules = {"unet": unet, "text_encoder": text_encoder, "ema_unet": ema_unet, "ema_text": ema_text}
+    start, state = resume(path, modules, opt)
+    history = state.get("history", [])
+    schedule = ddpm_schedule()
 
     # a fixed probe batch: loss with the true caption vs the empty one, at t in [500, 900)
     probe_rng = torch.Generator().manual_seed(seed + 1)
     probe_idx = torch.randint(len(scenes), (256,), generator=probe_rng)
     probe_t = torch.randint(500, 900, (256,), generator=probe_rng)
     probe_noise = torch.randn((256, 4, 8, 8), generator=probe_rng)
-    probe_x = noise_scheduler.add_noise(latents[probe_idx], probe_noise, probe_t)
-    probe_ids = tokenize([scenes[i].caption() for i in probe_idx.tolist()])
-    probe_empty = tokenize([""] * 256)
+    probe_x = schedule.add_noise(latents[probe_idx], probe_noise, probe_t)
+    probe_ids = tokenize(tokenizer, [scenes[i].caption() for i in probe_idx.tolist()])
+    probe_empty = tokenize(tokenizer, [""] * 256)
 
     def caption_gap() -> tuple[float, float]:
         with torch.no_grad():
@@ -322,14 +200,12 @@ def train_unet(
     # 3. the training loop
     unet.train()
     text_encoder.train(stage.train_text)
-    end = steps if stop_at is None else min(steps, stop_at)
-    bar = tqdm(range(start, end), initial=start, total=steps, desc=stage.name)
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, steps, stage.peak_lr, stage.warmup)
+    loss = None
+
+    def train_step(step: int) -> dict[str, str]:
+        nonlocal loss
         rng = np.random.default_rng(seed * 1_000_003 + step + (0 if stage.base is None else 7_919_000))
         idx = torch.from_numpy(rng.integers(len(scenes), size=batch_size))
-        x0 = latents[idx]  # (B, 4, 8, 8)
         captions = stage.captions(scenes, idx.tolist(), rng)
         g = torch.Generator().manual_seed(seed * 7 + step)
         # half the timesteps uniform over [0, 1000), half over the noisy end [400, 1000)
@@ -338,211 +214,25 @@ def train_unet(
             torch.randint(0, 1000, (batch_size,), generator=g),
             torch.randint(400, 1000, (batch_size,), generator=g),
         )
-        noise = torch.randn(x0.shape, generator=g) + 0.1 * torch.randn((batch_size, 4, 1, 1), generator=g)  # offset noise
-        x_t = noise_scheduler.add_noise(x0, noise, t)  # x_t = sqrt(ᾱ_t)·x_0 + sqrt(1-ᾱ_t)·ε
         with torch.set_grad_enabled(stage.train_text):
-            context = text_encoder(tokenize(captions)).last_hidden_state  # (B, 77, 64)
-        eps = unet(x_t, t, context).sample
-        weight = torch.clamp(snr[t], max=5.0) / snr[t]  # min-SNR-5 for ε-prediction
-        loss = (weight * (eps - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        _ema_update(ema_unet, unet, step)
-        _ema_update(ema_text, text_encoder, step)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == end:
-            with_caption, empty = caption_gap()
-            history.append({"step": step + 1, "loss": loss.item(), "probe_caption": with_caption, "probe_empty": empty, "time": time.time()})
-            tqdm.write(f"step {step + 1}: probe loss with caption {with_caption:.4f}, empty {empty:.4f}, gap {empty - with_caption:.4f}")
-            _save(
-                path,
-                {
-                    "unet": unet.state_dict(),
-                    "text_encoder": text_encoder.state_dict(),
-                    "ema_unet": ema_unet.state_dict(),
-                    "ema_text": ema_text.state_dict(),
-                    "opt": opt.state_dict(),
-                    "step": step + 1,
-                    "history": history,
-                    "scaling_factor": data["scaling_factor"],
-                },
-            )
+            context = text_encoder(tokenize(tokenizer, captions)).last_hidden_state  # (B, 77, 64)
+        loss = diffusion_loss(unet, latents[idx], t, context, schedule, g)
+        optimise(opt, loss, clip=params)
+        ema_update(ema_unet, unet, step)
+        ema_update(ema_text, text_encoder, step)
+        return {"loss": f"{loss.item():.4f}"}
 
+    def progress_record(done: int) -> dict:
+        with_caption, empty = caption_gap()
+        history.append({"step": done, "loss": loss.item(), "probe_caption": with_caption, "probe_empty": empty, "time": time.time()})
+        tqdm.write(f"step {done}: probe loss with caption {with_caption:.4f}, empty {empty:.4f}, gap {empty - with_caption:.4f}")
+        return {"history": history, "scaling_factor": scaling_factor}
 
-# ----------------------------------------------------------------------------- 5. extras: classifier, depth
-
-
-def _dataset(workdir: Path) -> tuple[torch.Tensor, list]:
-    data = _require(workdir / "latents.pt", "unet")
-    return data["latents"] * data["scaling_factor"], data["scenes"]  # (N, 4, 8, 8) std 1, scenes
-
-
-def _ddpm():
-    """SD v1's training noise schedule (the same betas the shipped PNDM scheduler samples with)."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(toy_model.SCHEDULER_CONFIG)
-
-
-def train_classifier(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
-    """The noisy-latent classifier p(y | x_t, t) for classifier guidance: noise at every t, as the U-Net sees."""
-    from sdexplain.toy.extras import NoisyLatentClassifier
-
-    path = workdir / "classifier.pt"
-    state = _load(path)
-    latents, scenes = _dataset(workdir)
-    labels = {k: torch.tensor([s.labels[k] for s in scenes]) for k in NoisyLatentClassifier.HEADS}
-    torch.manual_seed(seed)
-    classifier = NoisyLatentClassifier()
-    opt = torch.optim.AdamW(classifier.parameters(), lr=1e-3, weight_decay=0.01)
-    start = 0
-    if state is not None:
-        classifier.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
-    if start >= steps:
-        print(f"classifier: done ({start} steps)")
-        return
-    scheduler = _ddpm()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="classifier")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, steps, 1e-3, 100)
-        g = torch.Generator().manual_seed(seed * 13 + step)
-        idx = torch.randint(len(scenes), (batch_size,), generator=g)
-        t = torch.randint(0, 1000, (batch_size,), generator=g)
-        x_t = scheduler.add_noise(latents[idx], torch.randn((batch_size, 4, 8, 8), generator=g), t)
-        logits = classifier(x_t, t)
-        loss = sum(F.cross_entropy(logits[k], labels[k][idx]) for k in logits)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save(path, {"model": classifier.state_dict(), "opt": opt.state_dict(), "step": step + 1})
-
-
-def train_depth_estimator(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
-    """Image -> depth (the MiDaS stand-in), L1 against the world's true depth maps."""
-    from sdexplain.toy.extras import DepthEstimator
-
-    path = workdir / "depth_estimator.pt"
-    state = _load(path)
-    torch.manual_seed(seed)
-    estimator = DepthEstimator()
-    opt = torch.optim.AdamW(estimator.parameters(), lr=2e-3)
-    start = 0
-    if state is not None:
-        estimator.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
-    if start >= steps:
-        print(f"depth estimator: done ({start} steps)")
-        return
-    generator = torch.Generator().manual_seed(seed)
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="depth estimator")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, steps, 2e-3, 50)
-        data = world.batch(batch_size, seed=seed * 15485863 + step)
-        loss = (estimator(_augment(data["images"], generator)) - data["depths"]).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(l1=f"{loss.item():.4f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save(path, {"model": estimator.state_dict(), "opt": opt.state_dict(), "step": step + 1})
-
-
-PLACE_DROP = 0.5  # depth fine-tuning: share of captions whose place words are removed
-
-
-def _without_place(caption: str) -> str:
-    """'a red cat on the left' -> 'a red cat' (the place words of the caption grammar removed)."""
-    for _, words in world.POSITIONS.values():
-        caption = caption.replace(" " + words, "")
-    return caption
-
-
-def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, base_stage: UNetStage = NOISY) -> None:
-    """Fine-tune a 5-channel copy of the trained U-Net on [latent, depth] (text encoder frozen), as SD 2
-    depth was made from SD 2: from the last stage's weights, on captions as noisy as that stage's."""
-    import copy
-
-    from sdexplain.toy.extras import depth_to_latent_input, make_depth_unet
-
-    path = workdir / "depth_unet.pt"
-    state = _load(path)
-    if state is not None and state["step"] >= steps:
-        print(f"depth unet: done ({state['step']} steps)")
-        return
-    latents, scenes = _dataset(workdir)
-    depths = depth_to_latent_input(torch.from_numpy(np.stack([world.render(s)[2] for s in scenes])), (8, 8))  # (N, 1, 8, 8)
-    base = base_stage.require(workdir)
-    tokenizer = build_tokenizer()
-    text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
-    text_encoder.load_state_dict(base["ema_text"])
-    text_encoder.requires_grad_(False).eval()
-    unet = toy_model.make_unet()
-    unet.load_state_dict(base["ema_unet"])
-    unet = make_depth_unet(unet)
-    ema = copy.deepcopy(unet).requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=2e-4, betas=(0.9, 0.99), weight_decay=0.01)
-    start = 0
-    if state is not None:
-        unet.load_state_dict(state["unet"])
-        ema.load_state_dict(state["ema_unet"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
-    scheduler = _ddpm()
-    snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
-    unet.train()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="depth unet")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, steps, 2e-4, 100)
-        rng = np.random.default_rng(seed * 999_983 + step)
-        idx = torch.from_numpy(rng.integers(len(scenes), size=batch_size))
-        captions = base_stage.captions(scenes, idx.tolist(), rng)
-        # half the captions lose their place words: where the object stands must then come from the depth map
-        captions = [_without_place(c) if rng.random() < PLACE_DROP else c for c in captions]
-        g = torch.Generator().manual_seed(seed * 11 + step)
-        t = torch.randint(0, 1000, (batch_size,), generator=g)
-        noise = torch.randn((batch_size, 4, 8, 8), generator=g) + 0.1 * torch.randn((batch_size, 4, 1, 1), generator=g)
-        x_t = scheduler.add_noise(latents[idx], noise, t)
-        with torch.no_grad():
-            ids = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-            context = text_encoder(ids).last_hidden_state
-        eps = unet(torch.cat([x_t, depths[idx]], dim=1), t, context).sample  # (B, 5, 8, 8) in, (B, 4, 8, 8) out
-        weight = torch.clamp(snr[t], max=5.0) / snr[t]
-        loss = (weight * (eps - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        _ema_update(ema, unet, step, max_decay=0.995)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save(path, {"unet": unet.state_dict(), "ema_unet": ema.state_dict(), "opt": opt.state_dict(), "step": step + 1})
-
-
-def export_extras(workdir: Path, out: Path) -> Path:
-    """Write the extras beside the model: classifier/, depth_estimator/, depth_unet/ (diffusers layout)."""
-    from sdexplain.toy.extras import DepthEstimator, NoisyLatentClassifier, make_depth_unet
-
-    classifier = NoisyLatentClassifier()
-    classifier.load_state_dict(_require(workdir / "classifier.pt", "classifier")["model"])
-    classifier.save(out / "classifier")
-    estimator = DepthEstimator()
-    estimator.load_state_dict(_require(workdir / "depth_estimator.pt", "depth")["model"])
-    estimator.save(out / "depth_estimator")
-    depth_unet = make_depth_unet(toy_model.make_unet())
-    depth_unet.load_state_dict(_require(workdir / "depth_unet.pt", "depth")["ema_unet"])
-    depth_unet.save_pretrained(out / "depth_unet", safe_serialization=True)
-    print(f"exported extras to {out}")
-    return out
+    resumable_loop(
+        stage.name, path, modules, opt, train_step,
+        steps=steps, start=start, lr=lambda step: cosine_lr(step, steps, stage.peak_lr, stage.warmup),
+        checkpoint_every=checkpoint_every, stop_at=stop_at, extra=progress_record,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- 4. export
@@ -553,7 +243,7 @@ def export_judge(workdir: Path, out: Path = toy_model.MODEL_DIR, crisp: bool = F
     reference judge into `out`/judge-crisp/."""
     judge = toy_model.Judge()
     checkpoint, part, folder = ("judge_crisp.pt", "judge-crisp", toy_model.JUDGE_CRISP) if crisp else ("judge.pt", "judge", "judge")
-    judge.load_state_dict(_require(workdir / checkpoint, part)["model"])
+    judge.load_state_dict(require_checkpoint(workdir / checkpoint, part)["model"])
     judge.save(out / folder)
     return out / folder
 
@@ -563,8 +253,7 @@ def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True,
     from diffusers import StableDiffusionPipeline
 
     state = stage.require(workdir)
-    tokenizer = build_tokenizer()
-    text_encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    tokenizer, text_encoder = text_model()
     unet = toy_model.make_unet()
     unet.load_state_dict(state["ema_unet" if use_ema else "unet"])
     text_encoder.load_state_dict(state["ema_text" if use_ema else "text_encoder"])
@@ -611,22 +300,22 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
 
     extras = toy_model.EXTRAS_DIR
     original = extras / toy_model.VAE_ORIGINAL  # the stage-1 VAE; the shipped vae/ has the fine-tuned decoder
-    stage1_vae = AutoencoderKL.from_pretrained(original) if original.exists() else pipe.vae
+    stage1_vae = AutoencoderKL.from_pretrained(original, local_files_only=True) if original.exists() else pipe.vae
     finished = [("vae", stage1_vae), ("judge", judge)]
-    if original.exists():
-        finished.append(("vae_decoder", pipe.vae))
     if (extras / "classifier").exists() and (extras / "depth_estimator").exists():
         finished += [("classifier", NoisyLatentClassifier.load(extras / "classifier")), ("depth_estimator", DepthEstimator.load(extras / "depth_estimator"))]
     for name, module in finished:  # finished parts: a later run skips them
         fresh = torch.optim.AdamW(module.parameters()).state_dict()
-        ema = {"ema": [p.detach().clone() for p in decoder_parameters(module)]} if name == "vae_decoder" else {}
-        _save(workdir / f"{name}.pt", {"model": module.state_dict(), "opt": fresh, "step": 10**9, **ema})
+        save_checkpoint(workdir / f"{name}.pt", {"model": module.state_dict(), "opt": fresh, "step": 10**9})
+    if original.exists():  # the VAE file: its decoder is both the weights and their EMA
+        fresh = torch.optim.AdamW(decoder_parameters(pipe.vae)).state_dict()
+        save_checkpoint(workdir / DECODER_CHECKPOINT, {"model": pipe.vae.state_dict(), "ema": decoder_parts(pipe.vae).state_dict(), "opt": fresh, "step": 10**9})
     unet, text = pipe.unet.state_dict(), pipe.text_encoder.state_dict()
     for stage, step in ((CLEAN, unet_step), (NOISY, noisy_step)):
         params = list(pipe.unet.parameters()) + (list(pipe.text_encoder.parameters()) if stage.train_text else [])
         opt = torch.optim.AdamW(params, lr=stage.peak_lr, betas=(0.9, 0.99), weight_decay=0.01)
         checkpoint = {"unet": unet, "text_encoder": text, "ema_unet": unet, "ema_text": text, "opt": opt.state_dict(), "step": step}
-        _save(stage.checkpoint(workdir), {**checkpoint, "history": [], "scaling_factor": float(pipe.vae.config.scaling_factor)})
+        save_checkpoint(stage.checkpoint(workdir), {**checkpoint, "history": [], "scaling_factor": float(pipe.vae.config.scaling_factor)})
     print(f"seeded {workdir} from {model_dir} (unet at step {unet_step}, unet_noisy at step {noisy_step}; continue with --part unet-noisy --noisy-steps N)")
 
 
@@ -682,13 +371,15 @@ def main(argv: list[str] | None = None) -> None:
         export_vae_decoder(args.workdir, args.out, args.extras_out)
     if args.part == "export-judge":  # only the judge, beside an existing model
         export_judge(args.workdir, args.out)
+    if args.part in ("all", "classifier", "depth", "export-extras"):
+        from sdexplain.toy import train_extras  # it builds on this module
     if args.part in ("all", "classifier"):
-        train_classifier(args.workdir, args.classifier_steps, 256, args.checkpoint_every, args.seed)
+        train_extras.train_classifier(args.workdir, args.classifier_steps, 256, args.checkpoint_every, args.seed)
     if args.part in ("all", "depth"):
-        train_depth_estimator(args.workdir, args.depth_estimator_steps, 32, args.checkpoint_every, args.seed)
-        train_depth_unet(args.workdir, args.depth_unet_steps, args.batch_size, args.checkpoint_every, args.seed, noisy)
+        train_extras.train_depth_estimator(args.workdir, args.depth_estimator_steps, 32, args.checkpoint_every, args.seed)
+        train_extras.train_depth_unet(args.workdir, args.depth_unet_steps, args.batch_size, args.checkpoint_every, args.seed, noisy)
     if args.part in ("all", "export-extras"):
-        export_extras(args.workdir, args.extras_out)
+        train_extras.export_extras(args.workdir, args.extras_out)
 
 
 if __name__ == "__main__":

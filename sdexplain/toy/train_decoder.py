@@ -23,15 +23,16 @@ recipe (measured on this world while building it):
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from sdexplain.toy import model as toy_model
 from sdexplain.toy import world
+from sdexplain.toy.train_common import cosine_lr, ema_update, load_vae, optimise, require_checkpoint, resumable_loop, resume
 
 CHECKPOINT = "vae_decoder.pt"
 DETAIL_WEIGHT = 100.0  # eye and nose pixels (dilated by one pixel) count this much more than the floor
@@ -59,43 +60,36 @@ def decoder_loss(recon: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
     return l1 + 0.5 * edges + 4.0 * mse, {"l1": l1.item(), "edges": edges.item(), "mse": mse.item()}
 
 
+def decoder_parts(vae) -> torch.nn.ModuleDict:
+    """The parts a VAE file changes, as one module: the decoder and post_quant_conv."""
+    return torch.nn.ModuleDict({"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv})
+
+
 def trainable(vae) -> list[torch.nn.Parameter]:
-    """The parameters a VAE file changes: the decoder and post_quant_conv. The encoder stays frozen."""
-    vae.encoder.requires_grad_(False)
-    vae.quant_conv.requires_grad_(False)
-    vae.decoder.requires_grad_(True)
-    vae.post_quant_conv.requires_grad_(True)
-    return list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    """The parameters a VAE file changes, made trainable; the encoder (and quant_conv) frozen."""
+    vae.requires_grad_(False)
+    parts = decoder_parts(vae).requires_grad_(True)
+    return list(parts.parameters())
 
 
 def train_vae_decoder(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, peak_lr: float = 2e-3) -> None:
-    """Fine-tune the decoder of the stage-1 VAE (`workdir/vae.pt`) into `workdir/vae_decoder.pt`."""
-    from sdexplain.toy.train import _cosine_lr, _ema_update, _load, _save, load_vae
+    """Fine-tune the decoder of the stage-1 VAE (`workdir/vae.pt`) into `workdir/vae_decoder.pt`.
 
-    path = workdir / CHECKPOINT
-    state = _load(path)
+    One uninterrupted run draws its latents' noise from one generator (this is how the shipped
+    decoder was made); a resumed run continues from the checkpoint with a generator seeded anew."""
     torch.manual_seed(seed)
     vae = load_vae(workdir).train()
-    params = trainable(vae)
-    ema = [p.detach().clone() for p in params]
-    opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.0)
-    start = 0
-    if state is not None:
-        vae.load_state_dict(state["model"])
-        ema = [t.clone() for t in state["ema"]]
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
-    if start >= steps:
-        print(f"vae-decoder: done ({start} steps)")
-        return
-    generator = torch.Generator().manual_seed(seed * 7 + start)  # posterior samples; resumed runs draw on
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="vae-decoder")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, steps, peak_lr, 50)
+    opt = torch.optim.AdamW(trainable(vae), lr=peak_lr, weight_decay=0.0)
+    ema = copy.deepcopy(decoder_parts(vae)).requires_grad_(False)
+    path = workdir / CHECKPOINT
+    start, _ = resume(path, {"model": vae, "ema": ema}, opt)
+    parts = decoder_parts(vae)
+    generator = torch.Generator().manual_seed(seed * 7 + start)
+
+    def train_step(step: int) -> dict[str, str]:
         data = world.batch(batch_size, seed=seed * 15485863 + step)
         x = data["images"]  # (B, 3, 64, 64)
-        weight = pixel_weights(data["masks"], detail_masks(data["scenes"]))
+        weight = pixel_weights(data["masks"], detail_masks(data["scenes"]))  # (B, 1, 64, 64)
         with torch.no_grad():
             posterior = vae.encode(x).latent_dist
             # between the posterior's mode (what round trips and the U-Net's latents are) and a full sample
@@ -103,30 +97,22 @@ def train_vae_decoder(workdir: Path, steps: int, batch_size: int, checkpoint_eve
             z = posterior.mean + scale * posterior.std * torch.randn(posterior.mean.shape, generator=generator)  # (B, 4, 8, 8)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             recon = vae.decode(z).sample
-        loss, parts = decoder_loss(recon.float(), x, weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            decay = min(0.995, (1 + step) / (10 + step))
-            for e, p in zip(ema, params):
-                e.lerp_(p, 1 - decay)
-        bar.set_postfix(l1=f"{parts['l1']:.4f}", mse=f"{parts['mse']:.5f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save(path, {"model": vae.state_dict(), "ema": ema, "opt": opt.state_dict(), "step": step + 1})
+        loss, terms = decoder_loss(recon.float(), x, weight)
+        optimise(opt, loss)
+        ema_update(ema, parts, step, max_decay=0.995)
+        return {"l1": f"{terms['l1']:.4f}", "mse": f"{terms['mse']:.5f}"}
+
+    lr = lambda step: cosine_lr(step, steps, peak_lr, 50)  # noqa: E731
+    resumable_loop("vae-decoder", path, {"model": vae, "ema": ema}, opt, train_step, steps=steps, start=start, lr=lr, checkpoint_every=checkpoint_every)
 
 
 def load_vae_decoder(workdir: Path, use_ema: bool = True):
     """The stage-1 VAE with the fine-tuned decoder (EMA weights by default), ready to save."""
-    from sdexplain.toy.train import _require, load_vae
-
-    state = _require(workdir / CHECKPOINT, "vae-decoder")
+    state = require_checkpoint(workdir / CHECKPOINT, "vae-decoder")
     vae = load_vae(workdir)
     vae.load_state_dict(state["model"])
     if use_ema:
-        with torch.no_grad():
-            for p, e in zip(trainable(vae), state["ema"]):
-                p.copy_(e)
+        decoder_parts(vae).load_state_dict(state["ema"])
     return vae.eval().requires_grad_(False)
 
 
@@ -135,8 +121,6 @@ def export_vae_decoder(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, ext
 
     The scaling factor is the shipped one: the encoder, hence the latents' spread, is unchanged."""
     from diffusers import AutoencoderKL
-
-    from sdexplain.toy.train import load_vae
 
     scaling = AutoencoderKL.load_config(model_dir / "vae")["scaling_factor"]
     original = load_vae(workdir)

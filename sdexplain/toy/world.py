@@ -59,6 +59,7 @@ DETAIL = (30, 30, 30)  # eyes and noses
 JITTER = 2  # pixels the centre may move in x and y
 DROP_RATE = 0.1  # chance that a training caption leaves out size, colour or place (each)
 CAPTION_NOISE = 0.2  # stage 2: chance that a caption names the wrong shape, colour, place or size (each)
+HELD_OUT_SEED = 10**9  # scenes from this seed on are never trained on (evaluation and tests draw from here)
 
 # Depth as MiDaS reports it: relative inverse depth ("nearness"), larger = closer, in [0, 1].
 FLOOR_NEAR, FLOOR_FAR = 0.35, 0.05  # the background is a floor receding towards the top
