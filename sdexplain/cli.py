@@ -212,6 +212,7 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
         parser.error(f"--scheduler: unknown scheduler {args.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
 
     pipe = _load(parser, args, scheduler=args.scheduler)
+    _check_text_to_image_unet(parser, args.model, pipe)
     _, run = generate(
         pipe,
         args.prompt,
@@ -227,6 +228,22 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
     save_png_atomically(strip, out)
     print(summary(args.model, pipe, run, out))
     return 0
+
+
+# What the extra U-Net input channels of the SD checkpoints that have them hold.
+_EXTRA_CHANNELS = {5: "a depth-to-image U-Net: 4 latent + 1 depth", 9: "an inpainting U-Net: 4 latent + 1 mask + 4 masked-image latent"}
+
+
+def _check_text_to_image_unet(parser: argparse.ArgumentParser, model: str, pipe) -> None:
+    """`generate` is text-to-image: its U-Net must take exactly the latent's channels."""
+    in_channels, latent_channels = pipe.unet.config.in_channels, pipe.vae.config.latent_channels
+    if in_channels != latent_channels:
+        what = _EXTRA_CHANNELS.get(in_channels, "not a text-to-image U-Net")
+        parser.error(
+            f"--model: {model!r} has a U-Net with {in_channels} input channels ({what}); `sdexplain generate` makes "
+            f"text-to-image only, which needs {latent_channels} (the latent alone). Use a text-to-image checkpoint, "
+            "or the Python API (sdexplain.generate with image=, mask_image= or depth_map=) for this one."
+        )
 
 
 def summary(model: str, pipe, run, out: Path) -> str:
