@@ -76,25 +76,58 @@ def test_needs_prints_the_one_line_only_when_skipping(capsys):
     assert "it needs a depth checkpoint. Instead: load one" in capsys.readouterr().out
 
 
+@pytest.fixture(scope="module")
+def tiny_depth_folder(tmp_path_factory):
+    from sdexplain.architectures import build_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-sd-depth") / "tiny-sd-depth"
+    build_pipeline("tiny-depth").save_pretrained(folder)
+    return folder
+
+
+def _execute(path: Path, model: Path, monkeypatch) -> nbformat.NotebookNode:
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    monkeypatch.setenv(notebook_tools.MODEL_VARIABLE, str(model))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb
+
+
+def _errors(nb, name: str) -> list[str]:
+    return [
+        f"{name} cell {index} (id {cell.id}): {output.get('ename')}: {output.get('evalue')}"
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.get("output_type") == "error"
+    ]
+
+
+@pytest.mark.slow
+def test_depth_notebook_runs_on_a_depth_checkpoint_with_its_own_estimator(tiny_depth_folder, monkeypatch):
+    """12 on a depth layout (5-channel U-Net + its own DPT): the depth sections run, not skipped."""
+    path = next(p for p in NOTEBOOKS if p.name.startswith("12_"))
+    nb = _execute(path, tiny_depth_folder, monkeypatch)
+    assert not _errors(nb, path.name), "\n".join(_errors(nb, path.name))
+    text = {cell.id: _text(cell.outputs) for cell in nb.cells if cell.cell_type == "code"}
+    assert "StableDiffusionDepth2ImgPipeline: a 5-channel U-Net and its own DPTForDepthEstimation" in "".join(text.values())
+    skipped = [cell_id for cell_id, out in text.items() if notebook_tools.SKIPPED in out]
+    assert skipped == ["17fcf063"], f"only the judge's section needs the toy; skipped: {skipped}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
 def test_notebook_runs_on_a_non_toy_model(path, tiny_folder, monkeypatch):
-    from nbclient import NotebookClient
-
     committed = nbformat.read(path, as_version=4)
-    nb = nbformat.read(path, as_version=4)
-    monkeypatch.setenv(notebook_tools.MODEL_VARIABLE, str(tiny_folder))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}).execute()
+    nb = _execute(path, tiny_folder, monkeypatch)
 
-    problems = []
+    problems = _errors(nb, path.name)
     for index, (before, after) in enumerate(zip(committed.cells, nb.cells)):
         if after.cell_type != "code":
             continue
         where = f"{path.name} cell {index} (id {after.id})"
-        for output in after.outputs:
-            if output.get("output_type") == "error":
-                problems.append(f"{where}: {output.get('ename')}: {output.get('evalue')}")
         for line in bare_toy_guards(after.source):
             problems.append(f"{where}: {line!r} without else: use `if needs_toy(MODEL, section, instead):`")
         if before.get("outputs") and not after.outputs:
