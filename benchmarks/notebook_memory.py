@@ -51,10 +51,17 @@ def run_notebook(path: Path, model: Path, timeout: int) -> dict:
 
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
-    os.environ["SDEXPLAIN_MODEL"] = str(model)
-    start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}).execute()
-    seconds = time.perf_counter() - start
+    saved = os.environ.get("SDEXPLAIN_MODEL")
+    os.environ["SDEXPLAIN_MODEL"] = str(model)  # the kernel inherits it; put back afterwards
+    try:
+        start = time.perf_counter()
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}).execute()
+        seconds = time.perf_counter() - start
+    finally:
+        if saved is None:
+            os.environ.pop("SDEXPLAIN_MODEL", None)
+        else:
+            os.environ["SDEXPLAIN_MODEL"] = saved
     errors = [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
     peak = {"allocated": None, "reserved": None}
     for output in nb.cells[-1].outputs:
