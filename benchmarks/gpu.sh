@@ -7,6 +7,11 @@
 # trace overhead, batched CFG sweep vs 8 stock calls, and scaling 256 -> 768 px.
 # Writes benchmarks/results-gpu.md and its scaling plot next to it. Extra arguments go to run_all.py
 # (e.g. --quick, or --repeats 10). Sets up .venv with `make setup` first if there is none.
+#
+#   bash benchmarks/gpu.sh --notebooks [04 09 ...]
+# instead executes notebooks 01, 03, 04, 09 and 14 (or those named) on the same SD-1.5 layout with
+# random weights, at 512x512 in float16 as a Colab reader runs them, and writes the peak GPU memory
+# (and wall time) of each to benchmarks/results-notebooks-gpu.md (benchmarks/notebook_memory.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +27,14 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
     exit 1
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+if [ "${1:-}" = "--notebooks" ]; then
+    shift
+    if [ "$#" -gt 0 ]; then
+        exec "$PY" benchmarks/notebook_memory.py --model sd15 --device cuda --notebooks "$@"
+    fi
+    exec "$PY" benchmarks/notebook_memory.py --model sd15 --device cuda
+fi
 
 exec "$PY" benchmarks/run_all.py \
     --model sd15 --device cuda --dtype float16 --size 512 --steps 25 \

@@ -4,6 +4,8 @@ Used where the shapes of a model matter but its weights don't: tests of every tr
 real layouts, and benchmarks (compute cost equals the real model's).
 
     build_pipeline("tiny")       a few-hundred-kB pipeline for fast unit tests (toy tokenizer)
+    build_pipeline("tiny-depth") the same as a depth checkpoint (stabilityai/stable-diffusion-2-depth's
+                                 layout in miniature): a 5-channel U-Net and its own tiny DPT depth estimator
     build_pipeline("sd15")       Stable Diffusion v1.5's exact layout, random weights (~1.07 B parameters)
     build_pipeline("sd21")       Stable Diffusion v2.1 (768-v), random weights (~1.29 B parameters)
     build_pipeline("sd21-base")  Stable Diffusion v2.1-base (512, epsilon), random weights
@@ -24,7 +26,7 @@ from functools import lru_cache
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionDepth2ImgPipeline, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from sdexplain.toy.tokenizer import build_tokenizer  # the tiny pipeline speaks the toy world's words
@@ -209,6 +211,21 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>", model_max_length: int = 77)
 # ----------------------------------------------------------------------------- builders
 
 
+def _tiny_unet(in_channels: int = 4) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=2,
+        norm_num_groups=32,
+    )
+
+
 def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """A tiny randomly initialised SD pipeline: 2 U-Net resolutions with cross-attention, VAE factor 8."""
     torch.manual_seed(seed)
@@ -226,18 +243,7 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=2,
-        norm_num_groups=32,
-    )
+    unet = _tiny_unet()
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -258,6 +264,43 @@ def build_tiny_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+
+
+def build_tiny_depth_pipeline(seed: int = 0) -> StableDiffusionDepth2ImgPipeline:
+    """The tiny pipeline as a depth checkpoint: a 5-channel U-Net (4 latent + 1 depth) and its own DPT.
+
+    The depth estimator is transformers' `DPTForDepthEstimation` (the class of SD 2-depth's
+    Intel/dpt-hybrid-midas) in a 4-layer ViT version of ~120k parameters, with its image processor
+    at 32×32; weights are random (seeded), so its depth maps are noise of the right shape.
+    """
+    from transformers import DPTConfig, DPTForDepthEstimation
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil  # PIL-only: no torchvision needed
+
+    base = build_tiny_pipeline(seed)
+    torch.manual_seed(seed + 1)
+    depth_estimator = DPTForDepthEstimation(
+        DPTConfig(
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+            backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[8, 16, 32, 32],
+            reassemble_factors=[4, 2, 1, 0.5],
+            fusion_hidden_size=16,
+        )
+    )
+    return StableDiffusionDepth2ImgPipeline(
+        vae=base.vae,
+        text_encoder=base.text_encoder,
+        tokenizer=base.tokenizer,
+        unet=_tiny_unet(in_channels=5).eval(),
+        scheduler=base.scheduler,
+        depth_estimator=depth_estimator.eval(),
+        feature_extractor=DPTImageProcessorPil(size={"height": 32, "width": 32}, keep_aspect_ratio=False),
     )
 
 
@@ -290,16 +333,18 @@ def _build_from_config(name: str) -> StableDiffusionPipeline:
 def build_pipeline(
     name: str, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> StableDiffusionPipeline:
-    """A random-weight pipeline of a known architecture: 'tiny', 'sd15', 'sd21' or 'sd21-base'.
+    """A random-weight pipeline of a known architecture: 'tiny', 'tiny-depth', 'sd15', 'sd21' or 'sd21-base'.
 
     The real layouts take about 4–5 GB in float32 and several seconds to initialise. Weights are
     random (seeded), so images are noise — but every shape, cost and hook point is the real model's.
     """
-    names = ["tiny", *ARCHITECTURES]
+    names = ["tiny", "tiny-depth", *ARCHITECTURES]
     if name not in names:
         raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(names)}")
     if name == "tiny":
         pipe = build_tiny_pipeline(seed)
+    elif name == "tiny-depth":
+        pipe = build_tiny_depth_pipeline(seed)
     else:
         torch.manual_seed(seed)
         pipe = _build_from_config(name)

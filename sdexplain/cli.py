@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="classifier-free guidance scale (default: the model's own, sdexplain.default_guidance: 7.5 as SD's WebUIs, the toy's measured scale for --model toy)",
     )
     gen.add_argument("--seed", type=_seed, default=0, help="0 … 2**64 - 1 (default 0)")
-    gen.add_argument("--scheduler", default=None, help="a scheduler name from sdexplain.generate.SCHEDULERS")
+    gen.add_argument("--scheduler", default=None, help="a scheduler name from sdexplain.loading.SCHEDULERS")
     gen.add_argument("--height", type=_pixels, default=None, help="pixels, a multiple of 8 (default: the model's size)")
     gen.add_argument("--width", type=_pixels, default=None, help="pixels, a multiple of 8 (default: the model's size)")
     gen.add_argument("--tile", type=_positive_int, default=128, help="pixels per picture in the strip (default 128)")
@@ -247,6 +247,7 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
         check_steps(pipe, args.steps)
     except ValueError as err:
         parser.error(f"--steps: {err}")
+    _check_text_to_image_unet(parser, args.model, pipe)
     _, run = generate(
         pipe,
         args.prompt,
@@ -262,6 +263,22 @@ def _generate(parser: argparse.ArgumentParser, args) -> int:
     save_png_atomically(strip, out)
     print(summary(args.model, pipe, run, out))
     return 0
+
+
+# What the extra U-Net input channels of the SD checkpoints that have them hold.
+_EXTRA_CHANNELS = {5: "a depth-to-image U-Net: 4 latent + 1 depth", 9: "an inpainting U-Net: 4 latent + 1 mask + 4 masked-image latent"}
+
+
+def _check_text_to_image_unet(parser: argparse.ArgumentParser, model: str, pipe) -> None:
+    """`generate` is text-to-image: its U-Net must take exactly the latent's channels."""
+    in_channels, latent_channels = pipe.unet.config.in_channels, pipe.vae.config.latent_channels
+    if in_channels != latent_channels:
+        what = _EXTRA_CHANNELS.get(in_channels, "not a text-to-image U-Net")
+        parser.error(
+            f"--model: {model!r} has a U-Net with {in_channels} input channels ({what}); `sdexplain generate` makes "
+            f"text-to-image only, which needs {latent_channels} (the latent alone). Use a text-to-image checkpoint, "
+            "or the Python API (sdexplain.generate with image=, mask_image= or depth_map=) for this one."
+        )
 
 
 def summary(model: str, pipe, run, out: Path) -> str:

@@ -11,7 +11,8 @@ what the notebooks measure about them:
 - `strength_one_check`: what "strength 1 = text-to-image from the same noise" means exactly.
 - `round_trip_error`, `image_error`: the VAE's own error, the floor for "unchanged".
 - `standard_masks`, `preservation`: inpainting masks and how well pixels outside them survive.
-- `estimate_depth`, `pearson`: depth-to-image's structure check.
+- `estimate_depth`, `pearson`: depth-to-image's structure check; `own_depth_estimator`: a depth
+  checkpoint's own DPT estimator, in the same form as the toy's.
 
 Meng et al. 2022, "SDEdit: Guided Image Synthesis and Editing with Stochastic Differential Equations".
 Not here: the sampling loops themselves (diffusers') and widgets (`sdexplain.widgets`).
@@ -405,6 +406,46 @@ def depth_pipeline(pipe, depth_unet):
     with quiet_libraries():  # .to() warns about an empty list of modules to keep in float32
         depth_unet = depth_unet.to(pipe.device, pipe.dtype)
     return derive(pipe, "depth-to-image", unet=depth_unet)
+
+
+class PipelineDepthEstimator(torch.nn.Module):
+    """A depth checkpoint's own estimator (its DPT and image processor), called like the toy's estimator.
+
+    forward: images (B, 3, H, W) in [-1, 1] -> depth (B, H, W), larger = nearer (DPT/MiDaS predict
+    inverse depth), resized to the input's size. The same two calls that diffusers'
+    `StableDiffusionDepth2ImgPipeline.prepare_depth_map` makes when no `depth_map=` is given.
+    """
+
+    def __init__(self, depth_estimator, feature_extractor):
+        super().__init__()
+        self.depth_estimator = depth_estimator
+        self.feature_extractor = feature_extractor
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pictures = [PIL.Image.fromarray(((x.permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5).clip(0, 255).round().astype(np.uint8)) for x in images]
+        pixel_values = self.feature_extractor(images=pictures, return_tensors="pt").pixel_values  # (B, 3, h', w')
+        parameter = next(self.depth_estimator.parameters())
+        depth = self.depth_estimator(pixel_values.to(parameter.device, parameter.dtype)).predicted_depth  # (B, h'', w'')
+        return torch.nn.functional.interpolate(depth[:, None].float(), size=images.shape[-2:], mode="bicubic", align_corners=False)[:, 0]
+
+
+def has_own_depth_estimator(pipe) -> bool:
+    """Whether `pipe` is a depth checkpoint that brought its own depth estimator (e.g. stabilityai/stable-diffusion-2-depth)."""
+    return pipe.unet.config.in_channels == 5 and getattr(pipe, "depth_estimator", None) is not None and getattr(pipe, "feature_extractor", None) is not None
+
+
+def own_depth_estimator(pipe) -> PipelineDepthEstimator:
+    """The depth estimator a depth checkpoint came with, as `estimate_depth` and `depth_frames` take it."""
+    if not has_own_depth_estimator(pipe):
+        raise ValueError(
+            f"{type(pipe).__name__} with a {pipe.unet.config.in_channels}-channel U-Net has no depth estimator of its own; "
+            "load a depth checkpoint such as stabilityai/stable-diffusion-2-depth (a StableDiffusionDepth2ImgPipeline)"
+        )
+    return PipelineDepthEstimator(pipe.depth_estimator, pipe.feature_extractor)
+
+
+DEPTH_CHECKPOINT = "stabilityai/stable-diffusion-2-depth"
 
 
 def depth_picture(depth) -> np.ndarray:

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from sdexplain.diffusion import check_steps
+from sdexplain.images import vae_decode
 
 
 @dataclass
@@ -107,9 +108,9 @@ def cfg_sweep(
         # 5. the scheduler's own step: x_t → x_{t-1}
         latents = pipe.scheduler.step(guided, t, latents, **extra, return_dict=False)[0]
 
-    # 6. decode
-    images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-    sweep.images = pipe.image_processor.postprocess(images, output_type="pil")
+    # 6. decode, a few images per VAE call on CUDA (memory grows with the pixels of a call)
+    decoded = vae_decode(pipe.vae, latents)  # (S, 3, H, W) in [-1, 1]
+    sweep.images = pipe.image_processor.postprocess(decoded, output_type="pil")
     return sweep
 
 
@@ -160,9 +161,7 @@ def classifier_guided_sample(
         # 4. ε̂ = ε − s·sqrt(1 − ᾱ_t)·∇ log p(y | x_t): the guidance shifts the drift toward y
         eps = eps - scale * (1 - alphas_cumprod[t]).sqrt() * grad.to(eps.dtype)
         latents = scheduler.step(eps, t, latents, return_dict=False)[0]
-    with torch.no_grad():
-        images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0].clamp(-1, 1)
-    return images.float().cpu(), torch.stack(confidence)
+    return vae_decode(pipe.vae, latents), torch.stack(confidence)
 
 
 # ----------------------------------------------------------------------------- measurements

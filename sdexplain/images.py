@@ -210,23 +210,59 @@ def _scaling(vae) -> tuple[float, float]:
     return scale, shift
 
 
+# Pixels per VAE call on CUDA. The VAE's activations grow with the pixels of the batch, not with the
+# latent: SD's VAE in float16 needs roughly 0.3 GB (encode) to 0.8 GB (decode) per 512×512 image, so
+# 32 images of 512² in one call would need ~10 GB, more than a 16 GB T4 has left beside the model.
+# Four 512² images per call keep a call near 3 GB; the toy's 64² images still go 256 at a time.
+VAE_PIXEL_BUDGET_CUDA = 4 * 512 * 512
+VAE_BATCH_ELSEWHERE = 16  # CPU and MPS: host memory; the batch only needs to be bounded
+
+
+def vae_batch_size(device, height: int, width: int, pixel_budget: int | None = None) -> int:
+    """Images per VAE encode/decode call for images of height×width pixels on `device`.
+
+    On CUDA the batch is sized by pixel count (`pixel_budget`, default VAE_PIXEL_BUDGET_CUDA), so
+    peak memory per call stays bounded whatever the resolution; at least one image per call.
+    Elsewhere VAE_BATCH_ELSEWHERE images, unless a `pixel_budget` is given.
+    """
+    if pixel_budget is None:
+        if torch.device(device).type != "cuda":
+            return VAE_BATCH_ELSEWHERE
+        pixel_budget = VAE_PIXEL_BUDGET_CUDA
+    if pixel_budget < 1:
+        raise ValueError(f"pixel_budget must be a positive number of pixels, got {pixel_budget}")
+    return max(1, pixel_budget // (height * width))
+
+
+def _vae_factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 @torch.no_grad()
-def vae_encode(vae, images: torch.Tensor) -> torch.Tensor:
+def vae_encode(vae, images: torch.Tensor, pixel_budget: int | None = None) -> torch.Tensor:
     """Images (B, 3, H, W) in [-1, 1] -> latents (B, 4, H/8, W/8) in the U-Net's space.
 
     Uses the mean of the VAE's posterior (not a sample), so the same image always gives the same latent.
+    Encoded in batches of `vae_batch_size` images (bounded by pixel count on CUDA).
     """
     scale, shift = _scaling(vae)
-    posterior = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
-    return ((posterior.mean - shift) * scale).float().cpu()
+    out = []
+    for chunk in torch.split(images, vae_batch_size(vae.device, *images.shape[-2:], pixel_budget)):
+        posterior = vae.encode(chunk.to(vae.device, vae.dtype)).latent_dist
+        out.append(((posterior.mean - shift) * scale).float().cpu())
+    return torch.cat(out)
 
 
 @torch.no_grad()
-def vae_decode(vae, latents: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """Latents (B, 4, h, w) in the U-Net's space -> images (B, 3, 8h, 8w) in [-1, 1], decoded in batches."""
+def vae_decode(vae, latents: torch.Tensor, pixel_budget: int | None = None) -> torch.Tensor:
+    """Latents (B, 4, h, w) in the U-Net's space -> images (B, 3, 8h, 8w) in [-1, 1].
+
+    Decoded in batches of `vae_batch_size` images (bounded by pixel count on CUDA).
+    """
     scale, shift = _scaling(vae)
+    factor = _vae_factor(vae)
     out = []
-    for chunk in torch.split(latents, batch_size):
+    for chunk in torch.split(latents, vae_batch_size(vae.device, latents.shape[-2] * factor, latents.shape[-1] * factor, pixel_budget)):
         z = chunk.to(vae.device, vae.dtype) / scale + shift
         out.append(vae.decode(z).sample.float().clamp(-1, 1).cpu())
     return torch.cat(out)

@@ -230,13 +230,37 @@ def _load_folder(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> Stable
         )
     if not allow_pickle:
         _check_weights_are_safetensors(folder)
-    return StableDiffusionPipeline.from_pretrained(
-        folder,
+    cls = pipeline_class(StableDiffusionPipeline.load_config(folder))
+    return _from_pretrained(cls, folder, dtype, allow_pickle, local_files_only=True)
+
+
+def pipeline_class(model_index: dict):
+    """The pipeline class to load a checkpoint as: a depth checkpoint (stabilityai/stable-diffusion-2-depth)
+    is a `StableDiffusionDepth2ImgPipeline`, so its own DPT depth estimator comes with it; anything else
+    is a `StableDiffusionPipeline`."""
+    return StableDiffusionDepth2ImgPipeline if model_index.get("_class_name") == "StableDiffusionDepth2ImgPipeline" else StableDiffusionPipeline
+
+
+def _from_pretrained(cls, source, dtype: torch.dtype, allow_pickle: bool, **kwargs):
+    """`cls.from_pretrained(source)`: float16 asks for the repository's fp16 variant files first (half the
+    download), and falls back to the full-precision files where there are none."""
+    from diffusers.utils import is_accelerate_available
+
+    kwargs.update(
         dtype=dtype,
         use_safetensors=None if allow_pickle else True,
-        local_files_only=True,
-        **_NO_SAFETY_CHECKER,
+        # without accelerate, diffusers would print a notice on every load and then do just this
+        low_cpu_mem_usage=is_accelerate_available(),
     )
+    if cls is StableDiffusionPipeline:
+        kwargs.update(_NO_SAFETY_CHECKER)
+    if dtype == torch.float16:
+        try:
+            return cls.from_pretrained(source, variant="fp16", **kwargs)
+        except ValueError as err:  # diffusers: "... variant=fp16, but no such modeling files are available"
+            if "variant" not in str(err):
+                raise
+    return cls.from_pretrained(source, **kwargs)
 
 
 def _load_file(path: Path, dtype: torch.dtype, allow_pickle: bool, config: str | Path | None) -> StableDiffusionPipeline:
@@ -313,12 +337,8 @@ def _short_reason(err: OSError) -> str:
 
 def _load_hub(model_id: str, dtype: torch.dtype, allow_pickle: bool) -> StableDiffusionPipeline:
     try:
-        return StableDiffusionPipeline.from_pretrained(
-            model_id,
-            dtype=dtype,
-            use_safetensors=None if allow_pickle else True,
-            **_NO_SAFETY_CHECKER,
-        )
+        cls = pipeline_class(StableDiffusionPipeline.load_config(model_id))
+        return _from_pretrained(cls, model_id, dtype, allow_pickle)
     except OSError as err:  # diffusers reports "not cached and the Hub unreachable" (and 404s) as OSError
         raise ModelNotFoundError(
             f"could not load model {model_id!r}: it is not in the local Hugging Face cache and the Hub could not "

@@ -34,21 +34,52 @@ def colab_badge(notebook_name: str, branch: str = "main") -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
 
 
-def setup_cell(model_line: str = 'MODEL = "toy"  # or a Hub id such as "stable-diffusion-v1-5/stable-diffusion-v1-5", a folder, a .safetensors file') -> str:
-    """The first code cell of every notebook: install in Colab only, pick the model, report the runtime."""
+MODEL_VARIABLE = "SDEXPLAIN_MODEL"  # the environment variable the notebooks' first cell reads MODEL from
+
+# The start of the one line a skipped section prints (the non-toy notebook test looks for it).
+SKIPPED = "Skipped section"
+
+def setup_cell(default_model: str = "toy") -> str:
+    """The first code cell of every notebook: install in Colab only, pick the model, report the runtime.
+
+    MODEL comes from the environment variable SDEXPLAIN_MODEL when it is set (CI runs every notebook on
+    a non-toy folder that way), else `default_model`. The Colab install takes the `notebooks` extra,
+    which brings CLIP's real tokenizer (instant-clip-tokenizer) for notebook 05.
+    """
     return "\n".join(
         [
-            "import sys",
+            "import os, sys",
             'if "google.colab" in sys.modules:  # in Colab: install sdexplain from the repository',
-            f'    !pip install -q "sdexplain @ git+{repository_url()}"',
+            f'    !pip install -q "sdexplain[notebooks] @ git+{repository_url()}"',
             "",
             "import sdexplain",
-            "from sdexplain.notebook_tools import runtime_summary",
+            "from sdexplain.notebook_tools import needs, needs_toy, runtime_summary",
             "",
-            model_line,
+            f'MODEL = os.environ.get("{MODEL_VARIABLE}", "{default_model}")  # or a Hub id such as "stable-diffusion-v1-5/stable-diffusion-v1-5", a folder, a .safetensors file',
             "print(runtime_summary(MODEL))",
         ]
     )
+
+
+def needs(available: bool, section: str, requirement: str, instead: str) -> bool:
+    """`available`, and when it is not, one line saying which section is skipped, what it needs and what to do instead.
+
+    Guard every section that only some models can run with it, so the reader is told what was skipped
+    rather than seeing nothing:
+
+        Skipped section (the judge's verdicts): it needs the toy model. Instead: look at the samples by eye.
+    """
+    if not available:
+        print(f"{SKIPPED} ({section}): it needs {requirement}. Instead: {instead}")
+    return bool(available)
+
+
+def needs_toy(model: str, section: str, instead: str) -> bool:
+    """True for the toy model; otherwise print that `section` needs the toy, and what a real model shows `instead`.
+
+    Usage in a notebook: `if needs_toy(MODEL, "the judge's verdicts", "look at the samples by eye"): ...`
+    """
+    return needs(model == "toy", section, "the toy model (its generated world has ground truth: labels, masks, depth)", instead)
 
 
 def runtime_summary(model: str) -> str:

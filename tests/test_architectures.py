@@ -49,7 +49,7 @@ def test_sd21_and_base_differ_where_the_published_models_do():
 
 
 def test_unknown_architecture_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown architecture 'sdxl'; allowed: tiny, sd15, sd21, sd21-base"):
+    with pytest.raises(ValueError, match=r"unknown architecture 'sdxl'; allowed: tiny, tiny-depth, sd15, sd21, sd21-base"):
         build_pipeline("sdxl")
 
 

@@ -2,6 +2,7 @@
 the documented keys with sane values. No timing is asserted (the machine may be busy)."""
 
 import math
+import os
 
 import pytest
 
@@ -104,3 +105,17 @@ def test_trace_profile_times_every_variant_and_images_stay_identical(tiny_pipe):
         assert r["identical"], name  # tracing never changes the image
         assert _positive_time(r["wall_s"]) and r["ratio"] > 0
     assert "everything" in trace_profile.table(result)
+
+
+@pytest.mark.slow
+def test_notebook_memory_dry_run_on_cpu(tmp_path, monkeypatch):
+    """gpu.sh --notebooks' machinery on a CPU: a notebook runs on the saved model, the table names it (no memory: no GPU)."""
+    from benchmarks import notebook_memory
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("SDEXPLAIN_MODEL", raising=False)
+    out = tmp_path / "nb.md"
+    assert notebook_memory.main(["--model", "tiny", "--device", "cpu", "--notebooks", "01", "--out", str(out)]) == 0
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| 01_forward_diffusion.ipynb"))
+    assert row.split("|")[2].strip() == "—" and row.split("|")[-2].strip() == "none"  # no CUDA here; no errors
+    assert "SDEXPLAIN_MODEL" not in os.environ  # later notebooks in this session run on the toy again

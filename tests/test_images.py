@@ -146,11 +146,48 @@ def test_vae_round_trip_shapes(tiny_pipe):
     x = torch.zeros(2, 3, 64, 64)
     z = images.vae_encode(tiny_pipe.vae, x)
     assert z.shape == (2, 4, 8, 8)
-    back = images.vae_decode(tiny_pipe.vae, z, batch_size=1)
+    back = images.vae_decode(tiny_pipe.vae, z, pixel_budget=64 * 64)  # one image per call
     assert back.shape == (2, 3, 64, 64) and back.min() >= -1 and back.max() <= 1
 
 
-# --------------------------------------------------------------------------- overlays
+def test_vae_batch_size_by_pixels_on_cuda_only():
+    budget = images.VAE_PIXEL_BUDGET_CUDA
+    assert images.vae_batch_size("cuda", 512, 512) == budget // (512 * 512) == 4
+    assert images.vae_batch_size(torch.device("cuda:0"), 64, 64) == budget // (64 * 64)
+    assert images.vae_batch_size("cuda", 2048, 2048) == 1  # one image even when it alone exceeds the budget
+    assert images.vae_batch_size("cpu", 512, 512) == images.VAE_BATCH_ELSEWHERE
+    assert images.vae_batch_size("cpu", 64, 64, pixel_budget=3 * 64 * 64) == 3
+    with pytest.raises(ValueError, match="pixel_budget"):
+        images.vae_batch_size("cuda", 64, 64, pixel_budget=0)
+
+
+def _record_vae_calls(monkeypatch, vae):
+    """Count the pixels of every real encode/decode call of `vae` (the calls still run)."""
+    calls = []
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    encode, decode = vae.encode, vae.decode
+    monkeypatch.setattr(vae, "encode", lambda x, *a, **k: calls.append(("encode", x.shape[0] * x.shape[-2] * x.shape[-1])) or encode(x, *a, **k))
+    monkeypatch.setattr(vae, "decode", lambda z, *a, **k: calls.append(("decode", z.shape[0] * z.shape[-2] * z.shape[-1] * factor**2)) or decode(z, *a, **k))
+    return calls
+
+
+def test_vae_calls_stay_within_a_cuda_pixel_budget(tiny_pipe, monkeypatch):
+    """On a (fake) CUDA budget of 3 images of 64², 7 images go 3 + 3 + 1 per call, and the results equal one big call."""
+    vae = tiny_pipe.vae
+    x = torch.rand(7, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    whole_z = images.vae_encode(vae, x, pixel_budget=10**9)
+    whole_x = images.vae_decode(vae, whole_z, pixel_budget=10**9)
+    calls = _record_vae_calls(monkeypatch, vae)
+    monkeypatch.setattr(images, "VAE_PIXEL_BUDGET_CUDA", 3 * 64 * 64)
+    real_batch_size = images.vae_batch_size
+    monkeypatch.setattr(images, "vae_batch_size", lambda device, h, w, budget=None: real_batch_size("cuda", h, w, budget))  # as if on CUDA
+    z = images.vae_encode(vae, x)
+    back = images.vae_decode(vae, z)
+    assert [kind for kind, _ in calls] == ["encode"] * 3 + ["decode"] * 3
+    assert [pixels for _, pixels in calls] == [3 * 64 * 64, 3 * 64 * 64, 64 * 64] * 2
+    assert max(pixels for _, pixels in calls) <= images.VAE_PIXEL_BUDGET_CUDA
+    torch.testing.assert_close(z, whole_z, atol=1e-4, rtol=1e-4)  # batch size changes float rounding only
+    torch.testing.assert_close(back, whole_x, atol=1e-4, rtol=1e-4)
 
 
 def test_overlay_heatmap_puts_the_hot_spot_where_the_map_is():

@@ -1,0 +1,137 @@
+"""Every notebook runs to the end on a model that is not the toy, and says so where it skips a section.
+
+The "real" model here is the package's tiny random-weight Stable Diffusion pipeline
+(`sdexplain.architectures.build_pipeline("tiny")`), saved with `save_pretrained` to a folder: to the
+notebooks it is a local diffusers folder like any downloaded checkpoint, so every `MODEL == "toy"`
+branch takes its real-model side. Each notebook's first cell reads MODEL from SDEXPLAIN_MODEL.
+
+What fails the test:
+1. an error output in any cell;
+2. a silent skip: a code cell whose committed (toy) run shows output but which shows nothing here;
+3. a cell that calls `needs_toy(...)`/`needs(...)` and whose guard was not taken without printing
+   the one recognisable line (`notebook_tools.SKIPPED`);
+4. a bare `if MODEL == "toy":` block with no `else:` in its cell: toy-only sections go through
+   `needs_toy`, which tells the reader what a real model shows instead.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from sdexplain import notebook_tools
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+GUARD = re.compile(r"\bneeds(_toy)?\(")
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from sdexplain.architectures import build_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-sd") / "tiny-sd"
+    build_pipeline("tiny").save_pretrained(folder)
+    return folder
+
+
+def _text(outputs) -> str:
+    parts = []
+    for output in outputs:
+        if output.get("output_type") == "stream":
+            parts.append(output.get("text", ""))
+        else:
+            parts.append(str(output.get("data", {}).get("text/plain", "")))
+    return "".join(parts)
+
+
+def bare_toy_guards(source: str) -> list[str]:
+    """Lines `if MODEL == "toy":` at the cell's top level that have no top-level `else:` after them."""
+    lines = source.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if re.match(r'if MODEL == "toy"\s*:', line):
+            rest = lines[i + 1 :]
+            block_end = next((j for j, l in enumerate(rest) if l and not l[0].isspace()), len(rest))
+            if block_end == len(rest) or not re.match(r"(else|elif .*)\s*:", rest[block_end]):
+                found.append(line)
+    return found
+
+
+def test_bare_toy_guard_detection():
+    assert bare_toy_guards('if MODEL == "toy":\n    x = 1\nprint(x)') == ['if MODEL == "toy":']
+    assert bare_toy_guards('if MODEL == "toy":\n    x = 1\nelse:\n    x = 2') == []
+    assert bare_toy_guards('if needs_toy(MODEL, "a", "b"):\n    x = 1') == []
+
+
+def test_needs_prints_the_one_line_only_when_skipping(capsys):
+    assert notebook_tools.needs_toy("toy", "the judge", "look by eye") is True
+    assert capsys.readouterr().out == ""
+    assert notebook_tools.needs_toy("some/model", "the judge", "look by eye") is False
+    line = capsys.readouterr().out
+    assert line.startswith(notebook_tools.SKIPPED + " (the judge): it needs the toy model") and line.strip().endswith("Instead: look by eye")
+    assert notebook_tools.needs(False, "depth", "a depth checkpoint", "load one") is False
+    assert "it needs a depth checkpoint. Instead: load one" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny_depth_folder(tmp_path_factory):
+    from sdexplain.architectures import build_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-sd-depth") / "tiny-sd-depth"
+    build_pipeline("tiny-depth").save_pretrained(folder)
+    return folder
+
+
+def _execute(path: Path, model: Path, monkeypatch) -> nbformat.NotebookNode:
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    monkeypatch.setenv(notebook_tools.MODEL_VARIABLE, str(model))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb
+
+
+def _errors(nb, name: str) -> list[str]:
+    return [
+        f"{name} cell {index} (id {cell.id}): {output.get('ename')}: {output.get('evalue')}"
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.get("output_type") == "error"
+    ]
+
+
+@pytest.mark.slow
+def test_depth_notebook_runs_on_a_depth_checkpoint_with_its_own_estimator(tiny_depth_folder, monkeypatch):
+    """12 on a depth layout (5-channel U-Net + its own DPT): the depth sections run, not skipped."""
+    path = next(p for p in NOTEBOOKS if p.name.startswith("12_"))
+    nb = _execute(path, tiny_depth_folder, monkeypatch)
+    assert not _errors(nb, path.name), "\n".join(_errors(nb, path.name))
+    text = {cell.id: _text(cell.outputs) for cell in nb.cells if cell.cell_type == "code"}
+    assert "StableDiffusionDepth2ImgPipeline: a 5-channel U-Net and its own DPTForDepthEstimation" in "".join(text.values())
+    skipped = [cell_id for cell_id, out in text.items() if notebook_tools.SKIPPED in out]
+    assert skipped == ["17fcf063"], f"only the judge's section needs the toy; skipped: {skipped}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
+def test_notebook_runs_on_a_non_toy_model(path, tiny_folder, monkeypatch):
+    committed = nbformat.read(path, as_version=4)
+    nb = _execute(path, tiny_folder, monkeypatch)
+
+    problems = _errors(nb, path.name)
+    for index, (before, after) in enumerate(zip(committed.cells, nb.cells)):
+        if after.cell_type != "code":
+            continue
+        where = f"{path.name} cell {index} (id {after.id})"
+        for line in bare_toy_guards(after.source):
+            problems.append(f"{where}: {line!r} without else: use `if needs_toy(MODEL, section, instead):`")
+        if before.get("outputs") and not after.outputs:
+            problems.append(f"{where}: shows output on the toy but nothing on a real model (a silent skip)")
+        if GUARD.search(after.source) and notebook_tools.SKIPPED not in _text(after.outputs):
+            problems.append(f"{where}: calls needs/needs_toy but printed no {notebook_tools.SKIPPED!r} line on a real model")
+    assert not problems, "\n".join(problems)
