@@ -342,7 +342,7 @@ def accuracy_vs_t(t, accuracy, chance: float | Mapping[str, float] | None = None
 # --------------------------------------------------------------------------- guidance
 
 
-def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None = None, channel: int | None = None, title: str | None = None) -> Figure:
+def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None = None, channel: int | None = None, title: str | None = None, names: Sequence[str] | None = None) -> Figure:
     """Classifier-free guidance at one step, four panels on ONE shared colour scale (plus a colour bar):
 
         unconditional ε̂(x_t, "")   conditional ε̂(x_t, prompt)   difference cond − uncond   guided ε̂
@@ -350,6 +350,7 @@ def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None 
     Tensors are one latent's noise (C, h, w) or (1, C, h, w). ``noise_guided`` defaults to
     uncond + scale·(cond − uncond). ``channel``: show one channel; default all as a 2×2 grid.
     The difference is usually small on the shared scale: guidance multiplies it by ``scale``.
+    ``names``: the four panel titles (e.g. for a negative prompt, whose noise takes the unconditional place).
     Returns a figure with 5 axes (4 panels, 1 colour bar).
     """
     uncond, cond = images.latent_array(noise_uncond), images.latent_array(noise_cond)
@@ -361,7 +362,10 @@ def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None 
     else:
         guided = images.latent_array(noise_guided)
     panels = [uncond, cond, diff, guided]
-    names = ["unconditional", "conditional", "cond − uncond", "guided" + (f" (s={scale:g})" if scale is not None else "")]
+    if names is None:
+        names = ["unconditional", "conditional", "cond − uncond", "guided" + (f" (s={scale:g})" if scale is not None else "")]
+    if len(names) != 4:
+        raise ValueError(f"names must give 4 panel titles, got {len(names)}")
     pictures = [p[channel] if channel is not None else images.channel_mosaic(p) for p in panels]
     vmax = max(float(np.nanmax(np.abs(p))) for p in pictures) or 1.0
     fig = Figure(figsize=(10.0, 2.9), layout="constrained")
