@@ -14,6 +14,8 @@ returning them from a notebook cell (or ``IPython.display.display(fig)``). Widge
 
 from __future__ import annotations
 
+import textwrap
+
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -170,7 +172,10 @@ def image_grid(
     suptitle: str | None = None,
     cell: float = 2.0,
 ) -> Figure:
-    """Images (anything ``images.to_uint8`` takes) in a grid, one axes each, with optional titles."""
+    """Images (anything ``images.to_uint8`` takes) in a grid, one axes each, with optional titles.
+
+    Long titles are wrapped to the cell's width, so neighbouring titles never overlap.
+    """
     n = len(pictures)
     if n == 0:
         raise ValueError("image_grid needs at least one image")
@@ -185,10 +190,16 @@ def image_grid(
         if i < n:
             ax.imshow(images.to_uint8(pictures[i]), interpolation="nearest")
             if titles is not None:
-                ax.set_title(titles[i], fontsize=9)
+                ax.set_title(wrap_title(titles[i], cell), fontsize=9)
     if suptitle:
         fig.suptitle(suptitle)
     return fig
+
+
+def wrap_title(title: str, cell: float, fontsize: float = 9.0) -> str:
+    """``title`` with every line wrapped to fit an axes ``cell`` inches wide (about 0.55·fontsize points per character)."""
+    width = max(6, int(cell * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.fill(line, width) if line else line for line in str(title).split("\n"))
 
 
 def latent_channels(latent, vmax: float | None = None, titles: Sequence[str] | None = None, title: str | None = None, cell: float = 1.8) -> Figure:

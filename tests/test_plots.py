@@ -162,3 +162,12 @@ def test_plots_leave_no_pyplot_figures(tiny_pipe):
     plots.schedule_curve(tiny_pipe.scheduler).frame(10)
     plots.image_grid([np.zeros((4, 4, 3), np.uint8)])
     assert plt.get_fignums() == before
+
+
+def test_long_titles_are_wrapped_to_the_cell():
+    title = "a large blue circle on the right"
+    wrapped = plots.wrap_title(title, cell=1.4)
+    assert wrapped.replace("\n", " ") == title and "\n" in wrapped
+    assert plots.wrap_title("step 3/21\nt=901", cell=1.4) == "step 3/21\nt=901"  # short lines stay as they are
+    fig = plots.image_grid([np.zeros((4, 4, 3), np.uint8)] * 2, [title, "s = 1"], cell=1.4)
+    assert fig.axes[0].get_title() == wrapped
