@@ -53,6 +53,15 @@ def test_judge_reads_held_out_scenes(judge):
     assert min(accuracy.values()) >= 0.98, accuracy
 
 
+def test_judge_pictures_names_what_the_judge_reads_off_rendered_scenes(judge):
+    scenes = [world.make_scene("cat", "orange", "center", "large"), world.make_scene("circle", "blue", "left", "small")]
+    pictures = [world.render(scene)[0] for scene in scenes]  # uint8 (64, 64, 3)
+    assert evaluate.judge_pictures(judge, pictures) == [
+        {"shape": "cat", "colour": "orange", "position": "center", "size": "large"},
+        {"shape": "circle", "colour": "blue", "position": "left", "size": "small"},
+    ]
+
+
 def test_judge_reads_what_the_vae_decodes(toy_pipe, judge):
     # every generated image comes out of the VAE decoder: a judge that can't read round trips can't score samples
     accuracy = evaluate.judge_accuracy(judge, n=300, vae=toy_pipe.vae)

@@ -44,6 +44,14 @@ def judge_images(judge: Judge, images: torch.Tensor) -> dict[str, dict[str, torc
     return result
 
 
+def judge_pictures(judge: Judge, pictures) -> list[dict[str, str]]:
+    """What the judge reads off each picture (PIL images or uint8 arrays, 64×64): [{attribute: label name}]."""
+    arrays = [np.asarray(p.convert("RGB") if hasattr(p, "convert") else p, dtype=np.float32) for p in pictures]  # (H, W, 3)
+    batch = torch.from_numpy(np.stack(arrays) / 127.5 - 1.0).permute(0, 3, 1, 2)  # (B, 3, H, W) in [-1, 1]
+    verdict = judge_images(judge, batch)
+    return [{name: judge.HEADS[name][int(verdict[name]["predicted"][i])] for name in verdict} for i in range(len(arrays))]
+
+
 def held_out_scenes(n: int, seed: int = HELD_OUT_SEED) -> list[world.Scene]:
     return world.sample_scenes(n, seed)
 
