@@ -384,3 +384,59 @@ def image_rows(rows, labels, cell: float = 1.1):
                 ax.imshow(row[c], interpolation="nearest")
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     return fig
+
+
+# ----------------------------------------------------------------------------- negative prompt
+
+
+@dataclass
+class NegativePromptEffect:
+    """`negative_prompt_effect`: the same seeds with and without a negative prompt, judged.
+
+    With a negative prompt n, CFG's unconditional half is ε(x_t, n) instead of ε(x_t, ""):
+        ε̂ = ε(x_t, n) + s·(ε(x_t, prompt) − ε(x_t, n))
+    so the guided step pushes away from n as much as toward the prompt.
+    """
+
+    prompt: str
+    negative: str
+    attribute: str  # the judge's head the negative names, e.g. "colour"
+    value: str  # the value it names, e.g. "red"
+    images_without: list  # [PIL.Image], negative "" (plain CFG)
+    images_with: list  # [PIL.Image], the same seeds with the negative prompt
+    share_without: float  # share of images the judge reads as `value`
+    share_with: float
+    probability_without: float  # the judge's mean p(value | image) over the images
+    probability_with: float
+    run_with: object  # the Trace of the run with the negative prompt: noise_uncond is ε(x_t, negative)
+
+
+def negative_prompt_effect(pipe, judge, prompt: str, negative: str, *, n: int = 16, steps: int = 20, cfg: float = 3.0, seed: int = 0) -> NegativePromptEffect:
+    """Generate `n` images of `prompt` (one batch, `seed`) without and with `negative`, and judge one attribute.
+
+    `negative` must name exactly one toy attribute (e.g. "red"); the judge (the toy's `Judge`)
+    reads that attribute off every image. Both runs start from the same noises.
+    """
+    from sdexplain.generate import generate
+    from sdexplain.toy import world
+    from sdexplain.toy.evaluate import judge_images
+
+    named = {k: v for k, v in world.parse_caption(negative).items() if v is not None}
+    if len(named) != 1:
+        raise ValueError(f"negative prompt {negative!r} must name exactly one colour, shape, position or size; it names {named or 'none'}")
+    (attribute, value), = named.items()
+    index = list(judge.HEADS[attribute]).index(value)
+    results = {}
+    for key, negative_prompt in (("without", None), ("with", negative)):
+        pictures, run = generate(pipe, prompt, negative_prompt=negative_prompt, steps=steps, cfg=cfg, seed=seed, num_images=n, attention=False, preview_every=0)
+        verdict = judge_images(judge, _to_judge_range(pictures))[attribute]
+        share = float((verdict["predicted"] == index).float().mean())
+        probability = float(verdict["probs"][:, index].mean())
+        results[key] = (pictures, share, probability, run)
+    return NegativePromptEffect(
+        prompt, negative, attribute, value,
+        images_without=results["without"][0], images_with=results["with"][0],
+        share_without=results["without"][1], share_with=results["with"][1],
+        probability_without=results["without"][2], probability_with=results["with"][2],
+        run_with=results["with"][3],
+    )

@@ -281,3 +281,63 @@ def resolution_sweep(pipe, sides: Sequence[int], prompt: str | None = None, *, s
             picture = images.to_uint8(made[0])
         results.append(ResolutionResult(latent_geometry(pipe, side, side), seconds, picture))
     return results
+
+
+@dataclass
+class PixelLatentCost:
+    """One U-Net evaluation on pixels vs on latents, with the SAME U-Net width (`pixel_vs_latent_cost`)."""
+
+    pixel_shape: tuple  # (3, H, W)
+    latent_shape: tuple  # (C, h, w)
+    parameters: int  # of the pixel U-Net (the latent one differs only in its first and last convolution)
+    pixel_seconds: float  # median time of one forward pass
+    latent_seconds: float
+
+    @property
+    def numbers_ratio(self) -> float:
+        return float(np.prod(self.pixel_shape) / np.prod(self.latent_shape))
+
+    @property
+    def time_ratio(self) -> float:
+        return self.pixel_seconds / self.latent_seconds
+
+
+def pixel_vs_latent_cost(pipe, repeats: int = 5) -> PixelLatentCost:
+    """Time one U-Net call on the image's pixels and on its latent, with the loaded U-Net's own architecture.
+
+    The pixel U-Net is `pipe.unet`'s config with 3 input/output channels and the image's size (random
+    weights: the cost does not depend on their values); the latent one is `pipe.unet` itself. Both get
+    the same text conditioning (zeros) and timestep. Returns median seconds of `repeats` calls each.
+    Meant for small models: a pixel-space SD U-Net at 512×512 would not fit a typical GPU's memory.
+    """
+    from diffusers import UNet2DConditionModel
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    geometry = latent_geometry(pipe)
+    height, width = geometry.height, geometry.width
+    config = {**dict(pipe.unet.config), "in_channels": 3, "out_channels": 3, "sample_size": max(height, width)}
+    pixel_unet = UNet2DConditionModel.from_config(config).to(pipe.unet.device, pipe.unet.dtype).eval()
+    text = torch.zeros(1, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim, device=pipe.unet.device, dtype=pipe.unet.dtype)
+
+    def median_seconds(unet, sample):
+        times = []
+        with torch.no_grad():
+            unet(sample, 500, encoder_hidden_states=text)  # warm-up call, not timed
+            for _ in range(repeats):
+                start = time.perf_counter()
+                unet(sample, 500, encoder_hidden_states=text)
+                if sample.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    pixels = torch.randn(1, 3, height, width, device=pipe.unet.device, dtype=pipe.unet.dtype)  # (1, 3, H, W)
+    latent = torch.randn(1, *geometry.latent_shape, device=pipe.unet.device, dtype=pipe.unet.dtype)  # (1, C, h, w)
+    return PixelLatentCost(
+        pixel_shape=(3, height, width),
+        latent_shape=tuple(geometry.latent_shape),
+        parameters=sum(p.numel() for p in pixel_unet.parameters()),
+        pixel_seconds=median_seconds(pixel_unet, pixels),
+        latent_seconds=median_seconds(pipe.unet, latent),
+    )

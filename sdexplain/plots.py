@@ -14,6 +14,8 @@ returning them from a notebook cell (or ``IPython.display.display(fig)``). Widge
 
 from __future__ import annotations
 
+import textwrap
+
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -67,20 +69,23 @@ def noise_schedule(
     figsize: tuple[float, float] = (6.0, 3.2),
     title: str | None = "Noise schedule",
 ) -> Figure:
-    """ᾱ_t (signal kept) and σ_t = sqrt(1 − ᾱ_t) (noise level) against the training timestep t.
+    """√ᾱ_t (signal scale) and σ_t = sqrt(1 − ᾱ_t) (noise level) against the training timestep t.
+
+    Both curves are on the same scale, the factors of x_t = √ᾱ_t·x0 + σ_t·ε (so √ᾱ_t² + σ_t² = 1).
 
     ``schedule``: a scheduler or its ᾱ table. ``t``: draw a marker there. ``timesteps``: the
     sampler's timesteps (e.g. ``sampler_timesteps(pipe.scheduler, 20)``), drawn as a staircase on
     the σ_t curve: each step of sampling takes the latent from one noise level down to the next.
 
-    One axes; ``ax.lines[0]`` is ᾱ_t and ``ax.lines[1]`` is σ_t, both over t = 0 … T−1.
+    One axes; ``ax.lines[0]`` is √ᾱ_t and ``ax.lines[1]`` is σ_t, both over t = 0 … T−1.
     """
     alpha_bar = schedule_table(schedule)  # (T,)
-    sigma = np.sqrt(1.0 - alpha_bar)  # (T,)
+    signal = np.sqrt(alpha_bar)  # (T,) the factor of x0 in x_t
+    sigma = np.sqrt(1.0 - alpha_bar)  # (T,) the factor of ε in x_t
     steps = np.arange(len(alpha_bar))
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(steps, alpha_bar, color=ALPHA_BAR_COLOUR, label="ᾱ_t  (signal kept)")
+    ax.plot(steps, signal, color=ALPHA_BAR_COLOUR, label="√ᾱ_t  (signal scale)")
     ax.plot(steps, sigma, color=SIGMA_COLOUR, label="σ_t = √(1−ᾱ_t)  (noise level)")
     if timesteps is not None and len(timesteps):
         visited = _unique_in_order(timesteps)  # noisy → clean
@@ -96,8 +101,8 @@ def noise_schedule(
     if t is not None:
         t = int(t)
         ax.axvline(t, color="crimson", linewidth=1)
-        ax.scatter([t, t], [alpha_bar[t], sigma[t]], color="crimson", zorder=4, s=25)
-        title = f"{title + ': ' if title else ''}t={t}, ᾱ_t={alpha_bar[t]:.3f}, σ_t={sigma[t]:.3f}"
+        ax.scatter([t, t], [signal[t], sigma[t]], color="crimson", zorder=4, s=25)
+        title = f"{title + ': ' if title else ''}t={t}, √ᾱ_t={signal[t]:.3f}, σ_t={sigma[t]:.3f}"
     ax.set_xlim(0, len(alpha_bar) - 1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("training timestep t")
@@ -155,11 +160,11 @@ class MarkedCurve:
 
 
 def schedule_curve(schedule, timesteps: Sequence[int] | None = None, figsize: tuple[float, float] = (5.0, 2.6)) -> MarkedCurve:
-    """``noise_schedule`` as a ``MarkedCurve``: the marker sits at t on both the ᾱ_t and σ_t curves."""
+    """``noise_schedule`` as a ``MarkedCurve``: the marker sits at t on both the √ᾱ_t and σ_t curves."""
     alpha_bar = schedule_table(schedule)
     fig = noise_schedule(alpha_bar, timesteps=timesteps, figsize=figsize, title=None)
     steps = np.arange(len(alpha_bar))
-    return MarkedCurve(fig, fig.axes[0], [(steps, alpha_bar), (steps, np.sqrt(1 - alpha_bar))], label=lambda t: f"t={int(t)}")
+    return MarkedCurve(fig, fig.axes[0], [(steps, np.sqrt(alpha_bar)), (steps, np.sqrt(1 - alpha_bar))], label=lambda t: f"t={int(t)}")
 
 
 # --------------------------------------------------------------------------- images
@@ -172,7 +177,10 @@ def image_grid(
     suptitle: str | None = None,
     cell: float = 2.0,
 ) -> Figure:
-    """Images (anything ``images.to_uint8`` takes) in a grid, one axes each, with optional titles."""
+    """Images (anything ``images.to_uint8`` takes) in a grid, one axes each, with optional titles.
+
+    Long titles are wrapped to the cell's width, so neighbouring titles never overlap.
+    """
     n = len(pictures)
     if n == 0:
         raise ValueError("image_grid needs at least one image")
@@ -187,10 +195,16 @@ def image_grid(
         if i < n:
             ax.imshow(images.to_uint8(pictures[i]), interpolation="nearest")
             if titles is not None:
-                ax.set_title(titles[i], fontsize=9)
+                ax.set_title(wrap_title(titles[i], cell), fontsize=9)
     if suptitle:
         fig.suptitle(suptitle)
     return fig
+
+
+def wrap_title(title: str, cell: float, fontsize: float = 9.0) -> str:
+    """``title`` with every line wrapped to fit an axes ``cell`` inches wide (about 0.55·fontsize points per character)."""
+    width = max(6, int(cell * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.fill(line, width) if line else line for line in str(title).split("\n"))
 
 
 def latent_channels(latent, vmax: float | None = None, titles: Sequence[str] | None = None, title: str | None = None, cell: float = 1.8) -> Figure:
@@ -219,7 +233,7 @@ def _spread(items: list, n: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
-STRIP_KINDS = ("previews", "x0", "latent", "noise")
+STRIP_KINDS = ("previews", "x0", "noisy", "latent", "noise")
 
 
 def step_strip(run, what: str = "previews", pipe=None, batch_index: int = 0, max_frames: int = 8, cell: float = 1.6) -> Figure:
@@ -228,6 +242,9 @@ def step_strip(run, what: str = "previews", pipe=None, batch_index: int = 0, max
     ``what``:
         "previews"  the trace's own decoded previews of x̂0 (``run.previews``; no VAE work here)
         "x0"        the predicted clean image x̂0 at each step, decoded now with ``pipe``'s VAE (one batch)
+        "noisy"     the noisy latent x_t itself going into the U-Net, decoded with ``pipe``'s VAE: the
+                    article's "image at each sampling step". Euler-type samplers store x_t/√ᾱ_t
+                    (``pipe.scheduler.init_noise_sigma`` ≠ 1); that is brought back to x_t first.
         "latent"    the latent x_t going into the U-Net, 4 grey channels on one scale
         "noise"     the guided noise prediction ε̂, 4 grey channels on one scale
     At most ``max_frames`` steps, evenly spread, first and last included. One axes per frame.
@@ -245,14 +262,16 @@ def step_strip(run, what: str = "previews", pipe=None, batch_index: int = 0, max
         chosen = _spread(list(run.previews), max_frames)
         pictures = [images.to_uint8(p.images[batch_index], value_range=(0.0, 1.0)) for p in chosen]
         return image_grid(pictures, [label(p.step) for p in chosen], ncols=len(chosen), cell=cell)
-    field = {"x0": "x0", "latent": "latent_in", "noise": "noise_guided"}[what]
+    field = {"x0": "x0", "noisy": "latent_in", "latent": "latent_in", "noise": "noise_guided"}[what]
     chosen = _spread([s for s in run.steps if getattr(s, field) is not None], max_frames)
     if not chosen:
         raise ValueError(f"the run kept no {field} tensors (see run.reductions)")
     stack = torch.stack([getattr(s, field)[batch_index] for s in chosen]).float()  # (n, 4, h, w)
-    if what == "x0":
+    if what in ("x0", "noisy"):
         if pipe is None:
-            raise ValueError("step_strip(what='x0') decodes with the VAE: pass pipe=")
+            raise ValueError(f"step_strip(what={what!r}) decodes with the VAE: pass pipe=")
+        if what == "noisy" and float(pipe.scheduler.init_noise_sigma) != 1.0:  # x_t/√ᾱ_t → x_t = √ᾱ_t·(x_t/√ᾱ_t)
+            stack = stack * torch.tensor([s.alpha_bar**0.5 for s in chosen]).view(-1, 1, 1, 1)
         pictures = list(images.to_uint8(images.vae_decode(pipe.vae, stack)))
     else:
         vmax = float(stack.abs().max()) or 1.0
@@ -339,7 +358,7 @@ def accuracy_vs_t(t, accuracy, chance: float | Mapping[str, float] | None = None
 # --------------------------------------------------------------------------- guidance
 
 
-def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None = None, channel: int | None = None, title: str | None = None) -> Figure:
+def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None = None, channel: int | None = None, title: str | None = None, names: Sequence[str] | None = None) -> Figure:
     """Classifier-free guidance at one step, four panels on ONE shared colour scale (plus a colour bar):
 
         unconditional ε̂(x_t, "")   conditional ε̂(x_t, prompt)   difference cond − uncond   guided ε̂
@@ -347,6 +366,7 @@ def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None 
     Tensors are one latent's noise (C, h, w) or (1, C, h, w). ``noise_guided`` defaults to
     uncond + scale·(cond − uncond). ``channel``: show one channel; default all as a 2×2 grid.
     The difference is usually small on the shared scale: guidance multiplies it by ``scale``.
+    ``names``: the four panel titles (e.g. for a negative prompt, whose noise takes the unconditional place).
     Returns a figure with 5 axes (4 panels, 1 colour bar).
     """
     uncond, cond = images.latent_array(noise_uncond), images.latent_array(noise_cond)
@@ -358,7 +378,10 @@ def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None 
     else:
         guided = images.latent_array(noise_guided)
     panels = [uncond, cond, diff, guided]
-    names = ["unconditional", "conditional", "cond − uncond", "guided" + (f" (s={scale:g})" if scale is not None else "")]
+    if names is None:
+        names = ["unconditional", "conditional", "cond − uncond", "guided" + (f" (s={scale:g})" if scale is not None else "")]
+    if len(names) != 4:
+        raise ValueError(f"names must give 4 panel titles, got {len(names)}")
     pictures = [p[channel] if channel is not None else images.channel_mosaic(p) for p in panels]
     vmax = max(float(np.nanmax(np.abs(p))) for p in pictures) or 1.0
     fig = Figure(figsize=(10.0, 2.9), layout="constrained")

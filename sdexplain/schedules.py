@@ -5,6 +5,9 @@ the sampler removes just enough noise to get there." Here both halves are comput
 
     expected_noise_levels(scheduler, steps)   [(timestep, σ_t)] the schedule's noise level at every U-Net
                                               call of a sampler with `steps` steps, σ_t = sqrt(1 − ᾱ_t)
+    karras_noise_levels(scheduler, steps)     the same steps in k-diffusion's units σ = sqrt((1 − ᾱ_t)/ᾱ_t),
+                                              the scale of the article's "15 steps" figure
+    two_views_figure(scheduler, steps)        both views side by side, with each step's drop
     noise_levels(run, variance_exploding)     expected vs MEASURED noise level of the latent at every step
     run_samplers(pipe, prompt, names, …)      the same prompt and seed through several samplers, traced
     levels_figure / noise_levels_figure / samplers_figure   static figures
@@ -104,6 +107,49 @@ def levels_figure(scheduler, steps: int, title: str | None = None) -> Figure:
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title(title or f"{type(scheduler).__name__}, {steps} steps: expected noise level", fontsize=10)
+    return fig
+
+
+def karras_noise_levels(scheduler, steps: int) -> list[tuple[int, float]]:
+    """[(timestep, σ)] at each U-Net call, in k-diffusion's (Karras et al. 2022) units σ = sqrt((1 − ᾱ_t)/ᾱ_t).
+
+    The same timesteps as `expected_noise_levels`, measured on another scale: the latent divided by
+    √ᾱ_t is x0 + σ·ε (the scale Euler-type samplers store, `init_noise_sigma` = σ of the first step).
+    σ_t (variance preserving) = σ/√(1 + σ²), so both views order the steps the same way.
+    """
+    levels = expected_noise_levels(scheduler, steps)
+    return [(t, s / math.sqrt(1.0 - s * s)) for t, s in levels]  # σ/√(1+σ²) = s  ⇔  σ = s/√(1−s²)
+
+
+def step_drops(levels: list[tuple[int, float]]) -> list[float]:
+    """The noise each step removes: level_i − level_(i+1), and the last level (the last step ends clean).
+
+    PNDM visits its first timestep twice (a warm-up call); that repeated call removes nothing, so it is skipped.
+    """
+    unique = [s for i, (t, s) in enumerate(levels) if i == 0 or t != levels[i - 1][0]]
+    return [a - b for a, b in zip(unique, unique[1:] + [0.0])]
+
+
+def two_views_figure(scheduler, steps: int) -> Figure:
+    """The noise level per sampling step in two units: σ_t = √(1−ᾱ_t) (left) and k-diffusion's σ (right).
+
+    Bars are each step's drop (`step_drops`). Same timesteps, same schedule: only the unit differs.
+    """
+    fig = Figure(figsize=(7.5, 2.8), layout="constrained")
+    views = [
+        (expected_noise_levels(scheduler, steps), "σ_t = √(1−ᾱ_t)  (x_t's noise factor)", "tab:orange"),
+        (karras_noise_levels(scheduler, steps), "σ = √((1−ᾱ_t)/ᾱ_t)  (k-diffusion)", "tab:purple"),
+    ]
+    for k, (levels, name, colour) in enumerate(views):
+        ax = fig.add_subplot(1, 2, k + 1)
+        unique = [s for i, (t, s) in enumerate(levels) if i == 0 or t != levels[i - 1][0]]
+        x = np.arange(len(unique) + 1)
+        ax.step(x, unique + [0.0], where="post", color=colour, linewidth=1.5)
+        ax.scatter(x, unique + [0.0], color=colour, s=12, zorder=3)
+        ax.bar(x[:-1] + 0.5, step_drops(levels), width=0.5, color="0.6", alpha=0.7, label="removed by the step")
+        ax.set_xlabel("sampling step")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
     return fig
 
 

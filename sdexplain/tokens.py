@@ -298,6 +298,72 @@ def context_similarity(pipe, prompt_a: str, prompt_b: str) -> list[PositionSimil
     return rows
 
 
+@dataclass
+class TextSelfAttention:
+    """The text transformer's own attention between the prompt's slots (start … end token)."""
+
+    labels: list  # [str] the slots' tokens, start and end included
+    weights: torch.Tensor  # (layers, n, n) float32: row i = how slot i spreads its attention, heads averaged
+
+
+def text_self_attention(pipe, prompt: str) -> TextSelfAttention:
+    """Self-attention weights of every text-transformer layer for `prompt`, observed with forward pre-hooks.
+
+    Each layer's hook receives the hidden states entering its self-attention and recomputes what the
+    layer computes: softmax(Q·Kᵀ/√d + causal mask) per head, with the layer's own q/k projections
+    (`transformers`' CLIP: Q = q_proj(h), K = k_proj(h)). CLIP's text transformer is causal: slot i sees
+    only slots 0 … i, so the upper triangle is exactly 0. Tested equal to the "eager" implementation's
+    `output_attentions`. The encoder runs once; the hooks are removed even if it fails.
+    """
+    tokenization = tokenize(pipe.tokenizer, prompt)
+    n = tokenization.length
+    encoder = pipe.text_encoder
+    layers = getattr(encoder, "text_model", encoder).encoder.layers  # older transformers wrap it in .text_model
+    captured = [None] * len(layers)
+
+    def hook_for(index, attention):
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]  # (1, 77, D)
+            batch, slots, _ = hidden.shape
+            q = attention.q_proj(hidden).view(batch, slots, attention.num_heads, attention.head_dim).transpose(1, 2)  # (1, H, 77, d)
+            k = attention.k_proj(hidden).view(batch, slots, attention.num_heads, attention.head_dim).transpose(1, 2)  # (1, H, 77, d)
+            scores = (q @ k.transpose(-1, -2)) * attention.scale  # (1, H, 77, 77)
+            causal = torch.ones(slots, slots, dtype=torch.bool, device=scores.device).triu(1)  # True above the diagonal
+            weights = scores.float().masked_fill(causal, float("-inf")).softmax(-1)  # (1, H, 77, 77)
+            captured[index] = weights[0].mean(0)[:n, :n].cpu()  # (n, n), heads averaged
+
+        return hook
+
+    ids = torch.tensor([tokenization.ids], device=encoder.device)  # (1, 77)
+    handles = []
+    try:
+        for index, layer in enumerate(layers):
+            handles.append(layer.self_attn.register_forward_pre_hook(hook_for(index, layer.self_attn), with_kwargs=True))
+        with torch.no_grad():
+            encoder(ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return TextSelfAttention([t.token for t in tokenization.tokens[:n]], torch.stack(captured))
+
+
+def self_attention_figure(attention: TextSelfAttention, title: str | None = None, cell: float = 0.45) -> Figure:
+    """The layers' mean self-attention as a slot × slot heat map (row = the slot that looks). One axes + colour bar."""
+    n = len(attention.labels)
+    labels = [label.removesuffix("</w>").replace("<|startoftext|>", "<start>").replace("<|endoftext|>", "<end>") for label in attention.labels]
+    fig = Figure(figsize=(cell * n + 2.0, cell * n + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    shown = ax.imshow(attention.weights.mean(0).numpy(), cmap="viridis", vmin=0)
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), labels, fontsize=8)
+    ax.set_xlabel("looked at (key)")
+    ax.set_ylabel("looking (query)")
+    fig.colorbar(shown, ax=ax, shrink=0.7, label="attention weight")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
 def text_encoder_shapes(configs: dict) -> dict[str, dict]:
     """Per architecture (e.g. `sdexplain.architectures.ARCHITECTURES`): tokens per prompt, vector width, layers.
 

@@ -6,6 +6,8 @@
 - `parameter_counts(name)`: parameters per component, counted on PyTorch's "meta" device — the
   modules are built with shapes but no storage, so SD-sized counts cost milliseconds and no memory
   (tested equal to `count_parameters` on real random-weight instances).
+- `clip_parameter_counts()`: the WHOLE CLIP models (text and image towers) whose text towers SD v1
+  and v2 use, counted the same way, next to the number of image–text pairs each was trained on.
 - `pipeline_row(pipe)`: the same properties read from a loaded pipeline's own configs.
 - `prediction_targets(...)`: ε- and v-prediction targets for the same noisy latent:
       x_t = sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε     ε-target: ε     v-target: v = sqrt(ᾱ_t)·ε − sqrt(1−ᾱ_t)·x0
@@ -93,6 +95,37 @@ def parameter_counts(name: str) -> dict[str, int]:
     parts = meta_build(lambda: _build_parts(name))
     counts = {part: sum(p.numel() for p in getattr(parts, part).parameters()) for part in ("unet", "text_encoder", "vae")}
     counts["total"] = sum(counts.values())
+    return counts
+
+
+# The two CLIP models whose text towers SD uses, as published on the Hub (config.json of
+# openai/clip-vit-large-patch14 and laion/CLIP-ViT-H-14-laion2B-s32B-b79K); `pairs`: image–text pairs
+# they were trained on (Radford et al. 2021: 400 M; LAION-2B, the English part of LAION-5B: 2.32 B).
+CLIP_MODELS = {
+    "OpenAI CLIP ViT-L/14 (SD v1)": dict(
+        text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14, image_size=224),
+        projection_dim=768,
+        pairs=400_000_000,
+    ),
+    "OpenCLIP ViT-H/14 (SD v2)": dict(
+        text=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
+        vision=dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16, patch_size=14, image_size=224),
+        projection_dim=1024,
+        pairs=2_320_000_000,
+    ),
+}
+
+
+def clip_parameter_counts() -> dict[str, int]:
+    """Parameters of each whole CLIP model in `CLIP_MODELS` (text + image towers + projections), built on "meta"."""
+    from transformers import CLIPConfig, CLIPModel
+
+    counts = {}
+    for name, spec in CLIP_MODELS.items():
+        config = CLIPConfig(text_config=spec["text"], vision_config=spec["vision"], projection_dim=spec["projection_dim"])
+        model = meta_build(lambda: CLIPModel(config))
+        counts[name] = sum(p.numel() for p in model.parameters())
     return counts
 
 

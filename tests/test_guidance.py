@@ -147,3 +147,32 @@ def test_sweep_sampler_reports_progress_and_matches_a_direct_sweep(tiny_pipe):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="steps"):
         widgets.sweep_sampler(tiny_pipe, [1.0], steps=0)
+
+
+def test_negative_prompt_takes_the_unconditional_place_and_is_judged(tiny_pipe):
+    from sdexplain.generate import generate
+    from sdexplain.toy.evaluate import judge_images
+    from sdexplain.toy.model import Judge
+
+    judge = Judge.load()
+    effect = guidance.negative_prompt_effect(tiny_pipe, judge, "a cat", "red", n=3, steps=2, cfg=3.0, seed=0)
+    assert (effect.attribute, effect.value) == ("colour", "red") and len(effect.images_with) == 3
+    red = list(judge.HEADS["colour"]).index("red")
+    verdict = judge_images(judge, guidance._to_judge_range(effect.images_with))["colour"]
+    assert effect.share_with == pytest.approx(float((verdict["predicted"] == red).float().mean()))
+    assert effect.probability_with == pytest.approx(float(verdict["probs"][:, red].mean()))
+    # same seed: the first step sees the same latent and the same conditional noise; only the
+    # unconditional half changes, to the negative prompt's prediction
+    _, plain = generate(tiny_pipe, "a cat", steps=2, cfg=3.0, seed=0, num_images=3, attention=False, preview_every=0)
+    first, plain_first = effect.run_with.steps[0], plain.steps[0]
+    torch.testing.assert_close(first.latent_in, plain_first.latent_in)
+    torch.testing.assert_close(first.noise_cond, plain_first.noise_cond)
+    assert not torch.allclose(first.noise_uncond, plain_first.noise_uncond)
+    torch.testing.assert_close(first.noise_guided, first.noise_uncond + 3.0 * (first.noise_cond - first.noise_uncond), rtol=1e-4, atol=1e-5)
+
+
+def test_negative_prompt_must_name_one_attribute(tiny_pipe):
+    from sdexplain.toy.model import Judge
+
+    with pytest.raises(ValueError, match="exactly one"):
+        guidance.negative_prompt_effect(tiny_pipe, Judge.load(), "a cat", "ugly", n=1, steps=1)

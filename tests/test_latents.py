@@ -104,3 +104,16 @@ def test_latent_to_rgb_is_the_fitted_linear_map(tiny_pipe):
     expected = np.round(np.clip((manual.numpy() + 1) / 2, 0, 1) * 255)
     assert np.abs(rgb[2, 5].astype(int) - expected).max() <= 1
     assert images.latent_to_rgb(latent[None], projection, zoom_factor=4).shape == (32, 32, 3)
+def test_pixel_vs_latent_cost_uses_the_same_unet_width_on_both_inputs(tiny_pipe):
+    cost = latents.pixel_vs_latent_cost(tiny_pipe, repeats=1)
+    geometry = latents.latent_geometry(tiny_pipe)
+    assert cost.pixel_shape == (geometry.image_channels, geometry.height, geometry.width) and cost.latent_shape == geometry.latent_shape
+    assert cost.numbers_ratio == pytest.approx(geometry.compression)
+    latent_parameters = sum(p.numel() for p in tiny_pipe.unet.parameters())
+    # same width: the two U-Nets differ only in conv_in/conv_out's channel counts (3 vs 4)
+    width = tiny_pipe.unet.config.block_out_channels[0]
+    channels = tiny_pipe.unet.config.in_channels
+    assert latent_parameters - cost.parameters == (channels - 3) * width * 9 * 2 + (channels - 3)
+    assert cost.pixel_seconds > 0 and cost.latent_seconds > 0
+    with pytest.raises(ValueError, match="repeats"):
+        latents.pixel_vs_latent_cost(tiny_pipe, repeats=0)

@@ -17,17 +17,17 @@ def _traced(pipe, steps=3, cfg=7.5, preview_every=1):
     return out.images[0], run
 
 
-def test_noise_schedule_draws_alpha_bar_and_sigma(tiny_pipe):
+def test_noise_schedule_draws_signal_and_noise_scales(tiny_pipe):
     alpha_bar = diffusion.alphas_cumprod(tiny_pipe.scheduler).double().numpy()
     fig = plots.noise_schedule(tiny_pipe.scheduler)
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     ax = fig.axes[0]
-    np.testing.assert_allclose(ax.lines[0].get_ydata(), alpha_bar, rtol=1e-6)
-    np.testing.assert_allclose(ax.lines[1].get_ydata(), np.sqrt(1 - alpha_bar), rtol=1e-6)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), np.sqrt(alpha_bar), rtol=1e-6)  # √ᾱ_t, the factor of x0
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), np.sqrt(1 - alpha_bar), rtol=1e-6)  # σ_t, the factor of ε
     assert ax.lines[0].get_xdata()[-1] == len(alpha_bar) - 1
     # the same from the ᾱ table, as a tensor or an array
     fig2 = plots.noise_schedule(torch.as_tensor(alpha_bar), title=None)
-    np.testing.assert_allclose(fig2.axes[0].lines[0].get_ydata(), alpha_bar)
+    np.testing.assert_allclose(fig2.axes[0].lines[0].get_ydata(), np.sqrt(alpha_bar))
 
 
 def test_noise_schedule_marks_t_and_the_sampler_timesteps(tiny_pipe):
@@ -42,7 +42,7 @@ def test_noise_schedule_marks_t_and_the_sampler_timesteps(tiny_pipe):
     dots = [c for c in ax.collections if len(c.get_offsets()) == len(unique)]
     assert dots and np.array_equal(dots[0].get_offsets()[:, 0], unique)
     alpha_bar = diffusion.alphas_cumprod(tiny_pipe.scheduler)
-    assert f"ᾱ_t={float(alpha_bar[500]):.3f}" in ax.get_title()
+    assert f"√ᾱ_t={float(alpha_bar[500]) ** 0.5:.3f}" in ax.get_title()
     assert any(list(line.get_xdata()) == [500, 500] for line in ax.lines)  # the vertical marker
 
 
@@ -140,9 +140,15 @@ def test_step_strip_from_a_real_trace(tiny_pipe):
     x0 = plots.step_strip(run, "x0", pipe=tiny_pipe, max_frames=2)
     assert len(x0.axes) == 2 and x0.axes[-1].get_title().startswith(f"step {len(run.steps)}/")
     assert len(plots.step_strip(run, "latent").axes) == len(run.steps)
+    noisy = plots.step_strip(run, "noisy", pipe=tiny_pipe)  # the noisy latent x_t itself, decoded
+    first = images.to_uint8(images.vae_decode(tiny_pipe.vae, run.steps[0].latent_in[:1].float()))  # (H, W, 3)
+    shown = np.asarray(noisy.axes[0].images[0].get_array()).astype(int)
+    assert shown.shape == first.shape and np.abs(shown - first.astype(int)).max() <= 1  # batched decode: float rounding only
     assert len(plots.step_strip(run, "noise").axes) == len(run.steps)
     with pytest.raises(ValueError, match="pipe"):
         plots.step_strip(run, "x0")
+    with pytest.raises(ValueError, match="pipe"):
+        plots.step_strip(run, "noisy")
     with pytest.raises(ValueError, match="unknown strip"):
         plots.step_strip(run, "attention")
 
@@ -155,3 +161,12 @@ def test_plots_leave_no_pyplot_figures(tiny_pipe):
     plots.schedule_curve(tiny_pipe.scheduler).frame(10)
     plots.image_grid([np.zeros((4, 4, 3), np.uint8)])
     assert plt.get_fignums() == before
+
+
+def test_long_titles_are_wrapped_to_the_cell():
+    title = "a large blue circle on the right"
+    wrapped = plots.wrap_title(title, cell=1.4)
+    assert wrapped.replace("\n", " ") == title and "\n" in wrapped
+    assert plots.wrap_title("step 3/21\nt=901", cell=1.4) == "step 3/21\nt=901"  # short lines stay as they are
+    fig = plots.image_grid([np.zeros((4, 4, 3), np.uint8)] * 2, [title, "s = 1"], cell=1.4)
+    assert fig.axes[0].get_title() == wrapped

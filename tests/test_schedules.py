@@ -98,3 +98,23 @@ def test_switcher_swaps_the_pictures_without_running_anything(tiny_pipe):
     fig = schedules.samplers_figure(results)
     assert len(fig.axes) == 4
     assert len(schedules.levels_figure(tiny_pipe.scheduler, 5).axes) == 1
+
+
+def test_karras_levels_are_the_same_steps_in_k_diffusion_units():
+    scheduler = EulerDiscreteScheduler.from_config(SD_SCHEDULE, timestep_spacing="leading")  # integer timesteps
+    vp = schedules.expected_noise_levels(scheduler, 15)
+    k = schedules.karras_noise_levels(scheduler, 15)
+    assert [t for t, _ in k] == [t for t, _ in vp]
+    # Euler's own sigmas are k-diffusion's σ at the same timesteps
+    scheduler.set_timesteps(15)
+    np.testing.assert_allclose([s for _, s in k], scheduler.sigmas[:-1].numpy(), rtol=1e-4)
+    # and σ_t = σ / sqrt(1 + σ²)
+    np.testing.assert_allclose([s / math.sqrt(1 + s * s) for _, s in k], [s for _, s in vp], rtol=1e-9)
+
+
+def test_step_drops_skip_the_repeated_warm_up_call_and_end_clean():
+    levels = [(900, 0.9), (800, 0.8), (800, 0.8), (500, 0.5)]
+    np.testing.assert_allclose(schedules.step_drops(levels), [0.1, 0.3, 0.5])
+    assert abs(sum(schedules.step_drops(levels)) - 0.9) < 1e-12  # the drops add up to the first level
+    fig = schedules.two_views_figure(PNDMScheduler.from_config(SD_SCHEDULE), 15)
+    assert len(fig.axes) == 2

@@ -117,3 +117,23 @@ def test_text_encoder_shapes_from_the_sd_configs():
     assert (shapes["sd15"]["tokens"], shapes["sd15"]["width"]) == (77, 768)
     assert (shapes["sd21"]["tokens"], shapes["sd21"]["width"]) == (77, 1024)
     assert shapes["sd15"]["vocabulary"] == 49408
+
+
+def test_text_self_attention_equals_the_eager_implementation_and_is_causal(tiny_pipe):
+    prompt = "a red cat on the left"
+    attention = tokens.text_self_attention(tiny_pipe, prompt)
+    n = tokens.tokenize(tiny_pipe.tokenizer, prompt).length
+    assert attention.labels[:3] == ["<|startoftext|>", "a</w>", "red</w>"] and attention.weights.shape[1:] == (n, n)
+    torch.testing.assert_close(attention.weights.sum(-1), torch.ones(attention.weights.shape[:2]))  # rows sum to 1
+    assert float(attention.weights.triu(1).abs().max()) == 0.0  # causal: nothing to the right
+    # the outside reference: transformers' own attention weights ("eager" returns them)
+    encoder = tiny_pipe.text_encoder
+    eager = type(encoder)(encoder.config)
+    eager.load_state_dict(encoder.state_dict())
+    eager.config._attn_implementation = "eager"
+    ids = torch.tensor([tokens.tokenize(tiny_pipe.tokenizer, prompt).ids])
+    with torch.no_grad():
+        reference = eager(ids, output_attentions=True).attentions  # per layer (1, H, 77, 77)
+    expected = torch.stack([a[0].mean(0)[:n, :n] for a in reference])
+    torch.testing.assert_close(attention.weights, expected, rtol=1e-4, atol=1e-6)
+    assert len(tokens.self_attention_figure(attention).axes) == 2

@@ -54,6 +54,27 @@ def test_judge_reads_held_out_scenes(judge):
     assert min(accuracy.values()) >= 0.98, accuracy
 
 
+def test_judge_pictures_names_what_the_judge_reads_off_rendered_scenes(judge):
+    scenes = [world.make_scene("cat", "orange", "center", "large"), world.make_scene("circle", "blue", "left", "small")]
+    pictures = [world.render(scene)[0] for scene in scenes]  # uint8 (64, 64, 3)
+    assert evaluate.judge_pictures(judge, pictures) == [
+        {"shape": "cat", "colour": "orange", "position": "center", "size": "large"},
+        {"shape": "circle", "colour": "blue", "position": "left", "size": "small"},
+    ]
+
+
+def test_x0_readings_judge_every_step_and_find_where_the_answer_settles(toy_pipe, judge):
+    from sdexplain.generate import generate
+
+    _, run = generate(toy_pipe, "a red cat on the left", steps=4, cfg=3.0, seed=0, attention=False, preview_every=0)
+    readings, settled = evaluate.x0_readings(toy_pipe, judge, run, "position")
+    assert len(readings) == len(run.steps) and set(readings) <= set(judge.HEADS["position"])
+    assert all(r == readings[-1] for r in readings[settled:])
+    assert settled == 0 or readings[settled - 1] != readings[-1]
+    with pytest.raises(ValueError, match="unknown attribute"):
+        evaluate.x0_readings(toy_pipe, judge, run, "mood")
+
+
 @pytest.mark.slow
 def test_judge_reads_what_the_vae_decodes(toy_pipe, judge):
     # every generated image comes out of the VAE decoder: a judge that can't read round trips can't score samples

@@ -91,3 +91,15 @@ def test_mislabel_names_wrong_values_at_the_given_rate_and_never_redraws():
 def test_mislabel_rate_outside_zero_one_is_a_clear_error():
     with pytest.raises(ValueError, match=r"caption noise rate must be in \[0, 1\], got 1.5"):
         world.mislabel(world.make_scene("cat", "red", "left", "large"), np.random.default_rng(0), 1.5)
+
+
+def test_crude_drawing_is_a_flat_stroked_cat_unlike_the_world_renders():
+    drawing = world.crude_drawing("orange")
+    assert drawing.shape == (world.IMAGE_SIZE, world.IMAGE_SIZE, 3) and drawing.dtype == np.uint8
+    colours = {tuple(c) for c in drawing.reshape(-1, 3)}
+    assert colours <= {(255, 255, 255), world.COLOURS["orange"], world.DETAIL}  # flat strokes: paper, ink, dots
+    ink = (drawing == world.COLOURS["orange"]).all(-1)
+    assert 0.05 < ink.mean() < 0.3  # outlines, not filled shapes
+    assert not (drawing == world.BACKGROUND).all(-1).any()  # white paper, not the world's background
+    with pytest.raises(ValueError, match="unknown colour"):
+        world.crude_drawing("pink")

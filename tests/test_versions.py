@@ -67,3 +67,10 @@ def test_v_target_matches_diffusers_get_velocity():
     a = targets.alpha_bar
     assert torch.allclose(targets.x_t, a**0.5 * x0 + (1 - a) ** 0.5 * targets.noise, atol=1e-6)
     assert torch.allclose(a**0.5 * targets.x_t - (1 - a) ** 0.5 * targets.v_target, x0, atol=1e-5)  # x0 back from v
+
+
+def test_whole_clip_models_have_their_published_sizes():
+    counts = versions.clip_parameter_counts()
+    v1, v2 = counts.values()
+    assert 427e6 < v1 < 429e6  # openai/clip-vit-large-patch14: 428 M parameters (model card)
+    assert 985e6 < v2 < 988e6  # laion/CLIP-ViT-H-14-laion2B-s32B-b79K: 986 M (OpenCLIP's results table)

@@ -41,6 +41,33 @@ def judge_images(judge: Judge, images: torch.Tensor) -> dict[str, dict[str, torc
     return result
 
 
+def judge_pictures(judge: Judge, pictures) -> list[dict[str, str]]:
+    """What the judge reads off each picture (PIL images or uint8 arrays, 64×64): [{attribute: label name}]."""
+    arrays = [np.asarray(p.convert("RGB") if hasattr(p, "convert") else p, dtype=np.float32) for p in pictures]  # (H, W, 3)
+    batch = torch.from_numpy(np.stack(arrays) / 127.5 - 1.0).permute(0, 3, 1, 2)  # (B, 3, H, W) in [-1, 1]
+    verdict = judge_images(judge, batch)
+    return [{name: judge.HEADS[name][int(verdict[name]["predicted"][i])] for name in verdict} for i in range(len(arrays))]
+
+
+def x0_readings(pipe, judge: Judge, run, attribute: str, batch_index: int = 0) -> tuple[list[str], int]:
+    """The judge's reading of `attribute` on the decoded x̂0 of every step of a traced run, and the step it settles.
+
+    Returns (readings, settled): `readings[i]` is what the judge reads off step i's x̂0; `settled` is the
+    first step index from which every later reading equals the last one (the run's final answer).
+    """
+    from sdexplain import images
+
+    if attribute not in judge.HEADS:
+        raise ValueError(f"unknown attribute {attribute!r}; allowed: {', '.join(judge.HEADS)}")
+    x0 = torch.stack([step.x0[batch_index] for step in run.steps]).float()  # (steps, 4, h, w)
+    pictures = list(images.to_uint8(images.vae_decode(pipe.vae, x0)))  # (H, W, 3) each
+    readings = [r[attribute] for r in judge_pictures(judge, pictures)]
+    settled = len(readings) - 1
+    while settled > 0 and readings[settled - 1] == readings[-1]:
+        settled -= 1
+    return readings, settled
+
+
 def held_out_scenes(n: int, seed: int = HELD_OUT_SEED) -> list[world.Scene]:
     return world.sample_scenes(n, seed)
 

@@ -109,7 +109,7 @@ class DepthEstimator(nn.Module):
 
 def make_depth_unet(unet):
     """A copy of `unet` taking [latent, depth] (5 channels): the depth channel's weights start at zero,
-    so before fine-tuning it behaves exactly like the text-only U-Net (as SD 2's depth model was made)."""
+    so before fine-tuning it behaves exactly like the text-only U-Net."""
     from diffusers import UNet2DConditionModel
 
     config = dict(unet.config)

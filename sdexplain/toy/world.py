@@ -214,6 +214,30 @@ def render(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, mask, depth
 
 
+def crude_drawing(colour: str = "orange") -> np.ndarray:
+    """A child's drawing of a cat, uint8 (64, 64, 3): the article's "amateur drawing" for image-to-image.
+
+    Drawn with flat strokes on white paper and the wrong proportions on purpose: a head as big as the
+    body, a stick tail, ears that are too tall, outlines instead of the world's filled shapes. It is
+    not a toy-world render, so the toy model has never seen anything like it.
+    """
+    from PIL import Image, ImageDraw
+
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; allowed: {', '.join(COLOURS)}")
+    ink = COLOURS[colour]
+    picture = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (255, 255, 255))  # white paper, not the world's background
+    draw = ImageDraw.Draw(picture)
+    draw.ellipse([14, 34, 50, 56], outline=ink, width=3)  # body: a flat oval
+    draw.ellipse([18, 8, 46, 38], outline=ink, width=3)  # head: as big as the body
+    draw.line([(20, 16), (17, 0), (29, 10)], fill=ink, width=3)  # ears: far too tall
+    draw.line([(36, 10), (46, 0), (44, 16)], fill=ink, width=3)
+    draw.line([(50, 46), (62, 30)], fill=ink, width=2)  # tail: one stick
+    draw.point([(27, 22), (37, 22)], fill=DETAIL)  # eyes: two dots
+    draw.line([(28, 30), (36, 30)], fill=DETAIL, width=1)  # mouth: a dash
+    return np.asarray(picture, dtype=np.uint8).copy()
+
+
 @lru_cache(maxsize=1)
 def floor_depth() -> np.ndarray:
     """Nearness of the empty floor: far at the top of the picture, near at the bottom."""

@@ -28,6 +28,7 @@ Every view lives in this package, one module per lesson view, all on ``base.View
   attention   AttentionExplorer                   button     GenerateButton, unet_progress, sampler
   tokens      TokenInspector                      resolution ResolutionExplorer
   samplers    SamplerSwitcher                     panel      ControlPanel (the WebUI's knobs)
+  training    TrainMore, Probe (notebook 02: train N more steps, loss and predicted noise redrawn)
 The lesson modules (``sdexplain.tokens``, ``latents``, ``schedules``, ``guidance`` …) compute the
 data these views show; a view imports them, never the other way round.
 
@@ -45,8 +46,10 @@ from sdexplain.widgets.tokens import TokenInspector
 from sdexplain.widgets.resolution import ResolutionExplorer
 from sdexplain.widgets.samplers import SamplerSwitcher
 from sdexplain.widgets.panel import EXPLANATIONS, ControlPanel
+from sdexplain.widgets.training import Probe, TrainMore
 
 __all__ = [
+    "Probe", "TrainMore",
     "ALL_STEPS", "CFG_PANELS", "DISPLAY_SIZE", "EXPLANATIONS",
     "AttentionExplorer", "CfgExplorer", "ControlPanel", "ForwardDiffusionExplorer", "FrameScrubber", "GenerateButton",
     "GuidanceResult", "ResolutionExplorer", "RunProgress", "SamplerSwitcher", "StepScrubber", "TokenInspector", "View",
