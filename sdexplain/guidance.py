@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from sdexplain.diffusion import check_steps
+from sdexplain.i18n import label
 
 
 @dataclass
@@ -334,15 +335,15 @@ def plot_tradeoff(curve: GuidanceCurve, figsize=(7.5, 3.0)):
     for name, values in curve.adherence.items():
         style = dict(linewidth=2.5, color="black") if name == "all" else dict(linewidth=1.2)
         left.plot(curve.scales, values, marker="o", label=name, **style)
-    left.set_xlabel("CFG scale s")
-    left.set_ylabel("share matching the prompt")
+    left.set_xlabel(label("CFG scale s"))
+    left.set_ylabel(label("share matching the prompt"))
     left.set_ylim(-0.03, 1.03)
-    left.set_title("prompt adherence (judge)", fontsize=10)
+    left.set_title(label("prompt adherence (judge)"), fontsize=10)
     left.legend(fontsize=7)
     right.plot(curve.scales, curve.diversity, marker="o", color="tab:purple")
-    right.set_xlabel("CFG scale s")
-    right.set_ylabel("mean pairwise RMS distance")
-    right.set_title(f"diversity across {len(curve.seeds)} seeds", fontsize=10)
+    right.set_xlabel(label("CFG scale s"))
+    right.set_ylabel(label("mean pairwise RMS distance"))
+    right.set_title(label("diversity across {n} seeds").format(n=len(curve.seeds)), fontsize=10)
     return fig
 
 
@@ -356,12 +357,12 @@ def plot_classifier_curve(curves, figsize=(5.0, 3.0)):
     ax = fig.subplots()
     for i, curve in enumerate(curves):
         colour = f"C{i}"
-        ax.plot(curve.scales, curve.share, marker="o", color=colour, label=f"judged '{curve.target}' (share)")
-        ax.plot(curve.scales, curve.confidence, marker="s", linestyle="--", color=colour, label=f"classifier p({curve.target} | x_t)")
-    ax.set_xlabel("classifier-guidance scale s")
+        ax.plot(curve.scales, curve.share, marker="o", color=colour, label=label("judged '{target}' (share)").format(target=curve.target))
+        ax.plot(curve.scales, curve.confidence, marker="s", linestyle="--", color=colour, label=label("classifier p({target} | x_t)").format(target=curve.target))
+    ax.set_xlabel(label("classifier-guidance scale s"))
     ax.set_ylim(-0.03, 1.03)
     ax.legend(fontsize=7)
-    ax.set_title("classifier guidance: the judge vs the guiding classifier", fontsize=10)
+    ax.set_title(label("classifier guidance: the judge vs the guiding classifier"), fontsize=10)
     return fig
 
 

@@ -1,0 +1,194 @@
+"""The reader-visible text of the package in English (the default) or Chinese (简体中文).
+
+    import sdexplain
+    sdexplain.set_language("zh")          # or: SDEXPLAIN_LANG=zh before Python starts
+
+What it is for: the words a reader sees — plot titles and axis labels, widget descriptions, the
+messages the notebooks print. The English text is the key (as in gettext): code writes
+``t("noise level")`` or ``label("noise level")`` and gets the English back unless Chinese is chosen
+and the catalogue ``ZH`` has the sentence. Identifiers, dictionary keys, file names and error
+messages for programmers stay English.
+
+Two lookups, because figures need a font: ``t()`` is for text shown by the browser (printed
+messages, widget labels), which renders Chinese by itself; ``label()`` is for text drawn by
+matplotlib, which needs a CJK font. When Chinese is chosen and no CJK font is installed,
+``set_language`` says so once and figures keep their English labels; printed text is Chinese.
+
+What it is not: a general translation system. ``tests/test_i18n.py`` checks that every literal
+passed to ``t``/``label`` in the package has its Chinese here, and that a Chinese figure renders
+without a missing glyph.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+LANGUAGES = ("en", "zh")
+
+# Fonts with the simplified-Chinese glyphs, best first: Debian/Ubuntu/Colab's packages
+# (fonts-wqy-microhei: `apt-get install fonts-wqy-microhei`, 1.6 MB, Apache-2.0 / GPL-3 with font
+# exception; fonts-noto-cjk), then what macOS and Windows ship.
+CJK_FONT_NAMES = (
+    "WenQuanYi Micro Hei",
+    "WenQuanYi Zen Hei",
+    "Noto Sans CJK SC",
+    "Noto Sans SC",
+    "Source Han Sans SC",
+    "Source Han Sans CN",
+    "PingFang SC",
+    "Heiti SC",
+    "Hiragino Sans GB",
+    "Microsoft YaHei",
+    "SimHei",
+    "Arial Unicode MS",
+)
+# File names to look for when matplotlib's font cache predates the font's installation
+# (Colab: the setup cell installs the font in the same session).
+CJK_FONT_FILES = ("wqy-microhei", "wqy-zenhei", "notosanscjk", "notosanssc", "sourcehansans", "msyh", "simhei", "pingfang")
+
+NO_CJK_FONT_MESSAGE = (
+    "没有找到中文字体: figures keep their English labels (no CJK font found for matplotlib). "
+    "Install one, e.g. `sudo apt-get install fonts-wqy-microhei` (Debian/Ubuntu/Colab), then restart the kernel."
+)
+
+_language = "en"
+_figure_font: str | None = None
+
+
+def language() -> str:
+    """The language of printed text and widget labels: "en" or "zh"."""
+    return _language
+
+
+def figure_language() -> str:
+    """The language of figure text: "zh" only when Chinese is chosen and a CJK font was found."""
+    return "zh" if _language == "zh" and _figure_font else "en"
+
+
+def set_language(lang: str) -> str:
+    """Choose the language of what the package shows: "en" (default) or "zh" (简体中文).
+
+    For "zh", finds a CJK font and adds it to matplotlib's font families (after DejaVu Sans);
+    without one, prints one message and figures stay English.
+    Returns the language now in effect for figures.
+    """
+    global _language, _figure_font
+    if lang not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, got {lang!r}")
+    _language = lang
+    if lang == "zh":
+        _figure_font = find_cjk_font()
+        if _figure_font is None:
+            print(NO_CJK_FONT_MESSAGE, file=sys.stderr)
+        else:
+            _use_font(_figure_font)
+    return figure_language()
+
+
+def find_cjk_font() -> str | None:
+    """The family name of an installed CJK font matplotlib can use, or None."""
+    from matplotlib import font_manager
+
+    def known() -> str | None:
+        names = {f.name for f in font_manager.fontManager.ttflist}
+        return next((name for name in CJK_FONT_NAMES if name in names), None)
+
+    found = known()
+    if found is None:  # the cache may predate the font: look on disk and register what we find
+        for path in font_manager.findSystemFonts():
+            flat = Path(path).name.lower().replace("-", "").replace("_", "")
+            if any(key.replace("-", "") in flat for key in CJK_FONT_FILES):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError) as error:  # an unreadable font file: say which, go on
+                    print(f"skipping font {path}: {error}", file=sys.stderr)
+        found = known()
+    return found
+
+
+def _use_font(name: str) -> None:
+    import matplotlib
+
+    # DejaVu Sans (matplotlib's own) first, so Latin and Greek (ᾱ, σ, ε̂) look as in English;
+    # matplotlib falls back to the CJK font glyph by glyph for the Chinese.
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", name]
+
+
+def t(text: str) -> str:
+    """``text`` in the chosen language (printed messages, widget labels)."""
+    return ZH.get(text, text) if _language == "zh" else text
+
+
+def label(text: str) -> str:
+    """``text`` for a figure: Chinese only when a CJK font is in use, else English."""
+    return ZH.get(text, text) if figure_language() == "zh" else text
+
+
+# The catalogue: English (as written in the code) -> 简体中文. Terms follow the article
+# (notebooks/zh/glossary.ipynb): 噪声预测器, 潜空间, 去噪强度, 噪音表, 标记器, 交叉关注, 无分类器指引.
+ZH: dict[str, str] = {
+    # plots.py
+    "ᾱ_t  (signal kept)": "ᾱ_t (保留的信号)",
+    "σ_t = √(1−ᾱ_t)  (noise level)": "σ_t = √(1−ᾱ_t) (噪声水平)",
+    "sampler: {n} timesteps": "采样器: {n} 个时间步",
+    "training timestep t": "训练时间步 t",
+    "channel {c}": "通道 {c}",
+    "loss": "损失",
+    "{name} (mean of {n})": "{name} ({n} 点均值)",
+    "chance": "随机猜测",
+    "timestep t (noisier →)": "时间步 t (越往右噪声越大 →)",
+    "accuracy": "准确率",
+    "image": "图像",
+    "training step": "训练步",
+    "Noise schedule": "噪音表 (噪声调度)",
+    "Training loss": "训练损失",
+    "Accuracy against timestep": "准确率与时间步",
+    # schedules.py
+    "timestep t of each U-Net call (noisy → clean)": "每次调用 U-Net 的时间步 t (由噪到净)",
+    "noise level": "噪声水平",
+    "U-Net call (noisy → clean)": "U-Net 调用 (由噪到净)",
+    "σ_t = √(1−ᾱ_t) of the latent": "潜像的 σ_t = √(1−ᾱ_t)",
+    "noise removed by the step (σ_t − σ_next)": "这一步去掉的噪声 (σ_t − σ_next)",
+    "expected σ_t (schedule)": "预期的 σ_t (噪音表)",
+    "measured σ̂_t (latent)": "实测的 σ̂_t (潜像)",
+    "{name}, {steps} steps: expected noise level": "{name}, {steps} 步: 预期噪声水平",
+    "{name}\n{n} U-Net calls": "{name}\n{n} 次 U-Net 调用",
+    "gap {gap:.3f}": "差距 {gap:.3f}",
+    # guidance.py
+    "unconditional": "无条件",
+    "conditional": "有条件",
+    "cond − uncond": "有条件 − 无条件",
+    "guided": "指引后",
+    "CFG scale s": "CFG 值 s",
+    "share matching the prompt": "符合提示的比例",
+    "prompt adherence (judge)": "对提示的遵循 (裁判模型评判)",
+    "mean pairwise RMS distance": "两两之间的平均 RMS 距离",
+    "diversity across {n} seeds": "{n} 个种子之间的多样性",
+    "classifier-guidance scale s": "分类器指引尺度 s",
+    "classifier guidance: the judge vs the guiding classifier": "分类器指引: 裁判模型与指引用的分类器",
+    "judged '{target}' (share)": "判为 '{target}' 的比例",
+    "classifier p({target} | x_t)": "分类器 p({target} | x_t)",
+    # tokens.py
+    "cosine similarity": "余弦相似度",
+    "before: token embeddings": "之前: 标记嵌入",
+    "after: hidden states": "之后: 隐藏状态",
+    # editing.py
+    "denoising strength": "去噪强度",
+    "mean |difference| (pixels in [0, 1])": "平均 |差值| (像素取值 [0, 1])",
+    "image-to-image result vs input": "图像转图像结果 vs 输入",
+    "VAE round trip vs input": "VAE 往返 vs 输入",
+    # attention_metrics.py
+    "attention inside object\n÷ object's share of image": "物体内的关注\n÷ 物体占图像的比例",
+    "1 = attention spread evenly": "1 = 关注均匀分布",
+}
+
+
+def _apply_environment() -> None:
+    lang = os.environ.get("SDEXPLAIN_LANG", "").strip()
+    if lang:
+        set_language(lang)
+
+
+_apply_environment()

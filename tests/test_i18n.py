@@ -1,0 +1,106 @@
+"""The message catalogue (sdexplain/i18n.py): every text the package shows has its Chinese, figures
+render Chinese without missing glyphs, and without a CJK font the figures stay English with one message."""
+
+import ast
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+import sdexplain
+from sdexplain import i18n, plots
+
+PACKAGE = Path(sdexplain.__file__).parent
+
+
+def _catalogue_calls():
+    """(file, line, text) for every literal passed to t(...) / label(...) in the package."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("t", "label") and node.args:
+                if isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                    found.append((path.name, node.lineno, node.args[0].value))
+    return found
+
+
+@pytest.fixture
+def restore_language():
+    yield
+    i18n.set_language("en")
+
+
+def test_every_literal_shown_by_the_package_has_chinese():
+    calls = _catalogue_calls()
+    assert len(calls) > 40  # plots, schedules, guidance, tokens, editing, attention metrics, widgets
+    missing = [f"{name}:{line}: {text!r}" for name, line, text in calls if text not in i18n.ZH]
+    assert missing == []
+
+
+def test_chinese_keeps_the_placeholders_of_the_english():
+    import string
+
+    for english, chinese in i18n.ZH.items():
+        fields = lambda s: sorted(f for _, f, _, _ in string.Formatter().parse(s) if f is not None)
+        assert fields(english) == fields(chinese), english
+
+
+def test_english_is_the_default_and_unknown_languages_are_refused(restore_language):
+    assert i18n.t("loss") == "loss"
+    with pytest.raises(ValueError, match="'fr'"):
+        sdexplain.set_language("fr")
+    assert i18n.language() == "en"
+
+
+def test_chinese_text_and_labels(restore_language):
+    sdexplain.set_language("zh")
+    assert i18n.t("loss") == "损失"
+    assert i18n.t("no such sentence") == "no such sentence"  # an unknown text stays as written
+    if i18n.find_cjk_font():
+        assert i18n.label("loss") == "损失"
+
+
+def test_a_chinese_figure_renders_without_missing_glyphs(restore_language):
+    required = os.environ.get("SDEXPLAIN_CJK_REQUIRED") == "1"  # set by .ci/run, which installs the font
+    if i18n.find_cjk_font() is None:
+        if required:
+            pytest.fail("no CJK font found; CI installs fonts-wqy-microhei (.ci/run)")
+        pytest.skip("no CJK font installed here (apt-get install fonts-wqy-microhei)")
+    assert sdexplain.set_language("zh") == "zh"
+    alpha_bar = np.linspace(0.999, 0.01, 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph … missing from font(s) …"
+        figs = [
+            plots.noise_schedule(alpha_bar, t=40, timesteps=[90, 60, 30, 0]),
+            plots.loss_curve({"train": [1.0, 0.5, 0.3]}, smooth=2),
+            plots.accuracy_vs_t([0, 50, 99], [0.9, 0.6, 0.3], chance=0.5),
+        ]
+        for fig in figs:
+            FigureCanvasAgg(fig).draw()
+    ax = figs[0].axes[0]
+    assert ax.get_xlabel() == "训练时间步 t"
+    assert "噪声水平" in ax.get_legend().get_texts()[1].get_text()
+
+
+def test_without_a_cjk_font_figures_stay_english_with_one_message(monkeypatch, capsys, restore_language):
+    monkeypatch.setattr(i18n, "find_cjk_font", lambda: None)
+    assert sdexplain.set_language("zh") == "en"
+    err = capsys.readouterr().err
+    assert err.count("no CJK font found") == 1
+    assert i18n.label("loss") == "loss"  # figures: English
+    assert i18n.t("loss") == "损失"  # printed text: Chinese
+    fig = plots.loss_curve([1.0, 0.5])
+    assert fig.axes[0].get_ylabel() == "loss"
+
+
+def test_the_environment_variable_chooses_the_language(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from sdexplain import i18n; print(i18n.language())"
+    env = {**os.environ, "SDEXPLAIN_LANG": "zh", "PYTHONPATH": str(PACKAGE.parent)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "zh"
