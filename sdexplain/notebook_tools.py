@@ -18,6 +18,8 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_NOTEBOOK_BYTES = 2_000_000
+# The opening and closing sections every notebook has, per language (notebooks/zh/ is the Chinese edition).
+SECTIONS = {"en": ("What you will learn", "What to remember"), "zh": ("你将学到", "要点回顾")}
 
 
 def repository_url() -> str:
@@ -125,10 +127,11 @@ def check(path: Path) -> list[str]:
     if "widgets" in nb.metadata:
         problems.append(f"{path.name}: saved widget state in metadata")
     first = nb.cells[0].source if nb.cells else ""
-    if colab_badge(path.name) not in first:
+    zh = path.resolve().parent.name == "zh"
+    if colab_badge(f"zh/{path.name}" if zh else path.name) not in first:
         problems.append(f"{path.name}: the first cell lacks its own Colab badge")
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    for heading in ("What you will learn", "What to remember"):
+    for heading in SECTIONS["zh" if zh else "en"]:
         if heading not in text:
             problems.append(f"{path.name}: no '{heading}' section")
     for cell in nb.cells:
