@@ -43,7 +43,7 @@ class CFGSweep:
         return self.noise_uncond[step] + w * (self.noise_cond[step] - self.noise_uncond[step])
 
 
-def _check_scales(scales) -> list[float]:
+def check_scales(scales) -> list[float]:
     scales = [float(s) for s in scales]
     if not scales:
         raise ValueError("scales must name at least one guidance scale, got an empty list")
@@ -69,7 +69,7 @@ def cfg_sweep(
 ) -> CFGSweep:
     """Generate `prompt` at every guidance scale in `scales` from the same noise, in one batch."""
     # Adapted from diffusers pipeline_stable_diffusion.py (0.42), __call__, steps 1–8
-    scales = _check_scales(scales)
+    scales = check_scales(scales)
     check_steps(steps)
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be one string, got {type(prompt).__name__}")
@@ -220,7 +220,7 @@ def adherence_and_diversity(pipe, judge, prompts, scales, seeds=(0, 1, 2), *, st
     from sdexplain.toy import world
     from sdexplain.toy.evaluate import judge_images
 
-    scales = _check_scales(scales)
+    scales = check_scales(scales)
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     if not prompts or len(seeds) < 2:
         raise ValueError(f"need at least one prompt and two seeds, got {len(prompts)} prompts and {len(seeds)} seeds")
@@ -278,7 +278,7 @@ def classifier_guidance_curve(pipe, classifier, judge, target: str, scales, *, a
     labels = list(classifier.HEADS[attribute]) if hasattr(classifier, "HEADS") else None
     if labels is None or target not in labels:
         raise ValueError(f"target {target!r} is not a label of the classifier's {attribute!r} head; allowed: {labels}")
-    scales = _check_scales(scales)
+    scales = check_scales(scales)
     index = labels.index(target)
     judge_index = list(judge.HEADS[attribute]).index(target)
     curve = ClassifierGuidanceCurve(target, attribute, scales, [], [], [], [])
@@ -299,7 +299,7 @@ def classifier_guidance_curve(pipe, classifier, judge, target: str, scales, *, a
 
 @dataclass
 class SweepStep:
-    """One step of a `CFGSweep` in the shape `sdexplain.widgets.cfg_explorer` reads (like a trace's Step)."""
+    """One step of a `CFGSweep` in the shape `sdexplain.widgets.CfgExplorer` reads (like a trace's Step)."""
 
     index: int
     timestep: int
@@ -317,7 +317,7 @@ class SweepRun:
 
 
 def sweep_results(sweep: CFGSweep) -> list[tuple[float, Image.Image, SweepRun, int]]:
-    """A `CFGSweep` as [(scale, image, run, batch_index)]: what `sdexplain.widgets.cfg_explorer` takes."""
+    """A `CFGSweep` as [(scale, image, run, batch_index)]: what `sdexplain.widgets.CfgExplorer` takes."""
     steps = [
         SweepStep(i, t, sweep.latents[i], sweep.noise_uncond[i], sweep.noise_cond[i], sweep.noise_guided(i))
         for i, t in enumerate(sweep.timesteps)
@@ -386,21 +386,3 @@ def image_rows(rows, labels, cell: float = 1.1):
                 ax.imshow(row[c], interpolation="nearest")
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     return fig
-
-
-def sweep_sampler(pipe, scales, *, steps: int = 25, seed: int = 0, negative_prompt: str = ""):
-    """A ``generate(prompt, progress)`` for ``widgets.GenerateButton``: one batched `cfg_sweep` per click.
-
-    The sweep makes one U-Net call per step (all scales batched), so the progress bar counts steps.
-    The result is the `CFGSweep`; pass it through `sweep_results` for `widgets.CfgExplorer`.
-    """
-    from sdexplain.widgets import unet_progress
-
-    scales = _check_scales(scales)
-    check_steps(steps)
-
-    def run(prompt: str, progress):
-        with unet_progress(pipe, progress, steps):
-            return cfg_sweep(pipe, prompt, scales, steps=steps, seed=seed, negative_prompt=negative_prompt, progress=False)
-
-    return run

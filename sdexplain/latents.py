@@ -4,7 +4,7 @@
     geo.pixel_numbers, geo.latent_shape, geo.compression     # 786432, (4, 64, 64), 48.0 for SD 1.5
     rec = reconstruct(pipe, images)                 # encode → decode, error per pixel
     sweep = resolution_sweep(pipe, resolution_ladder(pipe), prompt="a red cat")   # images + seconds per step
-    resolution_explorer(sweep)                      # a slider over the measured resolutions
+    widgets.ResolutionExplorer(sweep)               # a slider over the measured resolutions
 
 Everything is read from the model's own configs (the VAE's number of levels gives its factor,
 its `latent_channels` the depth of the latent) or measured on the loaded model; nothing is typed in.
@@ -15,18 +15,15 @@ here), plotting (`sdexplain.plots`).
 
 from __future__ import annotations
 
-import html
 import numbers
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import ipywidgets as widgets
 import numpy as np
 import torch
 
 from sdexplain import images
-from sdexplain.widgets import View
 
 
 # --------------------------------------------------------------------------- geometry
@@ -254,40 +251,3 @@ def resolution_sweep(pipe, sides: Sequence[int], prompt: str | None = None, *, s
             picture = images.to_uint8(made[0])
         results.append(ResolutionResult(latent_geometry(pipe, side, side), seconds, picture))
     return results
-
-
-class ResolutionExplorer(View):
-    """A slider over the resolutions of a `resolution_sweep`: the image made there, its latent shape and the measured cost.
-
-    Nothing runs in the callback: every image was generated, and every step timed, by the sweep.
-    Images are shown at their true relative size (one zoom for all), so bigger really looks bigger.
-    Parts: ``slider``, ``image``, ``readout``, ``output``, ``widget``.
-    """
-
-    def __init__(self, results: Sequence[ResolutionResult], display: int = 256):
-        super().__init__()
-        if not results:
-            raise ValueError("ResolutionExplorer needs at least one ResolutionResult")
-        self.results = list(results)
-        smallest = min(r.geometry.height for r in self.results)
-        zoom = images.zoom_for(smallest, display // 2)
-        self.frames = [images.encode_png(images.zoom(r.image, zoom)) if r.image is not None else b"" for r in self.results]
-        options = [(f"{r.geometry.height}×{r.geometry.width}", i) for i, r in enumerate(self.results)]
-        middle = len(options) // 2  # the model's own size, for a ladder around it
-        self.slider = widgets.SelectionSlider(options=options, value=middle, description="resolution", continuous_update=True)
-        self.image = widgets.Image(format="png")
-        self.readout = widgets.HTML()
-        self.widget = widgets.VBox([self.slider, self.readout, self.image, self.output])
-        self.on_change(self.slider, lambda: self.show(self.slider.value))
-        self.show(middle)
-
-    def show(self, index: int) -> None:
-        result = self.results[index]
-        if self.frames[index]:
-            self.image.value = self.frames[index]
-        self.readout.value = html.escape(result.label)
-
-
-def resolution_explorer(results: Sequence[ResolutionResult]) -> ResolutionExplorer:
-    """A resolution slider over a precomputed `resolution_sweep`."""
-    return ResolutionExplorer(results)

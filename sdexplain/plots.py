@@ -108,6 +108,13 @@ def noise_schedule(
     return fig
 
 
+def figure_pixels(fig: Figure) -> np.ndarray:
+    """A figure rendered to an RGB array (H, W, 3) uint8 (for an Image widget, without IPython's display)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+
+
 class MarkedCurve:
     """A figure rendered once to RGB; ``frame(x)`` draws a marker at x onto a copy (a few ms, no matplotlib).
 
@@ -116,9 +123,7 @@ class MarkedCurve:
     """
 
     def __init__(self, fig: Figure, ax, curves: Sequence[tuple[np.ndarray, np.ndarray]], colour: tuple[int, int, int] = (220, 20, 60), label=None):
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        self.background = np.asarray(canvas.buffer_rgba())[:, :, :3].copy()  # (H, W, 3) uint8
+        self.background = figure_pixels(fig)  # (H, W, 3) uint8
         self.height = self.background.shape[0]
         self._to_display = ax.transData.frozen()  # data -> display pixels (origin bottom-left)
         x0, y0, x1, y1 = ax.bbox.extents

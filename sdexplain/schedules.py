@@ -8,7 +8,7 @@ the sampler removes just enough noise to get there." Here both halves are comput
     noise_levels(run, variance_exploding)     expected vs MEASURED noise level of the latent at every step
     run_samplers(pipe, prompt, names, …)      the same prompt and seed through several samplers, traced
     levels_figure / noise_levels_figure / samplers_figure   static figures
-    sampler_switcher(results)                 a Dropdown over the runs: final image + measured-vs-expected plot
+    widgets.SamplerSwitcher(results)          a Dropdown over the runs: final image + measured-vs-expected plot
 
 How the noise level of a latent is MEASURED (`noise_levels`). Every latent x_t of a run is compared
 with the run's own final clean latent x0 (the one the VAE decodes):
@@ -29,18 +29,14 @@ Not here: the maths of ᾱ/σ (`sdexplain.diffusion`), the ᾱ/σ curves against
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass
 
-import ipywidgets as widgets
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
 from sdexplain import diffusion, images
 from sdexplain.generate import SCHEDULERS, generate, make_scheduler
-from sdexplain.widgets import View
 from sdexplain.i18n import label
 
 LABELS = {  # how WebUIs name them
@@ -223,54 +219,6 @@ def samplers_figure(results: dict[str, SamplerRun], cell: float = 1.9) -> Figure
         if i:
             axes[1, i].set_ylabel("")
     return fig
-
-
-class SamplerSwitcher(View):
-    """A Dropdown over finished sampler runs: the final image and its measured-vs-expected noise plot.
-
-    Everything is rendered when the view is built; choosing a sampler only swaps PNG bytes.
-    Parts: ``dropdown``, ``image``, ``plot``, ``readout``, ``output``, ``widget``.
-    """
-
-    def __init__(self, results: dict[str, SamplerRun], display: int = 256):
-        super().__init__()
-        if not results:
-            raise ValueError("no sampler results to switch between")
-        self.results = results
-        self.frames = {}
-        for name, result in results.items():
-            picture = images.to_uint8(result.image)
-            zoomed = images.zoom(picture, images.zoom_for(max(picture.shape[:2]), display))
-            self.frames[name] = (images.encode_png(zoomed), _figure_png(noise_levels_figure(result.levels, LABELS.get(name, name))))
-        self.dropdown = widgets.Dropdown(options=[(LABELS.get(n, n), n) for n in results], description="sampler")
-        self.image = widgets.Image(format="png")
-        self.plot = widgets.Image(format="png")
-        self.readout = widgets.HTML()
-        self.widget = widgets.VBox([self.dropdown, widgets.HBox([self.image, self.plot]), self.readout, self.output])
-        self.on_change(self.dropdown, self.show)
-        self.show()
-
-    def show(self) -> None:
-        name = self.dropdown.value
-        result = self.results[name]
-        self.image.value, self.plot.value = self.frames[name]
-        self.readout.value = (
-            f"{html.escape(result.scheduler)} · {len(result.run.steps)} U-Net calls · "
-            f"RMS gap between measured and expected noise level: {result.levels.gap():.3f}"
-        )
-
-
-def _figure_png(fig: Figure) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return images.encode_png(np.asarray(canvas.buffer_rgba())[:, :, :3].copy())
-
-
-def sampler_switcher(results: dict[str, SamplerRun]) -> SamplerSwitcher:
-    """Pick a sampler: its final image and how its latent's noise level followed the schedule."""
-    return SamplerSwitcher(results)
 
 
 def same_start(results: dict[str, SamplerRun]) -> float:

@@ -9,7 +9,7 @@ What the prompt goes through before the U-Net sees it (article: tokenizer, embed
                                      (start / word / end / padding) and which word it belongs to, plus the
                                      pieces that did not fit ("cut")
     token_table_html / token_table_text   the same as an HTML table (notebook) or plain text (print)
-    token_inspector(tokenizer)       a Text box whose table updates as you type (tokenizing is cheap: no U-Net)
+    widgets.TokenInspector(tokenizer) a Text box whose table updates as you type (tokenizing is cheap: no U-Net)
     reference_tokenizer(pipe)        CLIP's real BPE vocabulary if we can have it offline, else the pipeline's
     token_embedding_matrix(pipe)     (V, D): the text encoder's token embedding table
     word_vectors / cosine_matrix / nearest_neighbours / group_similarity   similarity of token embeddings
@@ -27,12 +27,10 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
-import ipywidgets as widgets
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from sdexplain.widgets import View
 from sdexplain.i18n import label
 
 END_OF_WORD = "</w>"
@@ -166,32 +164,6 @@ def token_table_html(tokenization: Tokenization, padding: int = 1, title: str | 
         f"<tr><th>slot</th>{''.join(cells_slot)}</tr><tr><th>token</th>{''.join(cells_token)}</tr>"
         f"<tr><th>id</th>{''.join(cells_id)}</tr></table></div><div style='font-size:12px'>{summary}</div>"
     )
-
-
-class TokenInspector(View):
-    """A Text box and the token table of what is typed, updated on every change (no model runs).
-
-    Parts: ``text``, ``table`` (an HTML widget), ``output``, ``widget``. Set ``text.value`` to drive it.
-    """
-
-    def __init__(self, tokenizer, text: str = "", title: str | None = None):
-        super().__init__()
-        self.tokenizer, self.title = tokenizer, title
-        self.text = widgets.Text(value=text, placeholder="type a prompt", description="prompt", continuous_update=True,
-                                 layout=widgets.Layout(width="90%"))  # fmt: skip
-        self.table = widgets.HTML()
-        self.widget = widgets.VBox([self.text, self.table, self.output])
-        self.on_change(self.text, self.show)
-        self.show()
-
-    def show(self) -> None:
-        self.tokenization = tokenize(self.tokenizer, self.text.value)
-        self.table.value = token_table_html(self.tokenization, title=self.title)
-
-
-def token_inspector(tokenizer, text: str = "", title: str | None = None) -> TokenInspector:
-    """Type a prompt, see its tokens and ids (the table follows every keystroke)."""
-    return TokenInspector(tokenizer, text, title)
 
 
 def is_clip_vocabulary(tokenizer) -> bool:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdexplain import guidance
+from sdexplain import guidance, widgets
 
 
 def _stock(pipe, prompt, scale, steps=3, seed=0):
@@ -124,11 +124,11 @@ def test_classifier_guidance_curve_records_per_scale_results(tiny_pipe):
 
 
 def test_sweep_results_feed_the_cfg_explorer(tiny_pipe):
-    from sdexplain.widgets import cfg_explorer
+    from sdexplain.widgets import CfgExplorer
 
     sweep = guidance.cfg_sweep(tiny_pipe, "a red cat", scales=[1.0, 3.0], steps=2, progress=False)
     results = guidance.sweep_results(sweep)
-    view = cfg_explorer(results)
+    view = CfgExplorer(results)
     view.scale_slider.value = 1
     view.step_slider.value = 1
     uncond, cond, guided = view.noises(1, 1)
@@ -139,11 +139,11 @@ def test_sweep_results_feed_the_cfg_explorer(tiny_pipe):
 
 def test_sweep_sampler_reports_progress_and_matches_a_direct_sweep(tiny_pipe):
     reports = []
-    run = guidance.sweep_sampler(tiny_pipe, [0.0, 3.0], steps=3, seed=5)
+    run = widgets.sweep_sampler(tiny_pipe, [0.0, 3.0], steps=3, seed=5)
     sweep = run("a red cat", lambda done, total: reports.append((done, total)))
     direct = guidance.cfg_sweep(tiny_pipe, "a red cat", [0.0, 3.0], steps=3, seed=5, progress=False)
     assert reports[:3] == [(1, 3), (2, 3), (3, 3)] and set(reports[3:]) <= {(3, 3)}, reports  # PNDM: one extra call
     for a, b in zip(sweep.images, direct.images):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="steps"):
-        guidance.sweep_sampler(tiny_pipe, [1.0], steps=0)
+        widgets.sweep_sampler(tiny_pipe, [1.0], steps=0)

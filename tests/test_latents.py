@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdexplain import latents
+from sdexplain import latents, widgets
 from sdexplain.architectures import ARCHITECTURES
 from sdexplain.toy import world
 
@@ -82,7 +82,7 @@ def test_resolution_sweep_and_explorer(tiny_pipe):
     assert [r.geometry.latent_shape for r in results] == [(4, 4, 4), (4, 8, 8)]
     assert results[0].image.shape == (32, 32, 3) and results[1].image.shape == (64, 64, 3)
     assert "4×8×8" in results[1].label and "ms per step" in results[1].label
-    view = latents.resolution_explorer(results)
+    view = widgets.ResolutionExplorer(results)
     assert view.slider.value == 1  # the middle entry
     view.slider.value = 0
     assert "32×32 px" in view.readout.value

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from sdexplain import images, panel
+from sdexplain import images, widgets
 from sdexplain.generate import generate
 from sdexplain.toy import world
 
 
 @pytest.fixture
 def small_panel(tiny_pipe):
-    view = panel.control_panel(tiny_pipe, prompt="a red cat", steps=3, cfg=3.0, seed=5)
+    view = widgets.ControlPanel(tiny_pipe, prompt="a red cat", steps=3, cfg=3.0, seed=5)
     return view
 
 
@@ -60,3 +60,21 @@ def test_too_small_strength_and_missing_image_are_explained(tiny_pipe, small_pan
     small_panel.controls["strength"].value = 0.1
     small_panel.generate()
     assert "rounds down to 0 denoising steps" in small_panel.message.value
+
+
+def test_a_failure_while_sampling_is_shown_and_the_panel_resets(tiny_pipe, small_panel):
+    def fail(module, args):
+        raise RuntimeError("out of memory (simulated)")
+
+    handle = tiny_pipe.unet.register_forward_pre_hook(fail)
+    try:
+        small_panel.button.click()
+    finally:
+        handle.remove()
+    assert "sampling" not in small_panel.message.value
+    assert "RuntimeError" in small_panel.message.value and "out of memory (simulated)" in small_panel.message.value
+    assert small_panel.progress.bar_style == "danger" and not small_panel.button.disabled
+    assert len(small_panel.errors) == 1 and "out of memory (simulated)" in small_panel.errors[0]
+    small_panel.button.click()  # the next run works and clears the failure
+    assert small_panel.message.value.startswith("done") and small_panel.progress.bar_style == "success"
+    assert small_panel.images is not None and small_panel.output.outputs == ()

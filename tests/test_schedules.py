@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
 
-from sdexplain import diffusion, schedules
+from sdexplain import diffusion, schedules, widgets
 from sdexplain.generate import generate
 from sdexplain.toy.model import SCHEDULER_CONFIG
 from sdexplain.trace import Step, Trace
@@ -86,7 +86,7 @@ def test_run_samplers_equals_generate_with_that_scheduler_and_restores_the_pipel
 
 def test_switcher_swaps_the_pictures_without_running_anything(tiny_pipe):
     results = schedules.run_samplers(tiny_pipe, "a red cat", names=["ddim", "euler_a"], steps=2, cfg=1.0, seed=0, height=64, width=64)
-    view = schedules.sampler_switcher(results)
+    view = widgets.SamplerSwitcher(results)
     first = (view.image.value, view.plot.value)
     calls = []
     handle = tiny_pipe.unet.register_forward_hook(lambda *args: calls.append(1))

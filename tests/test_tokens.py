@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sdexplain import tokens
+from sdexplain import tokens, widgets
 from sdexplain.architectures import ARCHITECTURES
 from sdexplain.generate import generate
 from sdexplain.toy.tokenizer import build_tokenizer
@@ -54,7 +54,7 @@ def test_roles_positions_and_text_table_on_the_toy_tokenizer():
 
 
 def test_inspector_follows_the_text_box():
-    view = tokens.token_inspector(build_tokenizer(), "a red cat")
+    view = widgets.TokenInspector(build_tokenizer(), "a red cat")
     assert "red&lt;/w&gt;" in view.table.value
     view.text.value = "a blue dog"
     assert "blue&lt;/w&gt;" in view.table.value and "red&lt;/w&gt;" not in view.table.value

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from sdexplain import diffusion, images, widgets
+from sdexplain.widgets import base
 from sdexplain.attention import AttentionMaps
 from sdexplain.trace import Step, Trace
 
@@ -159,7 +160,7 @@ def test_callback_errors_land_in_the_output_and_clear_on_success():
 
 
 def test_forward_diffusion_pixels_latents_and_curve(tiny_pipe):
-    view = widgets.forward_diffusion_explorer(tiny_pipe, seed=3, decode_steps=5)
+    view = widgets.ForwardDiffusionExplorer(tiny_pipe, seed=3, decode_steps=5)
     alpha_bar = diffusion.alphas_cumprod(tiny_pipe.scheduler)
     clean = images.to_uint8(view.x0)
     assert np.array_equal(clean, widgets.default_image())  # the toy cat, at the model's size already
@@ -174,7 +175,7 @@ def test_forward_diffusion_pixels_latents_and_curve(tiny_pipe):
     assert np.abs(_unzoom(_shown(view.pixel_image), 64).astype(int) - expected).max() <= 1
     # latent space: the same formula on the encoded latent, shown as 4 channels on a fixed scale
     z_t = a**0.5 * view.z0[0] + (1 - a) ** 0.5 * view.latent_noise[0]
-    assert np.array_equal(_shown(view.latent_image), widgets._mosaic(z_t, view.latent_vmax, view.display))
+    assert np.array_equal(_shown(view.latent_image), base.mosaic(z_t, view.latent_vmax, view.display))
     # the decode is the precomputed one nearest to t
     k = view.decode_index(600)
     assert view.decode_timesteps[k] == 500  # grid 0, 250, 500, 749, 999
@@ -219,7 +220,7 @@ def test_forward_diffusion_bad_upload_shows_an_error_and_keeps_the_image(tiny_pi
 def test_step_scrubber_on_a_real_trace(tiny_pipe):
     _, run = _traced(tiny_pipe, steps=3)
     decoder = _Counter(tiny_pipe.vae.decoder)
-    view = widgets.step_scrubber(run, tiny_pipe)
+    view = widgets.StepScrubber(run, tiny_pipe)
     assert decoder.calls == 1  # all x̂0 decoded in one batch
     assert view.slider.max == len(run.steps) - 1
     unet = _Counter(tiny_pipe.unet)
@@ -232,8 +233,8 @@ def test_step_scrubber_on_a_real_trace(tiny_pipe):
         shown = _unzoom(_shown(view.x0_image), 64)
         assert np.array_equal(shown, view.x0_decoded[i])
         assert np.abs(shown.astype(int) - decoded).max() <= 2  # batched vs single decode: float rounding only
-        assert np.array_equal(_shown(view.latent_image), widgets._mosaic(step.latent_in[0], view.latent_vmax, view.display))
-        assert np.array_equal(_shown(view.noise_image), widgets._mosaic(step.noise_guided[0], view.noise_vmax, view.display))
+        assert np.array_equal(_shown(view.latent_image), base.mosaic(step.latent_in[0], view.latent_vmax, view.display))
+        assert np.array_equal(_shown(view.noise_image), base.mosaic(step.noise_guided[0], view.noise_vmax, view.display))
         assert f"t = {int(step.timestep)}" in view.readout.value and f"{step.alpha_bar:.4f}" in view.readout.value
         assert np.array_equal(_shown(view.curve_image), view.curve.frame(int(step.timestep)))
     assert unet.calls == 0 and decoder.calls == 1 + 4  # only the checks above decoded
@@ -247,7 +248,7 @@ def test_step_scrubber_skips_thinned_steps_and_takes_a_new_run(tiny_pipe):
     assert view.slider.max == 3 and [s.index for s in view.steps] == [0, 2, 3, 4]
     view.slider.value = 1
     assert "step 3 / 5" in view.readout.value
-    assert np.array_equal(_shown(view.latent_image), widgets._mosaic(run.steps[2].latent_in[1], view.latent_vmax, view.display))
+    assert np.array_equal(_shown(view.latent_image), base.mosaic(run.steps[2].latent_in[1], view.latent_vmax, view.display))
     view.set_run(_synthetic_run(steps=2, batch=1, seed=1))
     assert view.slider.max == 1 and view.slider.value == 1 and view.errors == []
     with pytest.raises(ValueError, match="no step tensors"):
@@ -264,7 +265,7 @@ def _pictures(n):
 def test_cfg_explorer_indexes_the_sweep_and_shows_the_four_panels():
     runs = [_synthetic_run(steps=3, batch=1, scale=s, seed=i) for i, s in enumerate((3.0, 7.5))]
     p = _pictures(2)
-    view = widgets.cfg_explorer([(7.5, p[1], runs[1]), (3.0, p[0], runs[0])])  # sorted by scale
+    view = widgets.CfgExplorer([(7.5, p[1], runs[1]), (3.0, p[0], runs[0])])  # sorted by scale
     assert [label for label, _ in view.scale_slider.options] == ["3", "7.5"]
     assert np.array_equal(_unzoom(_shown(view.image), 64), p[0])
     before = [w.value for w in view.panel_images]
@@ -276,7 +277,7 @@ def test_cfg_explorer_indexes_the_sweep_and_shows_the_four_panels():
     uncond, cond, guided = step.noise_uncond[0], step.noise_cond[0], step.noise_guided[0]
     vmax = max(float(x.abs().max()) for x in (uncond, cond, cond - uncond, guided))
     for widget, tensor in zip(view.panel_images, (uncond, cond, cond - uncond, guided)):
-        assert np.array_equal(_shown(widget), widgets._mosaic(tensor, vmax, view.display, cmap="RdBu_r"))
+        assert np.array_equal(_shown(widget), base.mosaic(tensor, vmax, view.display, cmap="RdBu_r"))
     assert "s = 7.5" in view.readout.value and f"{float((cond - uncond).norm()):.3f}" in view.readout.value
     assert view.errors == []
 
@@ -309,7 +310,7 @@ def test_cfg_explorer_accepts_dicts_batched_sweeps_and_objects():
 def test_cfg_explorer_explains_a_run_without_guidance(tiny_pipe):
     image_off, run_off = _traced(tiny_pipe, cfg=1.0, steps=2)
     image_on, run_on = _traced(tiny_pipe, cfg=5.0, steps=2)
-    view = widgets.cfg_explorer({1.0: (image_off, run_off), 5.0: (image_on, run_on)})
+    view = widgets.CfgExplorer({1.0: (image_off, run_off), 5.0: (image_on, run_on)})
     assert "without guidance" in view.readout.value
     view.scale_slider.value = 1
     assert "s = 5" in view.readout.value and view.errors == []
@@ -322,7 +323,7 @@ def test_cfg_explorer_explains_a_run_without_guidance(tiny_pipe):
 def test_attention_explorer_overlays_the_chosen_word_and_step():
     run = _synthetic_run(steps=3, batch=2)
     picture = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    view = widgets.attention_explorer(run, picture, batch_index=1, alpha=0.5)
+    view = widgets.AttentionExplorer(run, picture, batch_index=1, alpha=0.5)
     assert list(view.token.options) == ["1:a", "2:red", "3:cat", "<start>", "<end>"]
     assert [v for _, v in view.slider.options] == [widgets.ALL_STEPS, 0, 1, 2]
     zoomed = images.zoom(picture, 4)
@@ -341,7 +342,7 @@ def test_attention_explorer_overlays_the_chosen_word_and_step():
 
 
 def test_large_pictures_redrawn_in_callbacks_go_out_as_jpeg():
-    assert widgets._format_for(128) == "png" and widgets._format_for(129) == "jpeg"
+    assert base.format_for(128) == "png" and base.format_for(129) == "jpeg"
     run = _synthetic_run(steps=2, batch=1)
     smooth = np.tile(np.linspace(0, 255, 512, dtype=np.uint8)[None, :, None], (512, 1, 3))
     view = widgets.AttentionExplorer(run, smooth, alpha=0.3)
@@ -393,7 +394,7 @@ def test_generate_button_runs_the_work_reports_progress_and_refreshes():
             seen.append(i)
         return prompt.upper()
 
-    button = widgets.generate_button(work, on_done=done.append, prompt="a red cat")
+    button = widgets.GenerateButton(work, on_done=done.append, prompt="a red cat")
     button.click()
     assert button.result == "A RED CAT" and done == ["A RED CAT"] and seen == list(range(5))
     assert (button.progress.value, button.progress.max) == (5, 5) and not button.button.disabled
@@ -410,9 +411,9 @@ def test_generate_button_shows_errors_and_stays_usable():
 def test_sampler_and_progress_drive_a_real_pipeline(tiny_pipe):
     reports = []
     scrubber_holder = {}
-    button = widgets.generate_button(
+    button = widgets.GenerateButton(
         widgets.sampler(tiny_pipe, steps=3, cfg=5.0),
-        on_done=lambda result: scrubber_holder.setdefault("view", widgets.step_scrubber(result[1], tiny_pipe)),
+        on_done=lambda result: scrubber_holder.setdefault("view", widgets.StepScrubber(result[1], tiny_pipe)),
         prompt="a blue dog",
     )
     original = button.report
@@ -422,6 +423,3 @@ def test_sampler_and_progress_drive_a_real_pipeline(tiny_pipe):
     images_, run = button.result
     assert len(images_) == 1 and len(run.steps) >= 3
     assert scrubber_holder["view"].slider.max == len(run.steps) - 1
-    calls = []
-    tiny_pipe("a cat", num_inference_steps=2, callback_on_step_end=widgets.diffusers_progress(lambda d, t: calls.append((d, t))))
-    assert calls[-1][0] == calls[-1][1]

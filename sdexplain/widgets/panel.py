@@ -1,17 +1,18 @@
 """The control panel: every knob of a Stable Diffusion WebUI, each with one line on what it does.
 
-    panel = sdexplain.panel.control_panel(pipe)   # last line of a cell shows it
+    panel = widgets.ControlPanel(pipe)   # last line of a cell shows it
 
 Knobs: prompt, negative prompt, seed, steps, CFG scale, sampler, width and height (multiples of
 the VAE factor), and — with an input image — denoising strength (image-to-image). The Generate
 button runs `sdexplain.generate` with exactly these settings (a progress bar counts U-Net calls);
 the result is shown, and a step slider (`sdexplain.widgets.StepScrubber`) scrubs the captured run.
 Bad settings (a size that isn't a multiple of 8, strength too small for the steps, …) are shown as
-a clear message in the panel, not a traceback in a log.
+a clear message in the panel, not a traceback in a log; a failure while sampling is named in the
+panel's status line (its traceback below), and the panel is ready for the next run.
 
 Drive it without a browser: set `panel.controls["steps"].value = 10`, call `panel.generate()`,
 read `panel.images` / `panel.image.value`.
-Not here: the widget primitives (`sdexplain.widgets`), the generation itself (`sdexplain.generate`).
+Not here: the widget primitives (`sdexplain.widgets.base`), the generation itself (`sdexplain.generate`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import html
 import ipywidgets as widgets
 
 from sdexplain import images
-from sdexplain.generate import SCHEDULERS, generate, vae_factor
-from sdexplain.widgets import StepScrubber, View, _titled, upload_image, unet_progress
+from sdexplain.generate import SCHEDULERS, generate
+from sdexplain.widgets.base import View, titled, upload_image
+from sdexplain.widgets.button import RunProgress, unet_progress
+from sdexplain.widgets.scrubbers import StepScrubber
 
 EXPLANATIONS = {
     "prompt": "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.",
@@ -48,7 +51,7 @@ class ControlPanel(View):
     def __init__(self, pipe, prompt: str = "a red cat", steps: int = 20, cfg: float = 7.5, seed: int = 0, input_image=None):
         super().__init__()
         self.pipe = pipe
-        self.factor = vae_factor(pipe)
+        self.factor = pipe.vae_scale_factor  # pixels per latent cell along each side
         height, width = images.model_image_size(pipe)
         self.input_image = input_image
         self.images, self.run, self.settings_used, self.scrubber = None, None, None, None
@@ -67,9 +70,8 @@ class ControlPanel(View):
             "strength": widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="denoising strength", style=style),
             "upload": widgets.FileUpload(accept="image/*", multiple=False, description="input image"),
         }
-        self.button = widgets.Button(description="Generate", button_style="primary", icon="play")
-        self.progress = widgets.IntProgress(value=0, min=0, max=1)
-        self.message = widgets.HTML()
+        self.runner = RunProgress("Generate")
+        self.button, self.progress, self.message = self.runner.button, self.runner.progress, self.runner.status
         self.image = widgets.Image(format="png")
         self.input_view = widgets.Image(format="png")
         self.steps_box = widgets.VBox([])
@@ -84,7 +86,7 @@ class ControlPanel(View):
                 *rows,
                 widgets.HBox([self.button, self.progress]),
                 self.message,
-                widgets.HBox([_titled("input image", self.input_view), _titled("result", self.image)]),
+                widgets.HBox([titled("input image", self.input_view), titled("result", self.image)]),
                 self.steps_box,
                 self.output,
             ]
@@ -151,33 +153,24 @@ class ControlPanel(View):
         except (ValueError, TypeError) as error:  # bad input: a plain message, no traceback
             self.show_message(str(error))
             return
-        self.button.disabled = True
-        self.message.value = "sampling…"
         total = settings["steps"] if "image" not in settings else max(int(settings["steps"] * settings["strength"]), 1)
+        options = {k: v for k, v in settings.items() if k != "prompt"}
         try:
-            with unet_progress(self.pipe, self._report, total):
-                options = {k: v for k, v in settings.items() if k != "prompt"}
+            with self.runner.running(), unet_progress(self.pipe, self.runner.report, total):
                 pictures, run = generate(self.pipe, settings["prompt"], **options, preview_every=0)
-        except (ValueError, TypeError) as error:  # refused by generate's own checks
+        except (ValueError, TypeError) as error:  # refused by generate's own checks: a plain message
             self.show_message(str(error))
             return
-        finally:
-            self.button.disabled = False
+        # Any other error went on to the button's guard: named in the status line, traceback in `output`.
         self.images, self.run, self.settings_used = pictures, run, settings
         picture = images.to_uint8(pictures[0])
         self.image.value = images.encode_png(images.zoom(picture, images.zoom_for(max(picture.shape[:2]))))
-        self.progress.value = self.progress.max
-        self.progress.bar_style = "success"
         self.message.value = f"done: {len(run.steps)} U-Net evaluations, seed {settings['seed']}, {settings['scheduler']}"
         if self.scrubber is None:
             self.scrubber = StepScrubber(run, self.pipe)
             self.steps_box.children = [widgets.HTML("<b>Scrub the steps of this run</b>"), self.scrubber.widget]
         else:
             self.scrubber.set_run(run, self.pipe)
-
-    def _report(self, done: int, total: int) -> None:
-        self.progress.max = max(int(total), 1)
-        self.progress.value = min(int(done), self.progress.max)
 
     def show_message(self, text: str) -> None:
         """A red one-line message in the panel (and in ``output``), for settings that can't run."""
@@ -195,8 +188,3 @@ def _scheduler_name(pipe) -> str:
 
 def _with_note(control, note: str) -> widgets.Widget:
     return widgets.HBox([control, widgets.HTML(f'<span style="color:#555;font-size:12px">{html.escape(note)}</span>', layout=widgets.Layout(max_width="520px"))])
-
-
-def control_panel(pipe, prompt: str = "a red cat", steps: int = 20, cfg: float = 7.5, seed: int = 0, input_image=None) -> ControlPanel:
-    """The WebUI's knobs in one panel (see `ControlPanel`)."""
-    return ControlPanel(pipe, prompt=prompt, steps=steps, cfg=cfg, seed=seed, input_image=input_image)
