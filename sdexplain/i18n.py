@@ -182,6 +182,61 @@ ZH: dict[str, str] = {
     # attention_metrics.py
     "attention inside object\n÷ object's share of image": "物体内的关注\n÷ 物体占图像的比例",
     "1 = attention spread evenly": "1 = 关注均匀分布",
+    # widgets/ (descriptions and titles; the browser renders Chinese by itself)
+    "Generate": "生成 (Generate)",
+    "a prompt": "输入提示",
+    "type a prompt": "输入提示",
+    "prompt": "提示",
+    "negative prompt": "反向提示",
+    "word": "词",
+    "step": "步",
+    "steps": "采样步数",
+    "all steps": "全部步",
+    "seed": "种子",
+    "CFG scale": "CFG 值",
+    "guidance s": "指引尺度 s",
+    "sampler": "采样器",
+    "width": "宽度",
+    "height": "高度",
+    "resolution": "分辨率",
+    "result": "结果",
+    "input image": "输入图像",
+    "Your image": "你的图像",
+    "use the input image (image-to-image)": "使用输入图像 (图像转图像)",
+    "attention over the image": "图像上的关注",
+    "the map at its own resolution": "原始分辨率下的关注图",
+    "image at this scale": "这个尺度下的图像",
+    "pixel space: x_t": "像素空间: x_t",
+    "latent space: z_t (4 channels)": "潜空间: z_t (4 个通道)",
+    "VAE decode of z_t": "z_t 的 VAE 解码",
+    "latent x_t (4 channels)": "潜像 x_t (4 个通道)",
+    "x_t, approximate colours": "x_t, 近似颜色",
+    "predicted noise ε̂ (guided)": "预测的噪声 ε̂ (指引后)",
+    "predicted clean image x̂0 (decoded)": "预测的干净图像 x̂0 (解码)",
+    "Scrub the steps of this run": "逐步查看这次运行",
+    'unconditional ε̂(x_t, "")': '无条件 ε̂(x_t, "")',
+    "conditional ε̂(x_t, prompt)": "有条件 ε̂(x_t, prompt)",
+    "difference cond − uncond": "差值 有条件 − 无条件",
+    "guided = uncond + s·(cond − uncond)": "指引后 = 无条件 + s·(有条件 − 无条件)",
+    # widgets/panel.py: EXPLANATIONS, one line per knob
+    "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.":
+        "你想看到的内容。它被切分成标记、变成嵌入, 通过交叉关注引导每一个去噪步。",
+    "Replaces the empty prompt in the unconditional pass, so guidance pushes AWAY from it.":
+        "在无条件一路中取代空提示, 所以指引会把画面推*离*它。",
+    "Picks the starting noise. Same seed + same settings = the same image, bit for bit.":
+        "选定起始噪声。同一个种子 + 同样的设置 = 同一张图, 一位不差。",
+    "How many denoising steps the sampler takes from noise to image: more is slower, rarely much better past ~30.":
+        "采样器从噪声到图像走多少个去噪步: 越多越慢, 超过约 30 步后很少明显更好。",
+    "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance; higher follows the prompt more, with less variety.":
+        "无分类器指引尺度 (提示词相关性): ε_uncond + s·(ε_cond − ε_uncond)。1 = 不指引; 越高越服从提示, 变化越少。",
+    "The sampler: how each step turns the predicted noise into the next, less noisy latent.":
+        "采样器 (采样方法): 每一步如何把预测的噪声变成下一个噪声更少的潜像。",
+    "Width × height in pixels; the latent is 8× smaller per side, so both must be multiples of 8. Far beyond the trained size, objects repeat.":
+        "宽 × 高 (像素); 潜像每边小 8 倍, 所以两者都必须是 8 的倍数。远超训练尺寸时, 物体会重复。",
+    "Denoising strength (image-to-image only): how far the input is pushed back into noise. 0 = unchanged, 1 = ignore it.":
+        "去噪强度 (重绘幅度, 仅图像转图像): 把输入推回噪声多远。0 = 不变, 1 = 忽略输入。",
+    "An optional input image: with one, generation becomes image-to-image.":
+        "可选的输入图像: 有了它, 生成就变成图像转图像。",
 }
 
 

@@ -21,7 +21,9 @@ def _catalogue_calls():
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("t", "label") and node.args:
+            func = node.func if isinstance(node, ast.Call) else None
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) and getattr(func.value, "id", "") == "i18n" else None
+            if name in ("t", "label") and node.args:
                 if isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                     found.append((path.name, node.lineno, node.args[0].value))
     return found
@@ -38,6 +40,20 @@ def test_every_literal_shown_by_the_package_has_chinese():
     assert len(calls) > 40  # plots, schedules, guidance, tokens, editing, attention metrics, widgets
     missing = [f"{name}:{line}: {text!r}" for name, line, text in calls if text not in i18n.ZH]
     assert missing == []
+
+
+def test_widget_texts_passed_as_values_have_chinese():
+    from sdexplain.widgets import CFG_PANELS, EXPLANATIONS
+
+    texts = [*EXPLANATIONS.values(), *CFG_PANELS, "Generate", "a prompt"]  # the last two: default arguments
+    assert [text for text in texts if text not in i18n.ZH] == []
+
+
+def test_chinese_widgets(restore_language):
+    from sdexplain.widgets.button import RunProgress
+
+    sdexplain.set_language("zh")
+    assert "生成" in RunProgress().button.description
 
 
 def test_chinese_keeps_the_placeholders_of_the_english():

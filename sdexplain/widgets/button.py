@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import ipywidgets as widgets
 
 from sdexplain.widgets.base import View
+from sdexplain.i18n import t
 
 
 class RunProgress:
@@ -26,7 +27,7 @@ class RunProgress:
     """
 
     def __init__(self, description: str = "Generate"):
-        self.button = widgets.Button(description=description, button_style="primary", icon="play")
+        self.button = widgets.Button(description=t(description), button_style="primary", icon="play")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
         self.status = widgets.HTML()
 
@@ -71,7 +72,7 @@ class GenerateButton(View):
         self.result = None
         self.runner = RunProgress(description)
         self.button, self.progress, self.status = self.runner.button, self.runner.progress, self.runner.status
-        self.text = widgets.Text(value=prompt, placeholder=placeholder, description="prompt")
+        self.text = widgets.Text(value=prompt, placeholder=t(placeholder), description=t("prompt"))
         self.widget = widgets.VBox([widgets.HBox([self.text, self.button, self.progress]), self.status, self.output])
         self.button.on_click(self.guard(self._on_click))
 
