@@ -34,12 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
+from sdexplain.i18n import Figure  # matplotlib's Figure; its texts follow sdexplain.set_language
 
 from sdexplain import images
 from sdexplain.toy import world
 from sdexplain.toy.world import BACKGROUND
-from sdexplain.i18n import label
 
 DEFAULT_THRESHOLD = 60.0  # RGB distance (0…441) from the background above which a pixel is "object"
 
@@ -199,10 +198,10 @@ def role_figure(rows: list[dict], title: str | None = None) -> Figure:
         ax.bar(i, mean, color="tab:blue" if role in ("colour", "shape") else "0.7", width=0.6)
         ratios = [r["ratio"] for r in rows if r["role"] == role]
         ax.scatter(np.full(len(ratios), i) + np.linspace(-0.15, 0.15, len(ratios)), ratios, color="k", s=8, zorder=3)
-    ax.axhline(1.0, color="crimson", linewidth=1, linestyle="--", label=label("1 = attention spread evenly"))
+    ax.axhline(1.0, color="crimson", linewidth=1, linestyle="--", label="1 = attention spread evenly")
     ax.set_xticks(range(len(summary)), list(summary), fontsize=8)
-    ax.set_ylabel(label("attention inside object\n÷ object's share of image"), fontsize=8)
+    ax.set_ylabel("attention inside object\n÷ object's share of image", fontsize=8)
     ax.legend(fontsize=7, loc="upper right")
     if title:
-        ax.set_title(label(title), fontsize=10)
+        ax.set_title(title, fontsize=10)
     return fig

@@ -27,7 +27,6 @@ import PIL.Image
 import torch
 
 from sdexplain import diffusion
-from sdexplain.i18n import label
 
 
 # ----------------------------------------------------------------------------- strength -> start step
@@ -191,14 +190,14 @@ def strength_frames(pipe, sweep: StrengthSweep, image, size: int = 160) -> tuple
 
 def plot_error_vs_strength(strengths, errors, floor: float, figsize=(4.5, 2.8)):
     """Mean pixel difference from the input against the strength, with the VAE round-trip error as a line."""
-    from matplotlib.figure import Figure
+    from sdexplain.i18n import Figure
 
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.subplots()
-    ax.plot(strengths, errors, marker="o", label=label("image-to-image result vs input"))
-    ax.axhline(floor, color="grey", linestyle="--", label=label("VAE round trip vs input"))
-    ax.set_xlabel(label("denoising strength"))
-    ax.set_ylabel(label("mean |difference| (pixels in [0, 1])"))
+    ax.plot(strengths, errors, marker="o", label="image-to-image result vs input")
+    ax.axhline(floor, color="grey", linestyle="--", label="VAE round trip vs input")
+    ax.set_xlabel("denoising strength")
+    ax.set_ylabel("mean |difference| (pixels in [0, 1])")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)

@@ -22,7 +22,6 @@ import torch
 from PIL import Image
 
 from sdexplain.diffusion import check_steps
-from sdexplain.i18n import label
 
 
 @dataclass
@@ -328,47 +327,47 @@ def sweep_results(sweep: CFGSweep) -> list[tuple[float, Image.Image, SweepRun, i
 
 def plot_tradeoff(curve: GuidanceCurve, figsize=(7.5, 3.0)):
     """Adherence (per attribute, and all at once) and diversity against the CFG scale: two axes."""
-    from matplotlib.figure import Figure
+    from sdexplain.i18n import Figure
 
     fig = Figure(figsize=figsize, layout="constrained")
     left, right = fig.subplots(1, 2)
     for name, values in curve.adherence.items():
         style = dict(linewidth=2.5, color="black") if name == "all" else dict(linewidth=1.2)
         left.plot(curve.scales, values, marker="o", label=name, **style)
-    left.set_xlabel(label("CFG scale s"))
-    left.set_ylabel(label("share matching the prompt"))
+    left.set_xlabel("CFG scale s")
+    left.set_ylabel("share matching the prompt")
     left.set_ylim(-0.03, 1.03)
-    left.set_title(label("prompt adherence (judge)"), fontsize=10)
+    left.set_title("prompt adherence (judge)", fontsize=10)
     left.legend(fontsize=7)
     right.plot(curve.scales, curve.diversity, marker="o", color="tab:purple")
-    right.set_xlabel(label("CFG scale s"))
-    right.set_ylabel(label("mean pairwise RMS distance"))
-    right.set_title(label("diversity across {n} seeds").format(n=len(curve.seeds)), fontsize=10)
+    right.set_xlabel("CFG scale s")
+    right.set_ylabel("mean pairwise RMS distance")
+    right.set_title(f"diversity across {len(curve.seeds)} seeds", fontsize=10)
     return fig
 
 
 def plot_classifier_curve(curves, figsize=(5.0, 3.0)):
     """Per target: the share the judge reads as the target (solid) and the classifier's confidence in it at
     the last step (dashed), against the classifier-guidance scale. `curves`: one curve or a list of them."""
-    from matplotlib.figure import Figure
+    from sdexplain.i18n import Figure
 
     curves = [curves] if isinstance(curves, ClassifierGuidanceCurve) else list(curves)
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.subplots()
     for i, curve in enumerate(curves):
         colour = f"C{i}"
-        ax.plot(curve.scales, curve.share, marker="o", color=colour, label=label("judged '{target}' (share)").format(target=curve.target))
-        ax.plot(curve.scales, curve.confidence, marker="s", linestyle="--", color=colour, label=label("classifier p({target} | x_t)").format(target=curve.target))
-    ax.set_xlabel(label("classifier-guidance scale s"))
+        ax.plot(curve.scales, curve.share, marker="o", color=colour, label=f"judged '{curve.target}' (share)")
+        ax.plot(curve.scales, curve.confidence, marker="s", linestyle="--", color=colour, label=f"classifier p({curve.target} | x_t)")
+    ax.set_xlabel("classifier-guidance scale s")
     ax.set_ylim(-0.03, 1.03)
     ax.legend(fontsize=7)
-    ax.set_title(label("classifier guidance: the judge vs the guiding classifier"), fontsize=10)
+    ax.set_title("classifier guidance: the judge vs the guiding classifier", fontsize=10)
     return fig
 
 
 def image_rows(rows, labels, cell: float = 1.1):
     """Rows of images (each a (n, 3, H, W) tensor in [-1, 1] or a list of pictures), one label per row on the left."""
-    from matplotlib.figure import Figure
+    from sdexplain.i18n import Figure
 
     from sdexplain import images
 

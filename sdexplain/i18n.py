@@ -4,26 +4,32 @@
     sdexplain.set_language("zh")          # or: SDEXPLAIN_LANG=zh before Python starts
 
 What it is for: the words a reader sees — plot titles and axis labels, widget descriptions, the
-messages the notebooks print. The English text is the key (as in gettext): code writes
-``t("noise level")`` or ``label("noise level")`` and gets the English back unless Chinese is chosen
-and the catalogue ``ZH`` has the sentence. Identifiers, dictionary keys, file names and error
-messages for programmers stay English.
+messages the notebooks print. The English text is the key (as in gettext), and the catalogue ``ZH``
+holds its Chinese. Identifiers, dictionary keys, file names and error messages for programmers stay
+English.
 
-Two lookups, because figures need a font: ``t()`` is for text shown by the browser (printed
-messages, widget labels), which renders Chinese by itself; ``label()`` is for text drawn by
-matplotlib, which needs a CJK font. When Chinese is chosen and no CJK font is installed,
-``set_language`` says so once and figures keep their English labels; printed text is Chinese.
+Two ways in. Widgets and printed messages call ``t("noise level")``: the browser renders Chinese by
+itself. Figures are built as ``sdexplain.i18n.Figure`` (matplotlib's Figure, imported under the same
+name by the plotting modules): when drawn with Chinese chosen, each of its texts (titles, axis labels,
+legend entries) that the catalogue knows is replaced — also titles a notebook passes in, and
+formatted ones: the key ``"diversity across {n} seeds"`` matches "diversity across 4 seeds". So the
+plotting code itself stays as it is. Figures need a CJK font: without one, ``set_language`` says so
+once and figures keep their English texts; printed text is Chinese.
 
-What it is not: a general translation system. ``tests/test_i18n.py`` checks that every literal
-passed to ``t``/``label`` in the package has its Chinese here, and that a Chinese figure renders
+What it is not: a general translation system. ``tests/test_i18n.py`` checks that every text the
+package writes into a figure or a widget has its Chinese here, and that a Chinese figure renders
 without a missing glyph.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
+
+from matplotlib.figure import Figure as MatplotlibFigure
+from matplotlib.text import Text
 
 LANGUAGES = ("en", "zh")
 
@@ -121,15 +127,65 @@ def t(text: str) -> str:
     return ZH.get(text, text) if _language == "zh" else text
 
 
-def label(text: str) -> str:
-    """``text`` for a figure: Chinese only when a CJK font is in use, else English."""
-    return ZH.get(text, text) if figure_language() == "zh" else text
+def translate(text: str) -> str:
+    """``text`` in Chinese if the catalogue knows it: exactly, as a formatted key, line by line, or as "Known: rest"."""
+    if text in ZH:
+        return ZH[text]
+    for pattern, chinese in _patterns():
+        match = pattern.fullmatch(text)
+        if match:
+            return chinese.format(**match.groupdict())
+    if "\n" in text:
+        return "\n".join(translate(line) for line in text.split("\n"))
+    head, sep, rest = text.partition(": ")
+    if sep and head in ZH:
+        return f"{ZH[head]}: {rest}"
+    return text
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)(?::[^{}]*)?\}")
+_compiled: list[tuple[re.Pattern, str]] | None = None
+
+
+def _patterns() -> list[tuple[re.Pattern, str]]:
+    """(regex, Chinese template) for every catalogue key with {placeholders}."""
+    global _compiled
+    if _compiled is None:
+        _compiled = []
+        for english, chinese in ZH.items():
+            if _PLACEHOLDER.search(english):
+                parts, last = [], 0
+                for m in _PLACEHOLDER.finditer(english):
+                    parts.append(re.escape(english[last : m.start()]) + f"(?P<{m[1]}>.+?)")
+                    last = m.end()
+                parts.append(re.escape(english[last:]))
+                _compiled.append((re.compile("".join(parts), re.DOTALL), _PLACEHOLDER.sub(r"{\1}", chinese)))
+    return _compiled
+
+
+class Figure(MatplotlibFigure):
+    """matplotlib's ``Figure``, whose texts are shown in the chosen language when it is drawn.
+
+    The English is kept, so a figure drawn again after ``set_language("en")`` is English again.
+    """
+
+    def draw(self, renderer):
+        if not hasattr(self, "_sdexplain_english"):
+            self._sdexplain_english = {}
+        chinese = figure_language() == "zh"
+        for text in self.findobj(Text):
+            english = self._sdexplain_english.get(id(text), text.get_text())
+            shown = translate(english) if chinese else english
+            if shown != text.get_text():
+                self._sdexplain_english[id(text)] = english
+                text.set_text(shown)
+        return super().draw(renderer)
 
 
 # The catalogue: English (as written in the code) -> 简体中文. Terms follow the article
 # (notebooks/zh/glossary.ipynb): 噪声预测器, 潜空间, 去噪强度, 噪音表, 标记器, 交叉关注, 无分类器指引.
 ZH: dict[str, str] = {
-    # plots.py
+    # figures (plots.py, schedules.py, guidance.py, tokens.py, editing.py, attention_metrics.py)
     "ᾱ_t  (signal kept)": "ᾱ_t (保留的信号)",
     "σ_t = √(1−ᾱ_t)  (noise level)": "σ_t = √(1−ᾱ_t) (噪声水平)",
     "sampler: {n} timesteps": "采样器: {n} 个时间步",
@@ -161,6 +217,7 @@ ZH: dict[str, str] = {
     "conditional": "有条件",
     "cond − uncond": "有条件 − 无条件",
     "guided": "指引后",
+    "guided (s={s})": "指引后 (s={s})",
     "CFG scale s": "CFG 值 s",
     "share matching the prompt": "符合提示的比例",
     "prompt adherence (judge)": "对提示的遵循 (裁判模型评判)",
@@ -182,6 +239,12 @@ ZH: dict[str, str] = {
     # attention_metrics.py
     "attention inside object\n÷ object's share of image": "物体内的关注\n÷ 物体占图像的比例",
     "1 = attention spread evenly": "1 = 关注均匀分布",
+    # notebook_tools.runtime_summary (the setup cell's line)
+    "GPU: {gpu} — model {model} runs in float16.": "GPU: {gpu}, 模型 {model} 以 float16 运行。",
+    "Apple GPU (MPS) — model {model} runs there in float32.": "Apple GPU (MPS): 模型 {model} 在上面以 float32 运行。",
+    "No GPU found: fine for the toy model, which runs on the CPU in seconds.": "没有找到 GPU: 玩具模型没问题, 它在 CPU 上几秒就能出图。",
+    "No GPU found: {model} would run on the CPU, which takes minutes per image. In Colab: Runtime → Change runtime type → GPU.":
+        "没有找到 GPU: {model} 将在 CPU 上运行, 每张图要几分钟。在 Colab 中: 代码执行程序 → 更改运行时类型 → GPU。",
     # widgets/ (descriptions and titles; the browser renders Chinese by itself)
     "Generate": "生成 (Generate)",
     "a prompt": "输入提示",

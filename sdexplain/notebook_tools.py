@@ -57,16 +57,15 @@ def runtime_summary(model: str) -> str:
     """One line about where this runs: the device found, and what that means for the chosen model."""
     import torch
 
+    from sdexplain.i18n import t
+
     if torch.cuda.is_available():
-        return f"GPU: {torch.cuda.get_device_name(0)} — model {model!r} runs in float16."
+        return t("GPU: {gpu} — model {model} runs in float16.").format(gpu=torch.cuda.get_device_name(0), model=repr(model))
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return f"Apple GPU (MPS) — model {model!r} runs there in float32."
+        return t("Apple GPU (MPS) — model {model} runs there in float32.").format(model=repr(model))
     if model == "toy":
-        return "No GPU found: fine for the toy model, which runs on the CPU in seconds."
-    return (
-        f"No GPU found: {model!r} would run on the CPU, which takes minutes per image. "
-        "In Colab: Runtime → Change runtime type → GPU."
-    )
+        return t("No GPU found: fine for the toy model, which runs on the CPU in seconds.")
+    return t("No GPU found: {model} would run on the CPU, which takes minutes per image. In Colab: Runtime → Change runtime type → GPU.").format(model=repr(model))
 
 
 def new_notebook(name: str, title: str, learn: list[str], cells: list[tuple[str, str]], remember: list[str]) -> nbformat.NotebookNode:

@@ -19,11 +19,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from sdexplain.i18n import Figure  # matplotlib's Figure; its texts follow sdexplain.set_language
 from PIL import Image, ImageDraw
 
 from sdexplain import diffusion, images
-from sdexplain.i18n import label
 
 ALPHA_BAR_COLOUR = "tab:blue"
 SIGMA_COLOUR = "tab:orange"
@@ -81,8 +80,8 @@ def noise_schedule(
     steps = np.arange(len(alpha_bar))
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(steps, alpha_bar, color=ALPHA_BAR_COLOUR, label=label("ᾱ_t  (signal kept)"))
-    ax.plot(steps, sigma, color=SIGMA_COLOUR, label=label("σ_t = √(1−ᾱ_t)  (noise level)"))
+    ax.plot(steps, alpha_bar, color=ALPHA_BAR_COLOUR, label="ᾱ_t  (signal kept)")
+    ax.plot(steps, sigma, color=SIGMA_COLOUR, label="σ_t = √(1−ᾱ_t)  (noise level)")
     if timesteps is not None and len(timesteps):
         visited = _unique_in_order(timesteps)  # noisy → clean
         xs, ys = [], []
@@ -92,19 +91,19 @@ def noise_schedule(
             if i + 1 < len(visited):  # across to the next timestep at this level, then down to its level
                 xs.append(visited[i + 1])
                 ys.append(sigma[step])
-        ax.plot(xs, ys, color="0.3", linestyle="--", linewidth=1, label=label("sampler: {n} timesteps").format(n=len(visited)))
+        ax.plot(xs, ys, color="0.3", linestyle="--", linewidth=1, label=f"sampler: {len(visited)} timesteps")
         ax.scatter(visited, sigma[visited], s=14, color="0.2", zorder=3)
     if t is not None:
         t = int(t)
         ax.axvline(t, color="crimson", linewidth=1)
         ax.scatter([t, t], [alpha_bar[t], sigma[t]], color="crimson", zorder=4, s=25)
-        title = f"{label(title) + ': ' if title else ''}t={t}, ᾱ_t={alpha_bar[t]:.3f}, σ_t={sigma[t]:.3f}"
+        title = f"{title + ': ' if title else ''}t={t}, ᾱ_t={alpha_bar[t]:.3f}, σ_t={sigma[t]:.3f}"
     ax.set_xlim(0, len(alpha_bar) - 1)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(label("training timestep t"))
+    ax.set_xlabel("training timestep t")
     ax.legend(loc="center right", fontsize=8)
     if title:
-        ax.set_title(label(title))
+        ax.set_title(title)
     return fig
 
 
@@ -188,9 +187,9 @@ def image_grid(
         if i < n:
             ax.imshow(images.to_uint8(pictures[i]), interpolation="nearest")
             if titles is not None:
-                ax.set_title(label(titles[i]), fontsize=9)
+                ax.set_title(titles[i], fontsize=9)
     if suptitle:
-        fig.suptitle(label(suptitle))
+        fig.suptitle(suptitle)
     return fig
 
 
@@ -205,11 +204,11 @@ def latent_channels(latent, vmax: float | None = None, titles: Sequence[str] | N
     axes = fig.subplots(1, len(z), squeeze=False)[0]
     for c, ax in enumerate(axes):
         shown = ax.imshow(z[c], cmap="gray", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(label(titles[c]) if titles else label("channel {c}").format(c=c), fontsize=9)
+        ax.set_title(titles[c] if titles else f"channel {c}", fontsize=9)
         ax.set_axis_off()
     fig.colorbar(shown, ax=list(axes), shrink=0.8)
     if title:
-        fig.suptitle(label(title))
+        fig.suptitle(title)
     return fig
 
 
@@ -299,15 +298,15 @@ def loss_curve(losses, smooth: int = 1, log: bool = True, xlabel: str = "trainin
     for name, (x, y) in _series(losses).items():
         raw = ax.plot(x, y, alpha=0.35 if smooth > 1 else 1.0, label=None if smooth > 1 else (name or None))[0]
         if smooth > 1:
-            ax.plot(x, _smooth(y, smooth), color=raw.get_color(), label=label("{name} (mean of {n})").format(name=name, n=smooth).strip())
+            ax.plot(x, _smooth(y, smooth), color=raw.get_color(), label=f"{name} (mean of {smooth})".strip())
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel(label(xlabel))
-    ax.set_ylabel(label("loss"))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     if title:
-        ax.set_title(label(title))
+        ax.set_title(title)
     return fig
 
 
@@ -326,14 +325,14 @@ def accuracy_vs_t(t, accuracy, chance: float | Mapping[str, float] | None = None
         if level is not None:
             ax.axhline(level, color=line.get_color(), linestyle=":", linewidth=1)
     if chance is not None and not isinstance(chance, Mapping):
-        ax.axhline(float(chance), color="0.5", linestyle="--", linewidth=1, label=label("chance"))
+        ax.axhline(float(chance), color="0.5", linestyle="--", linewidth=1, label="chance")
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel(label("timestep t (noisier →)"))
-    ax.set_ylabel(label("accuracy"))
+    ax.set_xlabel("timestep t (noisier →)")
+    ax.set_ylabel("accuracy")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     if title:
-        ax.set_title(label(title))
+        ax.set_title(title)
     return fig
 
 
@@ -359,7 +358,7 @@ def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None 
     else:
         guided = images.latent_array(noise_guided)
     panels = [uncond, cond, diff, guided]
-    names = [label("unconditional"), label("conditional"), label("cond − uncond"), label("guided") + (f" (s={scale:g})" if scale is not None else "")]
+    names = ["unconditional", "conditional", "cond − uncond", "guided" + (f" (s={scale:g})" if scale is not None else "")]
     pictures = [p[channel] if channel is not None else images.channel_mosaic(p) for p in panels]
     vmax = max(float(np.nanmax(np.abs(p))) for p in pictures) or 1.0
     fig = Figure(figsize=(10.0, 2.9), layout="constrained")
@@ -370,7 +369,7 @@ def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None 
         ax.set_axis_off()
     fig.colorbar(shown, ax=list(axes), shrink=0.8)
     if title:
-        fig.suptitle(label(title))
+        fig.suptitle(title)
     return fig
 
 
@@ -384,11 +383,11 @@ def attention_overlay(image, heat, alpha: float = 0.6, title: str | None = None,
     ax.imshow(images.overlay_heatmap(image, heat, alpha=alpha, cmap=cmap))
     ax.set_axis_off()
     if title:
-        ax.set_title(label(title), fontsize=10)
+        ax.set_title(title, fontsize=10)
     return fig
 
 
 def attention_maps(image, maps: Mapping[str, object], alpha: float = 0.6, cell: float = 2.0, ncols: int | None = None, suptitle: str | None = None) -> Figure:
     """The generated image, then one overlay per word (``maps``: word -> (h, w) map). One axes per picture."""
     pictures = [images.to_uint8(image)] + [images.overlay_heatmap(image, m, alpha=alpha) for m in maps.values()]
-    return image_grid(pictures, [label("image")] + [str(w) for w in maps], ncols=ncols or min(len(pictures), 6), suptitle=suptitle, cell=cell)
+    return image_grid(pictures, ["image"] + [str(w) for w in maps], ncols=ncols or min(len(pictures), 6), suptitle=suptitle, cell=cell)

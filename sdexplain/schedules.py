@@ -33,11 +33,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.figure import Figure
+from sdexplain.i18n import Figure  # matplotlib's Figure; its texts follow sdexplain.set_language
 
 from sdexplain import diffusion, images
 from sdexplain.generate import SCHEDULERS, generate, make_scheduler
-from sdexplain.i18n import label
 
 LABELS = {  # how WebUIs name them
     "ddim": "DDIM",
@@ -93,17 +92,17 @@ def levels_figure(scheduler, steps: int, title: str | None = None) -> Figure:
     x = np.arange(len(sigma))
     fig = Figure(figsize=(6.0, 2.8), layout="constrained")
     ax = fig.add_subplot()
-    ax.step(x, sigma, where="post", color="tab:orange", linewidth=1.5, label=label("σ_t = √(1−ᾱ_t) of the latent"))
+    ax.step(x, sigma, where="post", color="tab:orange", linewidth=1.5, label="σ_t = √(1−ᾱ_t) of the latent")
     ax.scatter(x, sigma, color="tab:orange", s=14, zorder=3)
     drops = np.maximum(np.array(sigma[:-1]) - np.array(sigma[1:]), 0.0)
-    ax.bar(x[:-1] + 0.5, drops, width=0.5, color="0.6", alpha=0.6, label=label("noise removed by the step (σ_t − σ_next)"))
+    ax.bar(x[:-1] + 0.5, drops, width=0.5, color="0.6", alpha=0.6, label="noise removed by the step (σ_t − σ_next)")
     labels = [str(t) for t, _ in levels] + ["clean"]
     ax.set_xticks(x, labels, rotation=90, fontsize=7)
-    ax.set_xlabel(label("timestep t of each U-Net call (noisy → clean)"))
-    ax.set_ylabel(label("noise level"))
+    ax.set_xlabel("timestep t of each U-Net call (noisy → clean)")
+    ax.set_ylabel("noise level")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, loc="lower left")
-    ax.set_title(label(title) if title else label("{name}, {steps} steps: expected noise level").format(name=type(scheduler).__name__, steps=steps), fontsize=10)
+    ax.set_title(title or f"{type(scheduler).__name__}, {steps} steps: expected noise level", fontsize=10)
     return fig
 
 
@@ -184,14 +183,14 @@ def run_samplers(pipe, prompt: str, names=None, steps: int = 15, cfg: float = 7.
 
 def _plot_levels(ax, levels: NoiseLevels, title: str | None = None, legend: bool = True) -> None:
     x = np.arange(len(levels.steps) + 1)
-    ax.plot(x, levels.expected + [0.0], color="tab:orange", linewidth=1.5, label=label("expected σ_t (schedule)"))
-    ax.scatter(x[:-1], levels.measured, color="tab:blue", s=14, zorder=3, label=label("measured σ̂_t (latent)"))
+    ax.plot(x, levels.expected + [0.0], color="tab:orange", linewidth=1.5, label="expected σ_t (schedule)")
+    ax.scatter(x[:-1], levels.measured, color="tab:blue", s=14, zorder=3, label="measured σ̂_t (latent)")
     ax.set_ylim(-0.03, max(1.05, max(levels.measured) + 0.05))
-    ax.set_xlabel(label("U-Net call (noisy → clean)"), fontsize=8)
-    ax.set_ylabel(label("noise level"), fontsize=8)
+    ax.set_xlabel("U-Net call (noisy → clean)", fontsize=8)
+    ax.set_ylabel("noise level", fontsize=8)
     ax.tick_params(labelsize=7)
     if title:
-        ax.set_title(label(title), fontsize=9)
+        ax.set_title(title, fontsize=9)
     if legend:
         ax.legend(fontsize=7, loc="lower left")
 
@@ -213,9 +212,9 @@ def samplers_figure(results: dict[str, SamplerRun], cell: float = 1.9) -> Figure
     for i, (name, result) in enumerate(results.items()):
         axes[0, i].imshow(images.to_uint8(result.image), interpolation="nearest")
         axes[0, i].set_axis_off()
-        axes[0, i].set_title(label("{name}\n{n} U-Net calls").format(name=LABELS.get(name, name), n=len(result.run.steps)), fontsize=8)
+        axes[0, i].set_title(f"{LABELS.get(name, name)}\n{len(result.run.steps)} U-Net calls", fontsize=8)
         _plot_levels(axes[1, i], result.levels, legend=i == 0)
-        axes[1, i].set_title(label("gap {gap:.3f}").format(gap=result.levels.gap()), fontsize=8)
+        axes[1, i].set_title(f"gap {result.levels.gap():.3f}", fontsize=8)
         if i:
             axes[1, i].set_ylabel("")
     return fig

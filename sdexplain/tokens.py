@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
+from sdexplain.i18n import Figure  # matplotlib's Figure; its texts follow sdexplain.set_language
 
-from sdexplain.i18n import label
 
 END_OF_WORD = "</w>"
 CLIP_VOCAB_SIZE = 49408
@@ -337,9 +336,9 @@ def similarity_figure(matrix: torch.Tensor, labels, title: str | None = None, ce
     shown = ax.imshow(matrix.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
     ax.set_xticks(range(n), labels, rotation=90, fontsize=8)
     ax.set_yticks(range(n), labels, fontsize=8)
-    fig.colorbar(shown, ax=ax, shrink=0.7, label=label("cosine similarity"))
+    fig.colorbar(shown, ax=ax, shrink=0.7, label="cosine similarity")
     if title:
-        ax.set_title(label(title), fontsize=10)
+        ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -348,15 +347,15 @@ def context_figure(rows: list[PositionSimilarity], title: str | None = None) -> 
     x = np.arange(len(rows))
     fig = Figure(figsize=(max(4.0, 0.55 * len(rows) + 1.5), 2.8), layout="constrained")
     ax = fig.add_subplot()
-    ax.bar(x - 0.2, [r.before for r in rows], width=0.4, color="0.6", label=label("before: token embeddings"))
-    ax.bar(x + 0.2, [r.after for r in rows], width=0.4, color="tab:purple", label=label("after: hidden states"))
+    ax.bar(x - 0.2, [r.before for r in rows], width=0.4, color="0.6", label="before: token embeddings")
+    ax.bar(x + 0.2, [r.after for r in rows], width=0.4, color="tab:purple", label="after: hidden states")
     names = [r.token_a.removesuffix(END_OF_WORD) if r.token_a == r.token_b else f"{r.token_a.removesuffix(END_OF_WORD)}/{r.token_b.removesuffix(END_OF_WORD)}" for r in rows]
     names = [n.replace("<|startoftext|>", "<start>").replace("<|endoftext|>", "<end>") for n in names]
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel(label("cosine similarity"))
+    ax.set_ylabel("cosine similarity")
     ax.set_ylim(min(-0.1, min(min(r.before, r.after) for r in rows) - 0.05), 1.08)
     ax.axhline(1.0, color="0.3", linewidth=0.6, linestyle=":")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
-        ax.set_title(label(title), fontsize=10)
+        ax.set_title(title, fontsize=10)
     return fig
