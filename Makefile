@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml
 # Jupyter refuses to run as root unless told; containers and Colab-like machines often are root.
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
+# Opens at notebooks/index.ipynb, which links the English notebooks and the Chinese edition (notebooks/zh/).
 lab: setup
-	cd notebooks && ../$(BIN)/jupyter lab $(LAB_ARGS)
+	cd notebooks && ../$(BIN)/jupyter lab $(LAB_ARGS) index.ipynb
 
 # Everything CI runs: unit tests (slow ones too), every notebook executed with nbval, the widget
 # tests again under Colab's ipywidgets 7.7.1, and the notebooks driven in a real browser.
@@ -43,9 +44,12 @@ test: setup
 test-fast: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -q tests -m "not slow and not browser" --durations=10 $(PYTEST_ARGS)
 
-# Re-execute the notebooks in place on the toy model and strip widget state (outputs stay).
+# Re-execute the notebooks in place on the toy model and strip widget state (outputs stay); then
+# rebuild the Chinese edition from them plus notebooks/zh/translations/ and execute it (fails on a
+# stale or missing translation: `python -m sdexplain.notebook_i18n status` lists them).
 notebooks: setup
-	$(BIN)/python -m sdexplain.notebook_tools refresh notebooks/*.ipynb
+	$(BIN)/python -m sdexplain.notebook_tools refresh notebooks/[0-9][0-9]_*.ipynb
+	$(BIN)/python -m sdexplain.notebook_i18n execute
 
 benchmarks: setup
 	$(BIN)/python benchmarks/run_all.py

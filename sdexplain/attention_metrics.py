@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
+from sdexplain.i18n import Figure  # matplotlib's Figure; its texts follow sdexplain.set_language
 
 from sdexplain import images
 from sdexplain.toy import world

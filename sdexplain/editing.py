@@ -174,7 +174,7 @@ def strength_frames(pipe, sweep: StrengthSweep, image, size: int = 160) -> tuple
 
 def plot_error_vs_strength(strengths, errors, floor: float, figsize=(4.5, 2.8)):
     """Mean pixel difference from the input against the strength, with the VAE round-trip error as a line."""
-    from matplotlib.figure import Figure
+    from sdexplain.i18n import Figure
 
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.subplots()

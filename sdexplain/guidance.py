@@ -326,7 +326,7 @@ def sweep_results(sweep: CFGSweep) -> list[tuple[float, Image.Image, SweepRun, i
 
 def plot_tradeoff(curve: GuidanceCurve, figsize=(7.5, 3.0)):
     """Adherence (per attribute, and all at once) and diversity against the CFG scale: two axes."""
-    from matplotlib.figure import Figure
+    from sdexplain.i18n import Figure
 
     fig = Figure(figsize=figsize, layout="constrained")
     left, right = fig.subplots(1, 2)
@@ -348,7 +348,7 @@ def plot_tradeoff(curve: GuidanceCurve, figsize=(7.5, 3.0)):
 def plot_classifier_curve(curves, figsize=(5.0, 3.0)):
     """Per target: the share the judge reads as the target (solid) and the classifier's confidence in it at
     the last step (dashed), against the classifier-guidance scale. `curves`: one curve or a list of them."""
-    from matplotlib.figure import Figure
+    from sdexplain.i18n import Figure
 
     curves = [curves] if isinstance(curves, ClassifierGuidanceCurve) else list(curves)
     fig = Figure(figsize=figsize, layout="constrained")
@@ -366,7 +366,7 @@ def plot_classifier_curve(curves, figsize=(5.0, 3.0)):
 
 def image_rows(rows, labels, cell: float = 1.1):
     """Rows of images (each a (n, 3, H, W) tensor in [-1, 1] or a list of pictures), one label per row on the left."""
-    from matplotlib.figure import Figure
+    from sdexplain.i18n import Figure
 
     from sdexplain import images
 

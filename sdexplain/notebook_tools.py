@@ -18,6 +18,8 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_NOTEBOOK_BYTES = 2_000_000
+# The opening and closing sections every notebook has, per language (notebooks/zh/ is the Chinese edition).
+SECTIONS = {"en": ("What you will learn", "What to remember"), "zh": ("你将学到", "要点回顾")}
 
 
 def repository_url() -> str:
@@ -86,16 +88,15 @@ def runtime_summary(model: str) -> str:
     """One line about where this runs: the device found, and what that means for the chosen model."""
     import torch
 
+    from sdexplain.i18n import t
+
     if torch.cuda.is_available():
-        return f"GPU: {torch.cuda.get_device_name(0)} — model {model!r} runs in float16."
+        return t("GPU: {gpu} — model {model} runs in float16.").format(gpu=torch.cuda.get_device_name(0), model=repr(model))
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return f"Apple GPU (MPS) — model {model!r} runs there in float32."
+        return t("Apple GPU (MPS) — model {model} runs there in float32.").format(model=repr(model))
     if model == "toy":
-        return "No GPU found: fine for the toy model, which runs on the CPU in seconds."
-    return (
-        f"No GPU found: {model!r} would run on the CPU, which takes minutes per image. "
-        "In Colab: Runtime → Change runtime type → GPU."
-    )
+        return t("No GPU found: fine for the toy model, which runs on the CPU in seconds.")
+    return t("No GPU found: {model} would run on the CPU, which takes minutes per image. In Colab: Runtime → Change runtime type → GPU.").format(model=repr(model))
 
 
 def new_notebook(name: str, title: str, learn: list[str], cells: list[tuple[str, str]], remember: list[str]) -> nbformat.NotebookNode:
@@ -188,10 +189,11 @@ def check(path: Path) -> list[str]:
     if "widgets" in nb.metadata:
         problems.append(f"{path.name}: saved widget state in metadata")
     first = nb.cells[0].source if nb.cells else ""
-    if colab_badge(path.name) not in first:
+    zh = path.resolve().parent.name == "zh"
+    if colab_badge(f"zh/{path.name}" if zh else path.name) not in first:
         problems.append(f"{path.name}: the first cell lacks its own Colab badge")
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    for heading in ("What you will learn", "What to remember"):
+    for heading in SECTIONS["zh" if zh else "en"]:
         if heading not in text:
             problems.append(f"{path.name}: no '{heading}' section")
     for cell in nb.cells:

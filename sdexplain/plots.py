@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from sdexplain.i18n import Figure  # matplotlib's Figure; its texts follow sdexplain.set_language
 from PIL import Image, ImageDraw
 
 from sdexplain import diffusion, images

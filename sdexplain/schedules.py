@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.figure import Figure
+from sdexplain.i18n import Figure  # matplotlib's Figure; its texts follow sdexplain.set_language
 
 from sdexplain import diffusion, images
 from sdexplain.generate import generate

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
+from sdexplain.i18n import Figure  # matplotlib's Figure; its texts follow sdexplain.set_language
 
 
 END_OF_WORD = "</w>"

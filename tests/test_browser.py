@@ -61,13 +61,16 @@ SLIDER_CHECKS = [
     SliderCheck("09_cfg_and_classifier_guidance.ipynb", "*cfg*.ipynb", r"^guidance", "the CFG explorer's guidance scale"),
     SliderCheck("10_image_to_image.ipynb", "*image*to*image*.ipynb", r"strength", "the strength"),
 ]
+# The Chinese edition (notebooks/zh/, same code cells) runs whole under nbval; here one notebook proves it
+# loads, renders and scrubs in the browser too (its slider keeps the description "t").
+ZH_CHECKS = {"01_forward_diffusion.ipynb": [SLIDER_CHECKS[0]]}
 FIXTURE_CHECKS = {"widgets_smoke.ipynb": [SliderCheck("widgets_smoke.ipynb", "widgets_smoke.ipynb", r"^noise$", "the fixture's noise slider")]}
 
 _timings: dict[str, dict] = {}
 
 
 def _series() -> list[Path]:
-    return sorted(NOTEBOOKS.glob("*.ipynb"))
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))  # not index.ipynb (the landing page, no code)
 
 
 def _cases():
@@ -77,6 +80,9 @@ def _cases():
     for path in present:
         checks = [c for c in SLIDER_CHECKS if path.match(c.glob)]
         cases.append(pytest.param(f"notebooks/{path.name}", checks, id=path.stem))
+    for name, checks in ZH_CHECKS.items():
+        if (NOTEBOOKS / "zh" / name).exists():
+            cases.append(pytest.param(f"notebooks/zh/{name}", checks, id=f"zh-{Path(name).stem}"))
     for check in SLIDER_CHECKS:
         if not any(path.match(check.glob) for path in present):
             reason = f"notebooks/{check.notebook} is not written yet: its slider check ({check.what}) is skipped"

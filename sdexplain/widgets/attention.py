@@ -9,6 +9,7 @@ import numpy as np
 
 from sdexplain import images
 from sdexplain.widgets.base import DISPLAY_SIZE, View, as_numpy, encoded, image_widget, put, titled, zoomed
+from sdexplain.i18n import t
 
 
 ALL_STEPS = -1  # the step slider's value for "mean over all steps"
@@ -27,15 +28,15 @@ class AttentionExplorer(View):
     def __init__(self, run, image, batch_index: int = 0, alpha: float = 0.6, display: int = DISPLAY_SIZE, cmap: str = "jet"):
         super().__init__()
         self.display, self.alpha, self.cmap = display, alpha, cmap
-        self.token = widgets.Dropdown(options=["-"], description="word")
-        self.slider = widgets.SelectionSlider(options=[("all steps", ALL_STEPS)], value=ALL_STEPS, description="step", continuous_update=True)
+        self.token = widgets.Dropdown(options=["-"], description=t("word"))
+        self.slider = widgets.SelectionSlider(options=[(t("all steps"), ALL_STEPS)], value=ALL_STEPS, description=t("step"), continuous_update=True)
         self.image = image_widget()
         self.raw_image = image_widget()
         self.readout = widgets.HTML()
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.token, self.slider]),
-                widgets.HBox([titled("attention over the image", self.image), titled("the map at its own resolution", self.raw_image)]),
+                widgets.HBox([titled(t("attention over the image"), self.image), titled(t("the map at its own resolution"), self.raw_image)]),
                 self.readout,
                 self.output,
             ]
@@ -63,7 +64,7 @@ class AttentionExplorer(View):
             keep_token = self.token.value if self.token.value in labels else labels[0]
             self.token.options = labels
             self.token.value = keep_token
-            options = [("all steps", ALL_STEPS)] + [(f"{s + 1}" + (f" (t={timesteps[s]})" if s in timesteps else ""), s) for s in attention.steps]
+            options = [(t("all steps"), ALL_STEPS)] + [(f"{s + 1}" + (f" (t={timesteps[s]})" if s in timesteps else ""), s) for s in attention.steps]
             keep_step = self.slider.value if self.slider.value in [v for _, v in options] else ALL_STEPS
             self.slider.options = options
             self.slider.value = keep_step

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import ipywidgets as widgets
 
 from sdexplain.widgets.base import View
+from sdexplain.i18n import t
 
 _clock = time.perf_counter  # the time source of the estimates (a test replaces it)
 
@@ -34,7 +35,7 @@ class RunProgress:
     """
 
     def __init__(self, description: str = "Generate"):
-        self.button = widgets.Button(description=description, button_style="primary", icon="play")
+        self.button = widgets.Button(description=t(description), button_style="primary", icon="play")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
         self.status = widgets.HTML()
         self._started = None  # when the current run began (None between runs)
@@ -90,7 +91,7 @@ class GenerateButton(View):
         self.result = None
         self.runner = RunProgress(description)
         self.button, self.progress, self.status = self.runner.button, self.runner.progress, self.runner.status
-        self.text = widgets.Text(value=prompt, placeholder=placeholder, description="prompt")
+        self.text = widgets.Text(value=prompt, placeholder=t(placeholder), description=t("prompt"))
         self.widget = widgets.VBox([widgets.HBox([self.text, self.button, self.progress]), self.status, self.output])
         self.button.on_click(self.guard(self._on_click))
 

@@ -14,6 +14,7 @@ from sdexplain.diffusion import check_steps
 from sdexplain.guidance import cfg_sweep, check_scales
 from sdexplain.widgets.base import DISPLAY_SIZE, View, batch_entry, encoded, grid, image_widget, mosaic, mosaic_edge, put, titled, zoomed
 from sdexplain.widgets.button import unet_progress
+from sdexplain.i18n import t
 
 
 @dataclass
@@ -71,16 +72,16 @@ class CfgExplorer(View):
         super().__init__()
         self.display = display
         self.cmap = cmap
-        self.scale_slider = widgets.SelectionSlider(options=[("-", 0)], value=0, description="guidance s", continuous_update=True)
+        self.scale_slider = widgets.SelectionSlider(options=[("-", 0)], value=0, description=t("guidance s"), continuous_update=True)
         self.slider = self.scale_slider
-        self.step_slider = widgets.IntSlider(value=step, min=0, max=max(step, 0), description="step", continuous_update=True)
+        self.step_slider = widgets.IntSlider(value=step, min=0, max=max(step, 0), description=t("step"), continuous_update=True)
         self.image = image_widget()
         self.panel_images = [image_widget() for _ in CFG_PANELS]
         self.readout = widgets.HTML()
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.scale_slider, self.step_slider]),
-                widgets.HBox([titled("image at this scale", self.image), grid([titled(n, p, width=display) for n, p in zip(CFG_PANELS, self.panel_images)], columns=2)]),
+                widgets.HBox([titled(t("image at this scale"), self.image), grid([titled(t(n), p, width=display) for n, p in zip(CFG_PANELS, self.panel_images)], columns=2)]),
                 self.readout,
                 self.output,
             ]

@@ -8,6 +8,7 @@ import ipywidgets as widgets
 
 from sdexplain import diffusion, images, plots
 from sdexplain.widgets.base import DISPLAY_SIZE, View, encoded, image_widget, mosaic, mosaic_edge, play_button, put, titled, upload_image, zoomed
+from sdexplain import i18n
 
 
 class ForwardDiffusionExplorer(View):
@@ -37,7 +38,7 @@ class ForwardDiffusionExplorer(View):
         self.encode_count = 0
         self.curve = plots.schedule_curve(self.alphas_cumprod)
 
-        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Your image")
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description=i18n.t("Your image"))
         self.slider = widgets.IntSlider(value=t, min=0, max=self.num_timesteps - 1, description="t", continuous_update=True)
         self.play = play_button(self.slider, interval_ms=100, step=play_step)
         self.pixel_image = image_widget()
@@ -48,9 +49,9 @@ class ForwardDiffusionExplorer(View):
         self.readout = widgets.HTML()
         self.decoded_caption = widgets.HTML()
         self.status = widgets.HTML()
-        views = [titled("pixel space: x_t", self.pixel_image), titled("latent space: z_t (4 channels)", self.latent_image)]
+        views = [titled(i18n.t("pixel space: x_t"), self.pixel_image), titled(i18n.t("latent space: z_t (4 channels)"), self.latent_image)]
         if decode_steps:
-            views.append(widgets.VBox([titled("VAE decode of z_t", self.decoded_image), self.decoded_caption]))
+            views.append(widgets.VBox([titled(i18n.t("VAE decode of z_t"), self.decoded_image), self.decoded_caption]))
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.upload, self.status]),

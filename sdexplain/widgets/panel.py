@@ -27,6 +27,7 @@ from sdexplain.loading import SCHEDULERS
 from sdexplain.widgets.base import View, titled, upload_image
 from sdexplain.widgets.button import RunProgress, unet_progress
 from sdexplain.widgets.scrubbers import StepScrubber
+from sdexplain.i18n import t
 
 EXPLANATIONS = {
     "prompt": "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.",
@@ -59,17 +60,17 @@ class ControlPanel(View):
         style = {"description_width": "130px"}
         layout = widgets.Layout(width="420px")
         self.controls = {
-            "prompt": widgets.Text(value=prompt, description="prompt", style=style, layout=layout),
-            "negative_prompt": widgets.Text(value="", description="negative prompt", style=style, layout=layout),
-            "seed": widgets.IntText(value=seed, description="seed", style=style),
-            "steps": widgets.IntSlider(value=steps, min=1, max=100, description="steps", style=style),
-            "cfg": widgets.FloatSlider(value=cfg, min=0.0, max=20.0, step=0.5, description="CFG scale", style=style),
-            "scheduler": widgets.Dropdown(options=list(SCHEDULERS), value=_scheduler_name(pipe), description="sampler", style=style),
-            "width": widgets.IntText(value=width, step=self.factor, description="width", style=style),
-            "height": widgets.IntText(value=height, step=self.factor, description="height", style=style),
-            "use_image": widgets.Checkbox(value=input_image is not None, description="use the input image (image-to-image)", style=style),
-            "strength": widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description="denoising strength", style=style),
-            "upload": widgets.FileUpload(accept="image/*", multiple=False, description="input image"),
+            "prompt": widgets.Text(value=prompt, description=t("prompt"), style=style, layout=layout),
+            "negative_prompt": widgets.Text(value="", description=t("negative prompt"), style=style, layout=layout),
+            "seed": widgets.IntText(value=seed, description=t("seed"), style=style),
+            "steps": widgets.IntSlider(value=steps, min=1, max=100, description=t("steps"), style=style),
+            "cfg": widgets.FloatSlider(value=cfg, min=0.0, max=20.0, step=0.5, description=t("CFG scale"), style=style),
+            "scheduler": widgets.Dropdown(options=list(SCHEDULERS), value=_scheduler_name(pipe), description=t("sampler"), style=style),
+            "width": widgets.IntText(value=width, step=self.factor, description=t("width"), style=style),
+            "height": widgets.IntText(value=height, step=self.factor, description=t("height"), style=style),
+            "use_image": widgets.Checkbox(value=input_image is not None, description=t("use the input image (image-to-image)"), style=style),
+            "strength": widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description=t("denoising strength"), style=style),
+            "upload": widgets.FileUpload(accept="image/*", multiple=False, description=t("input image")),
         }
         self.runner = RunProgress("Generate")
         self.button, self.progress, self.message = self.runner.button, self.runner.progress, self.runner.status
@@ -78,16 +79,16 @@ class ControlPanel(View):
         self.steps_box = widgets.VBox([])
         rows = []
         for key, name in (("prompt", "prompt"), ("negative_prompt", "negative_prompt"), ("seed", "seed"), ("steps", "steps"), ("cfg", "cfg"), ("scheduler", "scheduler")):
-            rows.append(_with_note(self.controls[key], EXPLANATIONS[name]))
-        rows.append(_with_note(widgets.HBox([self.controls["width"], self.controls["height"]]), EXPLANATIONS["size"]))
-        rows.append(_with_note(widgets.HBox([self.controls["upload"], self.controls["use_image"]]), EXPLANATIONS["image"]))
-        rows.append(_with_note(self.controls["strength"], EXPLANATIONS["strength"]))
+            rows.append(_with_note(self.controls[key], t(EXPLANATIONS[name])))
+        rows.append(_with_note(widgets.HBox([self.controls["width"], self.controls["height"]]), t(EXPLANATIONS["size"])))
+        rows.append(_with_note(widgets.HBox([self.controls["upload"], self.controls["use_image"]]), t(EXPLANATIONS["image"])))
+        rows.append(_with_note(self.controls["strength"], t(EXPLANATIONS["strength"])))
         self.widget = widgets.VBox(
             [
                 *rows,
                 widgets.HBox([self.button, self.progress]),
                 self.message,
-                widgets.HBox([titled("input image", self.input_view), titled("result", self.image)]),
+                widgets.HBox([titled(t("input image"), self.input_view), titled(t("result"), self.image)]),
                 self.steps_box,
                 self.output,
             ]
@@ -169,7 +170,7 @@ class ControlPanel(View):
         self.message.value = f"done: {len(run.steps)} U-Net evaluations, seed {settings['seed']}, {settings['scheduler']}"
         if self.scrubber is None:
             self.scrubber = StepScrubber(run, self.pipe)
-            self.steps_box.children = [widgets.HTML("<b>Scrub the steps of this run</b>"), self.scrubber.widget]
+            self.steps_box.children = [widgets.HTML(f"<b>{html.escape(t('Scrub the steps of this run'))}</b>"), self.scrubber.widget]
         else:
             self.scrubber.set_run(run, self.pipe)
 

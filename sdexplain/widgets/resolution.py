@@ -10,6 +10,7 @@ import ipywidgets as widgets
 from sdexplain import images
 from sdexplain.latents import ResolutionResult
 from sdexplain.widgets.base import View
+from sdexplain.i18n import t
 
 
 class ResolutionExplorer(View):
@@ -30,7 +31,7 @@ class ResolutionExplorer(View):
         self.frames = [images.encode_png(images.zoom(r.image, zoom)) if r.image is not None else b"" for r in self.results]
         options = [(f"{r.geometry.height}×{r.geometry.width}", i) for i, r in enumerate(self.results)]
         middle = len(options) // 2  # the model's own size, for a ladder around it
-        self.slider = widgets.SelectionSlider(options=options, value=middle, description="resolution", continuous_update=True)
+        self.slider = widgets.SelectionSlider(options=options, value=middle, description=t("resolution"), continuous_update=True)
         self.image = widgets.Image(format="png")
         self.readout = widgets.HTML()
         self.widget = widgets.VBox([self.slider, self.readout, self.image, self.output])

@@ -9,6 +9,7 @@ import ipywidgets as widgets
 from sdexplain import images, plots
 from sdexplain.schedules import LABELS, SamplerRun, noise_levels_figure
 from sdexplain.widgets.base import View
+from sdexplain.i18n import t
 
 
 class SamplerSwitcher(View):
@@ -28,7 +29,7 @@ class SamplerSwitcher(View):
             picture = images.to_uint8(result.image)
             zoomed = images.zoom(picture, images.zoom_for(max(picture.shape[:2]), display))
             self.frames[name] = (images.encode_png(zoomed), images.encode_png(plots.figure_pixels(noise_levels_figure(result.levels, LABELS.get(name, name)))))
-        self.dropdown = widgets.Dropdown(options=[(LABELS.get(n, n), n) for n in results], description="sampler")
+        self.dropdown = widgets.Dropdown(options=[(LABELS.get(n, n), n) for n in results], description=t("sampler"))
         self.image = widgets.Image(format="png")
         self.plot = widgets.Image(format="png")
         self.readout = widgets.HTML()

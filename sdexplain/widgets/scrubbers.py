@@ -11,6 +11,7 @@ import torch
 from sdexplain import images, plots
 from sdexplain.latents import fit_latent_rgb
 from sdexplain.widgets.base import DISPLAY_SIZE, View, batch_entry, encoded, image_widget, mosaic, mosaic_edge, play_button, put, titled, zoomed
+from sdexplain.i18n import t
 
 
 class FrameScrubber(View):
@@ -82,7 +83,7 @@ class StepScrubber(View):
     def __init__(self, run, pipe, batch_index: int = 0, display: int = DISPLAY_SIZE, interval_ms: int = 400):
         super().__init__()
         self.display = display
-        self.slider = widgets.IntSlider(value=0, min=0, max=0, description="step", continuous_update=True)
+        self.slider = widgets.IntSlider(value=0, min=0, max=0, description=t("step"), continuous_update=True)
         self.play = play_button(self.slider, interval_ms)
         self.latent_image = image_widget()
         self.preview_image = image_widget()
@@ -97,10 +98,10 @@ class StepScrubber(View):
                 self.readout,
                 widgets.HBox(
                     [
-                        titled("latent x_t (4 channels)", self.latent_image),
-                        titled("x_t, approximate colours", self.preview_image),
-                        titled("predicted noise ε̂ (guided)", self.noise_image),
-                        titled("predicted clean image x̂0 (decoded)", self.x0_image),
+                        titled(t("latent x_t (4 channels)"), self.latent_image),
+                        titled(t("x_t, approximate colours"), self.preview_image),
+                        titled(t("predicted noise ε̂ (guided)"), self.noise_image),
+                        titled(t("predicted clean image x̂0 (decoded)"), self.x0_image),
                     ]
                 ),
                 self.curve_image,

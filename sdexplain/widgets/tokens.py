@@ -6,6 +6,7 @@ import ipywidgets as widgets
 
 from sdexplain.tokens import token_table_html, tokenize
 from sdexplain.widgets.base import View
+from sdexplain.i18n import t
 
 
 class TokenInspector(View):
@@ -17,7 +18,7 @@ class TokenInspector(View):
     def __init__(self, tokenizer, text: str = "", title: str | None = None):
         super().__init__()
         self.tokenizer, self.title = tokenizer, title
-        self.text = widgets.Text(value=text, placeholder="type a prompt", description="prompt", continuous_update=True,
+        self.text = widgets.Text(value=text, placeholder=t("type a prompt"), description=t("prompt"), continuous_update=True,
                                  layout=widgets.Layout(width="90%"))  # fmt: skip
         self.table = widgets.HTML()
         self.widget = widgets.VBox([self.text, self.table, self.output])

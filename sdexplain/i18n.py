@@ -1,0 +1,312 @@
+"""The reader-visible text of the package in English (the default) or Chinese (简体中文).
+
+    import sdexplain
+    sdexplain.set_language("zh")          # or: SDEXPLAIN_LANG=zh before Python starts
+
+What it is for: the words a reader sees — plot titles and axis labels, widget descriptions, the
+messages the notebooks print. The English text is the key (as in gettext), and the catalogue ``ZH``
+holds its Chinese. Identifiers, dictionary keys, file names and error messages for programmers stay
+English.
+
+Two ways in. Widgets and printed messages call ``t("noise level")``: the browser renders Chinese by
+itself. Figures are built as ``sdexplain.i18n.Figure`` (matplotlib's Figure, imported under the same
+name by the plotting modules): when drawn with Chinese chosen, each of its texts (titles, axis labels,
+legend entries) that the catalogue knows is replaced — also titles a notebook passes in, and
+formatted ones: the key ``"diversity across {n} seeds"`` matches "diversity across 4 seeds". So the
+plotting code itself stays as it is. Figures need a CJK font: without one, ``set_language`` says so
+once and figures keep their English texts; printed text is Chinese.
+
+What it is not: a general translation system. ``tests/test_i18n.py`` checks that every text the
+package writes into a figure or a widget has its Chinese here, and that a Chinese figure renders
+without a missing glyph.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from matplotlib.figure import Figure as MatplotlibFigure
+from matplotlib.text import Text
+
+LANGUAGES = ("en", "zh")
+
+# Fonts with the simplified-Chinese glyphs, best first: Debian/Ubuntu/Colab's packages
+# (fonts-wqy-microhei: `apt-get install fonts-wqy-microhei`, 1.6 MB, Apache-2.0 / GPL-3 with font
+# exception; fonts-noto-cjk), then what macOS and Windows ship.
+CJK_FONT_NAMES = (
+    "WenQuanYi Micro Hei",
+    "WenQuanYi Zen Hei",
+    "Noto Sans CJK SC",
+    "Noto Sans SC",
+    "Source Han Sans SC",
+    "Source Han Sans CN",
+    "PingFang SC",
+    "Heiti SC",
+    "Hiragino Sans GB",
+    "Microsoft YaHei",
+    "SimHei",
+    "Arial Unicode MS",
+)
+# File names to look for when matplotlib's font cache predates the font's installation
+# (Colab: the setup cell installs the font in the same session).
+CJK_FONT_FILES = ("wqy-microhei", "wqy-zenhei", "notosanscjk", "notosanssc", "sourcehansans", "msyh", "simhei", "pingfang")
+
+NO_CJK_FONT_MESSAGE = (
+    "没有找到中文字体: figures keep their English labels (no CJK font found for matplotlib). "
+    "Install one, e.g. `sudo apt-get install fonts-wqy-microhei` (Debian/Ubuntu/Colab), then restart the kernel."
+)
+
+_language = "en"
+_figure_font: str | None = None
+
+
+def language() -> str:
+    """The language of printed text and widget labels: "en" or "zh"."""
+    return _language
+
+
+def figure_language() -> str:
+    """The language of figure text: "zh" only when Chinese is chosen and a CJK font was found."""
+    return "zh" if _language == "zh" and _figure_font else "en"
+
+
+def set_language(lang: str) -> str:
+    """Choose the language of what the package shows: "en" (default) or "zh" (简体中文).
+
+    For "zh", finds a CJK font and adds it to matplotlib's font families (after DejaVu Sans);
+    without one, prints one message and figures stay English.
+    Returns the language now in effect for figures.
+    """
+    global _language, _figure_font
+    if lang not in LANGUAGES:
+        raise ValueError(f"language must be one of {LANGUAGES}, got {lang!r}")
+    _language = lang
+    if lang == "zh":
+        _figure_font = find_cjk_font()
+        if _figure_font is None:
+            print(NO_CJK_FONT_MESSAGE, file=sys.stderr)
+        else:
+            _use_font(_figure_font)
+    return figure_language()
+
+
+def find_cjk_font() -> str | None:
+    """The family name of an installed CJK font matplotlib can use, or None."""
+    from matplotlib import font_manager
+
+    def known() -> str | None:
+        names = {f.name for f in font_manager.fontManager.ttflist}
+        return next((name for name in CJK_FONT_NAMES if name in names), None)
+
+    found = known()
+    if found is None:  # the cache may predate the font: look on disk and register what we find
+        for path in font_manager.findSystemFonts():
+            flat = Path(path).name.lower().replace("-", "").replace("_", "")
+            if any(key.replace("-", "") in flat for key in CJK_FONT_FILES):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError) as error:  # an unreadable font file: say which, go on
+                    print(f"skipping font {path}: {error}", file=sys.stderr)
+        found = known()
+    return found
+
+
+def _use_font(name: str) -> None:
+    import matplotlib
+
+    # DejaVu Sans (matplotlib's own) first, so Latin and Greek (ᾱ, σ, ε̂) look as in English;
+    # matplotlib falls back to the CJK font glyph by glyph for the Chinese.
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", name]
+
+
+def t(text: str) -> str:
+    """``text`` in the chosen language (printed messages, widget labels)."""
+    return ZH.get(text, text) if _language == "zh" else text
+
+
+def translate(text: str) -> str:
+    """``text`` in Chinese if the catalogue knows it: exactly, as a formatted key, line by line, or as "Known: rest"."""
+    if text in ZH:
+        return ZH[text]
+    for pattern, chinese in _patterns():
+        match = pattern.fullmatch(text)
+        if match:
+            return chinese.format(**match.groupdict())
+    if "\n" in text:
+        return "\n".join(translate(line) for line in text.split("\n"))
+    head, sep, rest = text.partition(": ")
+    if sep and head in ZH:
+        return f"{ZH[head]}: {rest}"
+    return text
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)(?::[^{}]*)?\}")
+_compiled: list[tuple[re.Pattern, str]] | None = None
+
+
+def _patterns() -> list[tuple[re.Pattern, str]]:
+    """(regex, Chinese template) for every catalogue key with {placeholders}."""
+    global _compiled
+    if _compiled is None:
+        _compiled = []
+        for english, chinese in ZH.items():
+            if _PLACEHOLDER.search(english):
+                parts, last = [], 0
+                for m in _PLACEHOLDER.finditer(english):
+                    parts.append(re.escape(english[last : m.start()]) + f"(?P<{m[1]}>.+?)")
+                    last = m.end()
+                parts.append(re.escape(english[last:]))
+                _compiled.append((re.compile("".join(parts), re.DOTALL), _PLACEHOLDER.sub(r"{\1}", chinese)))
+    return _compiled
+
+
+class Figure(MatplotlibFigure):
+    """matplotlib's ``Figure``, whose texts are shown in the chosen language when it is drawn.
+
+    The English is kept, so a figure drawn again after ``set_language("en")`` is English again.
+    """
+
+    def draw(self, renderer):
+        if not hasattr(self, "_sdexplain_english"):
+            self._sdexplain_english = {}
+        chinese = figure_language() == "zh"
+        for text in self.findobj(Text):
+            english = self._sdexplain_english.get(id(text), text.get_text())
+            shown = translate(english) if chinese else english
+            if shown != text.get_text():
+                self._sdexplain_english[id(text)] = english
+                text.set_text(shown)
+        return super().draw(renderer)
+
+
+# The catalogue: English (as written in the code) -> 简体中文. Terms follow the article
+# (notebooks/zh/glossary.ipynb): 噪声预测器, 潜空间, 去噪强度, 噪音表, 标记器, 交叉关注, 无分类器指引.
+ZH: dict[str, str] = {
+    # figures (plots.py, schedules.py, guidance.py, tokens.py, editing.py, attention_metrics.py)
+    "ᾱ_t  (signal kept)": "ᾱ_t (保留的信号)",
+    "σ_t = √(1−ᾱ_t)  (noise level)": "σ_t = √(1−ᾱ_t) (噪声水平)",
+    "sampler: {n} timesteps": "采样器: {n} 个时间步",
+    "training timestep t": "训练时间步 t",
+    "channel {c}": "通道 {c}",
+    "loss": "损失",
+    "{name} (mean of {n})": "{name} ({n} 点均值)",
+    "chance": "随机猜测",
+    "timestep t (noisier →)": "时间步 t (越往右噪声越大 →)",
+    "accuracy": "准确率",
+    "image": "图像",
+    "training step": "训练步",
+    "Noise schedule": "噪音表 (噪声调度)",
+    "Training loss": "训练损失",
+    "Accuracy against timestep": "准确率与时间步",
+    # schedules.py
+    "timestep t of each U-Net call (noisy → clean)": "每次调用 U-Net 的时间步 t (由噪到净)",
+    "noise level": "噪声水平",
+    "U-Net call (noisy → clean)": "U-Net 调用 (由噪到净)",
+    "σ_t = √(1−ᾱ_t) of the latent": "潜像的 σ_t = √(1−ᾱ_t)",
+    "noise removed by the step (σ_t − σ_next)": "这一步去掉的噪声 (σ_t − σ_next)",
+    "expected σ_t (schedule)": "预期的 σ_t (噪音表)",
+    "measured σ̂_t (latent)": "实测的 σ̂_t (潜像)",
+    "{name}, {steps} steps: expected noise level": "{name}, {steps} 步: 预期噪声水平",
+    "{name}\n{n} U-Net calls": "{name}\n{n} 次 U-Net 调用",
+    "gap {gap:.3f}": "差距 {gap:.3f}",
+    # guidance.py
+    "unconditional": "无条件",
+    "conditional": "有条件",
+    "cond − uncond": "有条件 − 无条件",
+    "guided": "指引后",
+    "guided (s={s})": "指引后 (s={s})",
+    "CFG scale s": "CFG 值 s",
+    "share matching the prompt": "符合提示的比例",
+    "prompt adherence (judge)": "对提示的遵循 (裁判模型评判)",
+    "mean pairwise RMS distance": "两两之间的平均 RMS 距离",
+    "diversity across {n} seeds": "{n} 个种子之间的多样性",
+    "classifier-guidance scale s": "分类器指引尺度 s",
+    "classifier guidance: the judge vs the guiding classifier": "分类器指引: 裁判模型与指引用的分类器",
+    "judged '{target}' (share)": "判为 '{target}' 的比例",
+    "classifier p({target} | x_t)": "分类器 p({target} | x_t)",
+    # tokens.py
+    "cosine similarity": "余弦相似度",
+    "before: token embeddings": "之前: 标记嵌入",
+    "after: hidden states": "之后: 隐藏状态",
+    # editing.py
+    "denoising strength": "去噪强度",
+    "mean |difference| (pixels in [0, 1])": "平均 |差值| (像素取值 [0, 1])",
+    "image-to-image result vs input": "图像转图像结果 vs 输入",
+    "VAE round trip vs input": "VAE 往返 vs 输入",
+    # attention_metrics.py
+    "attention inside object\n÷ object's share of image": "物体内的关注\n÷ 物体占图像的比例",
+    "1 = attention spread evenly": "1 = 关注均匀分布",
+    # notebook_tools.runtime_summary (the setup cell's line)
+    "GPU: {gpu} — model {model} runs in float16.": "GPU: {gpu}, 模型 {model} 以 float16 运行。",
+    "Apple GPU (MPS) — model {model} runs there in float32.": "Apple GPU (MPS): 模型 {model} 在上面以 float32 运行。",
+    "No GPU found: fine for the toy model, which runs on the CPU in seconds.": "没有找到 GPU: 玩具模型没问题, 它在 CPU 上几秒就能出图。",
+    "No GPU found: {model} would run on the CPU, which takes minutes per image. In Colab: Runtime → Change runtime type → GPU.":
+        "没有找到 GPU: {model} 将在 CPU 上运行, 每张图要几分钟。在 Colab 中: 代码执行程序 → 更改运行时类型 → GPU。",
+    # widgets/ (descriptions and titles; the browser renders Chinese by itself)
+    "Generate": "生成 (Generate)",
+    "a prompt": "输入提示",
+    "type a prompt": "输入提示",
+    "prompt": "提示",
+    "negative prompt": "反向提示",
+    "word": "词",
+    "step": "步",
+    "steps": "采样步数",
+    "all steps": "全部步",
+    "seed": "种子",
+    "CFG scale": "CFG 值",
+    "guidance s": "指引尺度 s",
+    "sampler": "采样器",
+    "width": "宽度",
+    "height": "高度",
+    "resolution": "分辨率",
+    "result": "结果",
+    "input image": "输入图像",
+    "Your image": "你的图像",
+    "use the input image (image-to-image)": "使用输入图像 (图像转图像)",
+    "attention over the image": "图像上的关注",
+    "the map at its own resolution": "原始分辨率下的关注图",
+    "image at this scale": "这个尺度下的图像",
+    "pixel space: x_t": "像素空间: x_t",
+    "latent space: z_t (4 channels)": "潜空间: z_t (4 个通道)",
+    "VAE decode of z_t": "z_t 的 VAE 解码",
+    "latent x_t (4 channels)": "潜像 x_t (4 个通道)",
+    "x_t, approximate colours": "x_t, 近似颜色",
+    "predicted noise ε̂ (guided)": "预测的噪声 ε̂ (指引后)",
+    "predicted clean image x̂0 (decoded)": "预测的干净图像 x̂0 (解码)",
+    "Scrub the steps of this run": "逐步查看这次运行",
+    'unconditional ε̂(x_t, "")': '无条件 ε̂(x_t, "")',
+    "conditional ε̂(x_t, prompt)": "有条件 ε̂(x_t, prompt)",
+    "difference cond − uncond": "差值 有条件 − 无条件",
+    "guided = uncond + s·(cond − uncond)": "指引后 = 无条件 + s·(有条件 − 无条件)",
+    # widgets/panel.py: EXPLANATIONS, one line per knob
+    "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.":
+        "你想看到的内容。它被切分成标记、变成嵌入, 通过交叉关注引导每一个去噪步。",
+    "Replaces the empty prompt in the unconditional pass, so guidance pushes AWAY from it.":
+        "在无条件一路中取代空提示, 所以指引会把画面推*离*它。",
+    "Picks the starting noise. Same seed + same settings = the same image, bit for bit.":
+        "选定起始噪声。同一个种子 + 同样的设置 = 同一张图, 一位不差。",
+    "How many denoising steps the sampler takes from noise to image: more is slower, rarely much better past ~30.":
+        "采样器从噪声到图像走多少个去噪步: 越多越慢, 超过约 30 步后很少明显更好。",
+    "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance; higher follows the prompt more, with less variety.":
+        "无分类器指引尺度 (提示词相关性): ε_uncond + s·(ε_cond − ε_uncond)。1 = 不指引; 越高越服从提示, 变化越少。",
+    "The sampler: how each step turns the predicted noise into the next, less noisy latent.":
+        "采样器 (采样方法): 每一步如何把预测的噪声变成下一个噪声更少的潜像。",
+    "Width × height in pixels; the latent is 8× smaller per side, so both must be multiples of 8. Far beyond the trained size, objects repeat.":
+        "宽 × 高 (像素); 潜像每边小 8 倍, 所以两者都必须是 8 的倍数。远超训练尺寸时, 物体会重复。",
+    "Denoising strength (image-to-image only): how far the input is pushed back into noise. 0 = unchanged, 1 = ignore it.":
+        "去噪强度 (重绘幅度, 仅图像转图像): 把输入推回噪声多远。0 = 不变, 1 = 忽略输入。",
+    "An optional input image: with one, generation becomes image-to-image.":
+        "可选的输入图像: 有了它, 生成就变成图像转图像。",
+}
+
+
+def _apply_environment() -> None:
+    lang = os.environ.get("SDEXPLAIN_LANG", "").strip()
+    if lang:
+        set_language(lang)
+
+
+_apply_environment()

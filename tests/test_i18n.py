@@ -1,0 +1,176 @@
+"""The message catalogue (sdexplain/i18n.py): every text the package shows has its Chinese, figures
+render Chinese without missing glyphs, and without a CJK font the figures stay English with one message."""
+
+import ast
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+import sdexplain
+from sdexplain import i18n, plots
+
+PACKAGE = Path(sdexplain.__file__).parent
+
+
+def _calls(names, modules=None):
+    """(file, line, text) for every literal passed to the functions ``names`` in the package."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if modules and path.stem not in modules:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            func = node.func if isinstance(node, ast.Call) else None
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            if name in names and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                found.append((path.name, node.lineno, node.args[0].value))
+    return found
+
+
+FIGURE_MODULES = {"plots", "schedules", "guidance", "tokens", "editing", "attention_metrics"}
+
+
+def _figure_texts():
+    """(file, line, sample) for every text the figure modules write into a figure: literals and
+    f-strings (each {…} filled with "7") given to set_title/set_xlabel/set_ylabel/suptitle or as
+    label=, and the default titles of the plotting functions."""
+    def sample(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.JoinedStr):
+            return "".join(v.value if isinstance(v, ast.Constant) else "7" for v in node.values)
+        return None
+
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.stem not in FIGURE_MODULES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            texts = []
+            if isinstance(node, ast.Call):
+                func = node.func
+                if isinstance(func, ast.Attribute) and func.attr in ("set_title", "set_xlabel", "set_ylabel", "suptitle") and node.args:
+                    texts.append(node.args[0])
+                texts += [k.value for k in node.keywords if k.arg == "label"]
+            if isinstance(node, ast.FunctionDef):
+                args = node.args.args[len(node.args.args) - len(node.args.defaults):]
+                texts += [d for a, d in zip(args, node.args.defaults) if a.arg in ("title", "xlabel")]
+            for text in texts:
+                value = sample(text)
+                if value and any(c.isalpha() for c in value):
+                    found.append((path.name, node.lineno, value))
+    return found
+
+
+@pytest.fixture
+def restore_language():
+    yield
+    i18n.set_language("en")
+
+
+def test_every_widget_text_of_the_package_has_chinese():
+    calls = _calls({"t"})
+    assert len(calls) > 25  # widget descriptions and titles, the setup cell's line
+    missing = [f"{name}:{line}: {text!r}" for name, line, text in calls if text not in i18n.ZH]
+    assert missing == []
+
+
+def test_every_text_the_package_writes_into_a_figure_has_chinese():
+    texts = _figure_texts()
+    assert len(texts) > 35  # plots, schedules, guidance, tokens, editing, attention metrics
+    missing = [f"{name}:{line}: {text!r}" for name, line, text in texts if i18n.translate(text) == text]
+    assert missing == []
+
+
+def test_translate_matches_formatted_and_prefixed_texts():
+    assert i18n.translate("diversity across 12 seeds") == "12 个种子之间的多样性"
+    assert i18n.translate("gap 0.125") == "差距 0.125"
+    assert i18n.translate("unconditional\n‖·‖=1.50") == "无条件\n‖·‖=1.50"
+    assert i18n.translate("Noise schedule: t=3") == "噪音表 (噪声调度): t=3"
+    assert i18n.translate("a cat at 0.5") == "a cat at 0.5"  # unknown text stays
+
+
+def test_widget_texts_passed_as_values_have_chinese():
+    from sdexplain.widgets import CFG_PANELS, EXPLANATIONS
+
+    texts = [*EXPLANATIONS.values(), *CFG_PANELS, "Generate", "a prompt"]  # the last two: default arguments
+    assert [text for text in texts if text not in i18n.ZH] == []
+
+
+def test_chinese_widgets(restore_language):
+    from sdexplain.widgets.button import RunProgress
+
+    sdexplain.set_language("zh")
+    assert "生成" in RunProgress().button.description
+
+
+def test_chinese_keeps_the_placeholders_of_the_english():
+    import string
+
+    for english, chinese in i18n.ZH.items():
+        fields = lambda s: sorted(f for _, f, _, _ in string.Formatter().parse(s) if f is not None)
+        assert fields(english) == fields(chinese), english
+
+
+def test_english_is_the_default_and_unknown_languages_are_refused(restore_language):
+    assert i18n.t("loss") == "loss"
+    with pytest.raises(ValueError, match="'fr'"):
+        sdexplain.set_language("fr")
+    assert i18n.language() == "en"
+
+
+def test_chinese_text_and_labels(restore_language):
+    sdexplain.set_language("zh")
+    assert i18n.t("loss") == "损失"
+    assert i18n.t("no such sentence") == "no such sentence"  # an unknown text stays as written
+    assert i18n.translate("loss") == "损失"
+
+
+def test_a_chinese_figure_renders_without_missing_glyphs(restore_language):
+    required = os.environ.get("SDEXPLAIN_CJK_REQUIRED") == "1"  # set by .ci/run, which installs the font
+    if i18n.find_cjk_font() is None:
+        if required:
+            pytest.fail("no CJK font found; CI installs fonts-wqy-microhei (.ci/run)")
+        pytest.skip("no CJK font installed here (apt-get install fonts-wqy-microhei)")
+    assert sdexplain.set_language("zh") == "zh"
+    alpha_bar = np.linspace(0.999, 0.01, 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph … missing from font(s) …"
+        figs = [
+            plots.noise_schedule(alpha_bar, t=40, timesteps=[90, 60, 30, 0]),
+            plots.loss_curve({"train": [1.0, 0.5, 0.3]}, smooth=2),
+            plots.accuracy_vs_t([0, 50, 99], [0.9, 0.6, 0.3], chance=0.5),
+        ]
+        for fig in figs:
+            FigureCanvasAgg(fig).draw()
+    ax = figs[0].axes[0]
+    assert ax.get_xlabel() == "训练时间步 t"
+    assert "噪声水平" in ax.get_legend().get_texts()[1].get_text()
+    assert ax.get_title().startswith("噪音表 (噪声调度): t=40")
+    i18n.set_language("en")  # drawn again in English: the English comes back
+    FigureCanvasAgg(figs[0]).draw()
+    assert ax.get_xlabel() == "training timestep t"
+
+
+def test_without_a_cjk_font_figures_stay_english_with_one_message(monkeypatch, capsys, restore_language):
+    monkeypatch.setattr(i18n, "find_cjk_font", lambda: None)
+    assert sdexplain.set_language("zh") == "en"
+    err = capsys.readouterr().err
+    assert err.count("no CJK font found") == 1
+    assert i18n.t("loss") == "损失"  # printed text: Chinese
+    fig = plots.loss_curve([1.0, 0.5])
+    FigureCanvasAgg(fig).draw()
+    assert fig.axes[0].get_ylabel() == "loss"  # figures: English
+
+
+def test_the_environment_variable_chooses_the_language(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from sdexplain import i18n; print(i18n.language())"
+    env = {**os.environ, "SDEXPLAIN_LANG": "zh", "PYTHONPATH": str(PACKAGE.parent)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "zh"

@@ -1,0 +1,103 @@
+"""The Chinese edition (notebooks/zh/) stays in step with the English notebooks: no stale or missing
+translation, code cells identical to their English twins (the language setting aside). These run on
+the committed files and execute nothing."""
+
+import nbformat
+import pytest
+
+from sdexplain import notebook_i18n as i18n
+from sdexplain.notebook_tools import check, colab_badge
+
+ENGLISH = i18n.english_notebooks()
+
+
+def test_every_english_notebook_has_a_zh_edition():
+    assert len(ENGLISH) == 15
+    assert sorted(p.name for p in i18n.ZH.glob("[0-9][0-9]_*.ipynb")) == [p.name for p in ENGLISH]
+
+
+@pytest.mark.parametrize("notebook", ENGLISH, ids=lambda p: p.stem[:2])
+def test_no_stale_or_missing_translation(notebook):
+    problems = [f"{p.cell_id} ({p.kind})" for p in i18n.problems(notebook)]
+    assert problems == [], f"run: python -m sdexplain.notebook_i18n status {notebook.stem[:2]}"
+
+
+@pytest.mark.parametrize("notebook", ENGLISH, ids=lambda p: p.stem[:2])
+def test_zh_notebook_is_the_english_one_plus_translations(notebook):
+    english = nbformat.read(notebook, as_version=4)
+    zh = nbformat.read(i18n.ZH / notebook.name, as_version=4)
+    assert [(c.id, c.cell_type) for c in zh.cells] == [(c.id, c.cell_type) for c in english.cells], "rebuild: python -m sdexplain.notebook_i18n build"
+    translations = i18n.read_translations(i18n.translation_path(notebook))
+    for en_cell, zh_cell in zip(english.cells, zh.cells):
+        if en_cell.cell_type == "code":
+            assert zh_cell.source == i18n.zh_code(en_cell.source), f"code cell {en_cell.id} differs from its English twin"
+        elif en_cell.cell_type == "markdown":
+            assert zh_cell.source == translations[en_cell.id].text.replace(i18n.BADGE, colab_badge(f"zh/{notebook.name}")), f"markdown cell {en_cell.id}: rebuild"
+    setup = [c.source for c in zh.cells if c.cell_type == "code" and i18n.SET_LANGUAGE in c.source]
+    assert len(setup) == 1  # exactly one cell sets the language
+
+
+@pytest.mark.parametrize("notebook", ENGLISH, ids=lambda p: p.stem[:2])
+def test_zh_notebook_passes_the_series_checks(notebook):
+    # badge to its own zh path, 你将学到 / 要点回顾, size, no widget state, no error outputs
+    assert check(i18n.ZH / notebook.name) == []
+
+
+def test_zh_code_only_adds_the_language_setting_and_the_colab_font():
+    english = 'import sys\nif "google.colab" in sys.modules:\n    !pip install -q "sdexplain @ git+https://x"\n\nimport sdexplain\nMODEL = "toy"'
+    zh = i18n.zh_code(english)
+    assert zh.splitlines()[:3] == english.splitlines()[:3]
+    assert zh.splitlines()[3].startswith("    !(apt-get") and "fonts-wqy-microhei" in zh
+    assert zh.splitlines()[-2:] == [i18n.SET_LANGUAGE, 'MODEL = "toy"']
+    assert i18n.zh_code("x = 1\nprint(x)") == "x = 1\nprint(x)"  # any other code: unchanged
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """A copy of one English notebook and its translations, with notebook_i18n pointed at it."""
+    english = ENGLISH[1]
+    root = tmp_path
+    (root / "notebooks" / "zh" / "translations").mkdir(parents=True)
+    target = root / "notebooks" / english.name
+    target.write_bytes(english.read_bytes())
+    (root / "notebooks" / "zh" / "translations" / (english.stem + ".md")).write_text(i18n.translation_path(english).read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(i18n, "NOTEBOOKS", root / "notebooks")
+    monkeypatch.setattr(i18n, "ZH", root / "notebooks" / "zh")
+    monkeypatch.setattr(i18n, "TRANSLATIONS", root / "notebooks" / "zh" / "translations")
+    return target
+
+
+def test_an_edited_english_cell_makes_its_translation_stale(sandbox):
+    assert i18n.problems(sandbox) == []
+    nb = nbformat.read(sandbox, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "markdown")
+    cell.source += "\n\nA new sentence."
+    nbformat.write(nb, sandbox)
+    problems = i18n.problems(sandbox)
+    assert [(p.cell_id, p.kind) for p in problems] == [(cell.id, "stale")]
+    assert problems[0].english.endswith("A new sentence.")
+    with pytest.raises(ValueError, match=f"{cell.id} \\(stale\\)"):
+        i18n.build(sandbox)
+
+
+def test_a_new_english_cell_has_a_missing_translation(sandbox):
+    nb = nbformat.read(sandbox, as_version=4)
+    new = nbformat.v4.new_markdown_cell("## A new section")
+    nb.cells.insert(3, new)
+    nbformat.write(nb, sandbox)
+    assert [(p.cell_id, p.kind) for p in i18n.problems(sandbox)] == [(new.id, "missing")]
+
+
+def test_build_writes_code_twins_and_refreshed_translations(sandbox):
+    path = i18n.build(sandbox)
+    zh = nbformat.read(path, as_version=4)
+    english = nbformat.read(sandbox, as_version=4)
+    assert [c.source for c in zh.cells if c.cell_type == "code"] == [i18n.zh_code(c.source) for c in english.cells if c.cell_type == "code"]
+    assert colab_badge(f"zh/{sandbox.name}") in zh.cells[0].source
+    assert "你将学到" in zh.cells[0].source
+
+
+def test_marker_line_round_trips():
+    line = i18n.marker("abc123", "Some English.")
+    match = i18n.MARKER.match(line)
+    assert match["id"] == "abc123" and match["hash"] == i18n.source_hash("Some English.")
