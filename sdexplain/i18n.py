@@ -186,7 +186,12 @@ class Figure(MatplotlibFigure):
 # (notebooks/zh/glossary.ipynb): 噪声预测器, 潜空间, 去噪强度, 噪音表, 标记器, 交叉关注, 无分类器指引.
 ZH: dict[str, str] = {
     # figures (plots.py, schedules.py, guidance.py, tokens.py, editing.py, attention_metrics.py)
-    "ᾱ_t  (signal kept)": "ᾱ_t (保留的信号)",
+    "√ᾱ_t  (signal scale)": "√ᾱ_t (信号的系数)",
+    "removed by the step": "这一步去掉的",
+    "sampling step": "采样步",
+    "looked at (key)": "被关注的 (key)",
+    "looking (query)": "发出关注的 (query)",
+    "attention weight": "关注权重",
     "σ_t = √(1−ᾱ_t)  (noise level)": "σ_t = √(1−ᾱ_t) (噪声水平)",
     "sampler: {n} timesteps": "采样器: {n} 个时间步",
     "training timestep t": "训练时间步 t",
@@ -290,8 +295,8 @@ ZH: dict[str, str] = {
         "选定起始噪声。同一个种子 + 同样的设置 = 同一张图, 一位不差。",
     "How many denoising steps the sampler takes from noise to image: more is slower, rarely much better past ~30.":
         "采样器从噪声到图像走多少个去噪步: 越多越慢, 超过约 30 步后很少明显更好。",
-    "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance; higher follows the prompt more, with less variety.":
-        "无分类器指引尺度 (提示词相关性): ε_uncond + s·(ε_cond − ε_uncond)。1 = 不指引; 越高越服从提示, 变化越少。",
+    "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance; higher follows the prompt more closely (on SD, with less variety between seeds).":
+        "无分类器指引尺度 (提示词相关性): ε_uncond + s·(ε_cond − ε_uncond)。1 = 不指引; 越高越贴近提示 (在 SD 上, 不同种子之间的变化也越少)。",
     "The sampler: how each step turns the predicted noise into the next, less noisy latent.":
         "采样器 (采样方法): 每一步如何把预测的噪声变成下一个噪声更少的潜像。",
     "Width × height in pixels; the latent is 8× smaller per side, so both must be multiples of 8. Far beyond the trained size, objects repeat.":
