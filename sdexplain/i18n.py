@@ -28,8 +28,6 @@ import re
 import sys
 from pathlib import Path
 
-from matplotlib.figure import Figure as MatplotlibFigure
-from matplotlib.text import Text
 
 LANGUAGES = ("en", "zh")
 
@@ -163,23 +161,40 @@ def _patterns() -> list[tuple[re.Pattern, str]]:
     return _compiled
 
 
-class Figure(MatplotlibFigure):
-    """matplotlib's ``Figure``, whose texts are shown in the chosen language when it is drawn.
+_figure_class = None
 
-    The English is kept, so a figure drawn again after ``set_language("en")`` is English again.
-    """
 
-    def draw(self, renderer):
-        if not hasattr(self, "_sdexplain_english"):
-            self._sdexplain_english = {}
-        chinese = figure_language() == "zh"
-        for text in self.findobj(Text):
-            english = self._sdexplain_english.get(id(text), text.get_text())
-            shown = translate(english) if chinese else english
-            if shown != text.get_text():
-                self._sdexplain_english[id(text)] = english
-                text.set_text(shown)
-        return super().draw(renderer)
+def __getattr__(name: str):
+    """``sdexplain.i18n.Figure``, built on first use: importing the catalogue (which ``import sdexplain``
+    does) must not import matplotlib — the core stays free of figure libraries (tests/test_layers.py)."""
+    global _figure_class
+    if name != "Figure":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _figure_class is None:
+        from matplotlib.figure import Figure as MatplotlibFigure
+        from matplotlib.text import Text
+
+        class Figure(MatplotlibFigure):
+            """matplotlib's ``Figure``, whose texts are shown in the chosen language when it is drawn.
+
+            The English is kept, so a figure drawn again after ``set_language("en")`` is English again.
+            """
+
+            def draw(self, renderer):
+                if not hasattr(self, "_sdexplain_english"):
+                    self._sdexplain_english = {}
+                chinese = figure_language() == "zh"
+                for text in self.findobj(Text):
+                    english = self._sdexplain_english.get(id(text), text.get_text())
+                    shown = translate(english) if chinese else english
+                    if shown != text.get_text():
+                        self._sdexplain_english[id(text)] = english
+                        text.set_text(shown)
+                return super().draw(renderer)
+
+        Figure.__module__ = __name__
+        _figure_class = Figure
+    return _figure_class
 
 
 # The catalogue: English (as written in the code) -> 简体中文. Terms follow the article
