@@ -399,7 +399,7 @@ def test_x0_equals_the_schedulers_own_for_every_scheduler(name):
     """The README promises x0 for every scheduler: compared with each one's pred_original_sample."""
     from diffusers import KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler
 
-    from sdexplain.generate import SCHEDULERS
+    from sdexplain.loading import SCHEDULERS
     from sdexplain.loading import load_pipeline
 
     if name == "lms":
