@@ -1,7 +1,5 @@
 """The shipped toy model: loads offline, is deterministic, stays small, and draws what it is asked."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
