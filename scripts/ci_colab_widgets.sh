@@ -32,4 +32,4 @@ PY
 # (one warning per widget): silenced so that real warnings stay visible.
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     -W "ignore:The \`ipykernel.comm.Comm\` class has been deprecated:DeprecationWarning" \
-    tests/test_widgets.py tests/test_run_progress.py tests/test_images.py "$@"
+    tests/test_widgets.py tests/test_widgets_static.py tests/test_run_progress.py tests/test_images.py "$@"

@@ -10,6 +10,7 @@ The repository's public URL is defined once, in pyproject.toml (`project.urls.Re
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -119,6 +120,9 @@ def new_notebook(name: str, title: str, learn: list[str], cells: list[tuple[str,
     return nb
 
 
+WIDGET_STAND_IN = "(interactive widget: run the notebook to use it)"
+
+
 def strip_widget_state(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Remove saved widget state (large, and stale once the kernel is gone); keep static outputs."""
     nb.metadata.pop("widgets", None)
@@ -128,7 +132,7 @@ def strip_widget_state(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             data = output.get("data", {})
             if "application/vnd.jupyter.widget-view+json" in data:
                 data.pop("application/vnd.jupyter.widget-view+json")
-                data.setdefault("text/plain", "(interactive widget: run the notebook to use it)")
+                data.setdefault("text/plain", WIDGET_STAND_IN)
     return nb
 
 
@@ -200,7 +204,24 @@ def check(path: Path) -> list[str]:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 problems.append(f"{path.name}: a cell has an error output ({output.get('ename')})")
+            elif blind_widget_output(output):
+                problems.append(f"{path.name}: cell {cell.get('id')} saves a widget with no static picture "
+                                f"({output['data']['text/plain'][:40]!r}…): display it as a view, or with sdexplain.widgets.show")  # fmt: skip
     return problems
+
+
+# What a widget leaves in a saved notebook when it was displayed without a picture: its repr
+# ("VBox(children=(HBox(…", "Image(value=b'')") or strip_widget_state's stand-in text.
+_WIDGET_REPR = re.compile(r"^[A-Z]\w*\((children|value|description|layout|options|accept)=")
+
+
+def blind_widget_output(output) -> bool:
+    """True for a saved output that only says "a widget was here" (readers without a kernel see nothing)."""
+    data = output.get("data", {})
+    if set(data) != {"text/plain"}:
+        return False
+    text = data["text/plain"] if isinstance(data["text/plain"], str) else "".join(data["text/plain"])
+    return bool(_WIDGET_REPR.match(text)) or text == WIDGET_STAND_IN
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,8 @@ Every view lives in this package, one module per lesson view, all on ``base.View
   tokens      TokenInspector                      resolution ResolutionExplorer
   samplers    SamplerSwitcher                     panel      ControlPanel (the WebUI's knobs)
   training    TrainMore, Probe (notebook 02: train N more steps, loss and predicted noise redrawn)
+  static      what a view leaves in a saved notebook: a picture of its state (``snapshot``) beside
+              the live widget, and ``show(*parts)`` for raw ipywidgets (an upload box, an Image)
 The lesson modules (``sdexplain.tokens``, ``latents``, ``schedules``, ``guidance`` …) compute the
 data these views show; a view imports them, never the other way round.
 
@@ -47,11 +49,12 @@ from sdexplain.widgets.resolution import ResolutionExplorer
 from sdexplain.widgets.samplers import SamplerSwitcher
 from sdexplain.widgets.panel import EXPLANATIONS, ControlPanel
 from sdexplain.widgets.training import Probe, TrainMore
+from sdexplain.widgets.static import show, snapshot
 
 __all__ = [
     "Probe", "TrainMore",
     "ALL_STEPS", "CFG_PANELS", "DISPLAY_SIZE", "EXPLANATIONS",
     "AttentionExplorer", "CfgExplorer", "ControlPanel", "ForwardDiffusionExplorer", "FrameScrubber", "GenerateButton",
     "GuidanceResult", "ResolutionExplorer", "RunProgress", "SamplerSwitcher", "StepScrubber", "TokenInspector", "View",
-    "default_image", "guidance_results", "sampler", "sweep_sampler", "unet_progress", "upload_image", "uploaded_files",
+    "default_image", "guidance_results", "sampler", "show", "snapshot", "sweep_sampler", "unet_progress", "upload_image", "uploaded_files",
 ]  # fmt: skip

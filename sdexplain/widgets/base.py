@@ -87,10 +87,10 @@ class View:
         )
         self._showing_error = True
 
-    def _ipython_display_(self):  # a view on the last line of a cell shows itself
-        from IPython.display import display
+    def _ipython_display_(self):  # a view on the last line of a cell shows itself, with its static picture
+        from sdexplain.widgets.static import display_view
 
-        display(self.widget)
+        display_view(self.widget, type(self).__name__)
 
 
 def uploaded_files(value) -> list[tuple[str, bytes]]:

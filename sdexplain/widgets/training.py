@@ -82,9 +82,9 @@ class TrainMore:
         self.noise.value = images.encode_png(_render(grid))
 
     def _ipython_display_(self):
-        from IPython.display import display
+        from sdexplain.widgets.static import display_view
 
-        display(self.widget)
+        display_view(self.widget, type(self).__name__)
 
 
 def _render(fig) -> np.ndarray:

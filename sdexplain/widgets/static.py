@@ -1,0 +1,312 @@
+"""What a view leaves behind for readers without a kernel: a picture of its current state.
+
+A saved notebook keeps no widget state (``notebook_tools.strip_widget_state``), so on GitHub or
+nbviewer a widget output used to read ``VBox(children=(HBox(…``. A view now displays a mime bundle
+with three entries: the live widget (``application/vnd.jupyter.widget-view+json``, which
+JupyterLab, Notebook and Colab render while the kernel runs), ``image/png`` — ``snapshot``: the
+view's own pictures, laid out as its boxes lay them out, with each control drawn at its value —
+and a ``text/plain`` that names the controls and their values. Once the widget entry is stripped,
+the picture is what readers see; it is made from the same bytes the widget shows, nothing redrawn.
+
+    snapshot(widget)        -> PIL image of the widget tree (None if it holds nothing to draw)
+    controls_summary(widget)-> "guidance s = 3 · step = 1 of 20"
+    static_bundle(widget)   -> the mime bundle above
+    show(*parts)            -> display raw ipywidgets (an upload box, an Image) the same way
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from functools import lru_cache
+
+import ipywidgets as widgets
+from PIL import Image, ImageDraw, ImageFont
+
+from sdexplain import images
+
+FONT_SIZE = 13
+GAP = 8  # pixels between the parts of a box
+BACKGROUND = (255, 255, 255)
+INK = (33, 33, 33)
+MUTED = (110, 110, 110)
+FRAME = (190, 190, 190)
+ACCENT = (33, 118, 210)  # a primary button, a slider's filled track
+MAX_TEXT_WIDTH = 900  # pixels; longer text lines wrap
+CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
+
+
+@lru_cache(maxsize=None)
+def _font_file(bold: bool, cjk: bool) -> str | None:
+    from matplotlib import font_manager
+
+    if cjk:
+        from sdexplain.i18n import find_cjk_font
+
+        name = find_cjk_font()
+        if name is not None:
+            return font_manager.findfont(font_manager.FontProperties(family=name), fallback_to_default=False)
+    return font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"))
+
+
+@lru_cache(maxsize=None)
+def _font(bold: bool = False, cjk: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    path = _font_file(bold, cjk)
+    if path is None:  # no CJK font: the Latin one (CJK glyphs then show as boxes, as in the figures)
+        path = _font_file(bold, False)
+    return ImageFont.truetype(path, FONT_SIZE)
+
+
+def _text_size(text: str, font) -> tuple[int, int]:
+    left, top, right, bottom = font.getbbox(text or " ")
+    return right, max(bottom, FONT_SIZE + 3)
+
+
+def _wrapped(text: str, font, width: int) -> list[str]:
+    lines = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for word in re.split(r"(?<=\s)", paragraph):
+            if line and _text_size(line + word, font)[0] > width:
+                lines.append(line.rstrip())
+                line = word
+            else:
+                line += word
+        lines.append(line.rstrip())
+    return lines
+
+
+def text_picture(text: str, bold: bool = False, colour=INK, width: int = MAX_TEXT_WIDTH) -> Image.Image | None:
+    """``text`` drawn on white (wrapped at ``width`` pixels); None for empty text."""
+    text = text.strip()
+    if not text:
+        return None
+    font = _font(bold, bool(CJK.search(text)))
+    lines = _wrapped(text, font, width)
+    line_height = _text_size("Ag", font)[1] + 2
+    picture = Image.new("RGB", (max(_text_size(line, font)[0] for line in lines) + 2, line_height * len(lines)), BACKGROUND)
+    draw = ImageDraw.Draw(picture)
+    for i, line in enumerate(lines):
+        draw.text((0, i * line_height), line, fill=colour, font=font)
+    return picture
+
+
+def html_text(markup: str) -> tuple[str, bool]:
+    """(plain text, bold?) of an HTML widget's value: tags dropped, <br> and block ends as new lines."""
+    bold = bool(re.match(r"\s*<(b|strong)\b", markup or ""))
+    text = re.sub(r"<br\s*/?>|</(p|div|li|tr|h\d)>", "\n", markup or "", flags=re.I)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    text = re.sub(r"[ \t\u00a0]+", " ", text)
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip()), bold
+
+
+def _value_text(control: widgets.Widget) -> str | None:
+    """The value a control shows, as its reader would read it."""
+    if isinstance(control, (widgets.SelectionSlider, widgets.Dropdown, widgets.ToggleButtons, widgets.RadioButtons, widgets.Select)):
+        return str(control.label) if control.label is not None else "–"
+    if isinstance(control, (widgets.FloatSlider, widgets.FloatText, widgets.BoundedFloatText)):
+        return f"{control.value:g}"
+    if isinstance(control, (widgets.IntSlider, widgets.IntText, widgets.BoundedIntText)):
+        return str(control.value)
+    if isinstance(control, (widgets.Text, widgets.Textarea)):
+        return control.value
+    if isinstance(control, widgets.Checkbox):
+        return "on" if control.value else "off"
+    return None
+
+
+def _slider_fraction(control: widgets.Widget) -> float | None:
+    if isinstance(control, widgets.SelectionSlider):
+        count = len(control.options)
+        return control.index / (count - 1) if count > 1 and control.index is not None else 0.0
+    if isinstance(control, (widgets.IntSlider, widgets.FloatSlider)):
+        span = control.max - control.min
+        return (control.value - control.min) / span if span else 0.0
+    return None
+
+
+def _boxed(text: str, fill=(245, 245, 245), outline=FRAME, colour=INK, bold: bool = False) -> Image.Image:
+    """``text`` in a rounded box (a text field, a button, a dropdown)."""
+    font = _font(bold, bool(CJK.search(text)))
+    lines = _wrapped(text or " ", font, 420)
+    line_height = _text_size("Ag", font)[1] + 2
+    width = max(_text_size(line, font)[0] for line in lines) + 16
+    picture = Image.new("RGB", (width, line_height * len(lines) + 8), BACKGROUND)
+    draw = ImageDraw.Draw(picture)
+    draw.rounded_rectangle((0, 0, picture.width - 1, picture.height - 1), radius=4, fill=fill, outline=outline)
+    for i, line in enumerate(lines):
+        draw.text((8, 4 + i * line_height), line, fill=colour, font=font)
+    return picture
+
+
+def _beside(parts: list[Image.Image], gap: int = GAP, align_middle: bool = True) -> Image.Image:
+    width = sum(p.width for p in parts) + gap * (len(parts) - 1)
+    height = max(p.height for p in parts)
+    out = Image.new("RGB", (width, height), BACKGROUND)
+    x = 0
+    for p in parts:
+        out.paste(p, (x, (height - p.height) // 2 if align_middle else 0))
+        x += p.width + gap
+    return out
+
+
+def _stacked(parts: list[Image.Image], gap: int = GAP // 2) -> Image.Image:
+    width = max(p.width for p in parts)
+    out = Image.new("RGB", (width, sum(p.height for p in parts) + gap * (len(parts) - 1)), BACKGROUND)
+    y = 0
+    for p in parts:
+        out.paste(p, (0, y))
+        y += p.height + gap
+    return out
+
+
+def _control_picture(control: widgets.Widget) -> Image.Image | None:
+    """A control drawn at its value: label, a slider's track and knob, a text box, a button."""
+    label = getattr(control, "description", "") or ""
+    if isinstance(control, widgets.Play):
+        return _boxed("▶", fill=(240, 240, 240))
+    if isinstance(control, widgets.FileUpload):
+        return _boxed(f"⬆ {label or 'Upload'}", fill=(240, 240, 240))
+    if isinstance(control, widgets.Button):
+        primary = control.button_style == "primary"
+        return _boxed(label, fill=ACCENT if primary else (240, 240, 240), outline=ACCENT if primary else FRAME, colour=(255, 255, 255) if primary else INK)
+    if isinstance(control, widgets.IntProgress):
+        if control.value <= control.min:
+            return None  # an empty bar says nothing
+        width, height = 160, 12
+        bar = Image.new("RGB", (width, height + 6), BACKGROUND)
+        draw = ImageDraw.Draw(bar)
+        draw.rectangle((0, 3, width - 1, height + 2), fill=(235, 235, 235))
+        filled = int((width - 1) * (control.value - control.min) / max(control.max - control.min, 1))
+        colour = {"success": (76, 175, 80), "danger": (229, 57, 53)}.get(control.bar_style, ACCENT)
+        draw.rectangle((0, 3, filled, height + 2), fill=colour)
+        return bar
+    value = _value_text(control)
+    if value is None:
+        return None
+    parts = [p for p in (text_picture(label, colour=MUTED),) if p is not None]
+    fraction = _slider_fraction(control)
+    if fraction is not None:
+        track = Image.new("RGB", (140, 16), BACKGROUND)
+        draw = ImageDraw.Draw(track)
+        draw.rounded_rectangle((0, 6, 139, 10), radius=2, fill=(220, 220, 220))
+        x = int(6 + fraction * 127)
+        draw.rounded_rectangle((0, 6, x, 10), radius=2, fill=ACCENT)
+        draw.ellipse((x - 6, 2, x + 6, 14), fill=BACKGROUND, outline=ACCENT, width=2)
+        parts += [track, text_picture(value, bold=True)]
+    elif isinstance(control, (widgets.Text, widgets.Textarea)):
+        parts.append(_boxed(value or " ", fill=BACKGROUND))
+    elif isinstance(control, (widgets.Dropdown, widgets.Select)):
+        parts.append(_boxed(f"{value} ▾", fill=BACKGROUND))
+    else:
+        parts.append(text_picture(value, bold=True))
+    parts = [p for p in parts if p is not None]
+    return _beside(parts, gap=6) if parts else None
+
+
+def _hidden(widget: widgets.Widget) -> bool:
+    layout = getattr(widget, "layout", None)
+    return layout is not None and (layout.display == "none" or layout.visibility == "hidden")
+
+
+def snapshot(widget: widgets.Widget) -> Image.Image | None:
+    """The widget tree drawn as one picture: images as they are shown, boxes laid out, controls at their values.
+
+    Image widgets contribute their own bytes (decoded, never redrawn); HTML and Label widgets their
+    text; an Output its printed text; sliders, text boxes, dropdowns and buttons a small drawing of
+    themselves at their current value. Hidden widgets and empty parts are left out; a tree with
+    nothing to draw gives None.
+    """
+    if _hidden(widget):
+        return None
+    if isinstance(widget, widgets.Box):
+        parts = [p for p in (snapshot(child) for child in widget.children) if p is not None]
+        if not parts:
+            return None
+        horizontal = isinstance(widget, widgets.HBox) or (isinstance(widget, widgets.GridBox) and len(parts) > 1)
+        return _beside(parts, align_middle=False) if horizontal else _stacked(parts)
+    if isinstance(widget, widgets.Image):
+        if not widget.value:
+            return None
+        return images.image_from_bytes(bytes(widget.value))
+    if isinstance(widget, (widgets.HTML, widgets.HTMLMath, widgets.Label)):
+        text, bold = html_text(widget.value) if not isinstance(widget, widgets.Label) else (widget.value, False)
+        return text_picture(text, bold=bold)
+    if isinstance(widget, widgets.Output):
+        text = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in widget.outputs)
+        return text_picture(text, colour=(176, 0, 32) if any(o.get("output_type") == "error" or "text/html" in o.get("data", {}) for o in widget.outputs) else INK)
+    return _control_picture(widget)
+
+
+def _controls(widget: widgets.Widget):
+    if _hidden(widget):
+        return
+    if isinstance(widget, widgets.Box):
+        for child in widget.children:
+            yield from _controls(child)
+        return
+    if isinstance(widget, (widgets.Play, widgets.Button, widgets.FileUpload)):
+        return
+    value = _value_text(widget)
+    if value is not None:
+        label = getattr(widget, "description", "") or "value"
+        if isinstance(widget, (widgets.IntSlider, widgets.FloatSlider)):
+            value = f"{value} (of {widget.min:g}–{widget.max:g})"
+        elif isinstance(widget, (widgets.Text, widgets.Textarea)):
+            value = repr(value)
+        yield f"{label} = {value}"
+
+
+def controls_summary(widget: widgets.Widget) -> str:
+    """The controls of a widget tree and their values, in display order: "guidance s = 3 · step = 0 (of 0–19)"."""
+    return " · ".join(_controls(widget))
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def widget_bundle(widget: widgets.Widget) -> dict:
+    """The widget's own mime bundle (ipywidgets 8: ``_repr_mimebundle_``; 7.x: the same dict, built as its ``_ipython_display_`` does)."""
+    if hasattr(widget, "_repr_mimebundle_"):
+        data = widget._repr_mimebundle_()
+        return dict(data[0] if isinstance(data, tuple) else data)
+    data = {"text/plain": repr(widget)[:110]}
+    if widget._view_name is not None:
+        data["application/vnd.jupyter.widget-view+json"] = {"version_major": 2, "version_minor": 0, "model_id": widget._model_id}
+    return data
+
+
+def static_bundle(widget: widgets.Widget, name: str = "interactive view") -> dict:
+    """The widget's live bundle plus ``image/png`` (its snapshot) and a ``text/plain`` a reader can use."""
+    data = widget_bundle(widget)
+    summary = controls_summary(widget)
+    data["text/plain"] = f"[{name}: run the notebook to use it{'; shown at ' + summary if summary else ''}]"
+    picture = snapshot(widget)
+    if picture is not None:
+        data["image/png"] = base64.b64encode(png_bytes(picture)).decode("ascii")  # as notebooks store it
+    return data
+
+
+def display_view(widget: widgets.Widget, name: str) -> None:
+    """Display ``widget`` with its static picture (what ``View._ipython_display_`` does)."""
+    from IPython.display import display
+
+    display(static_bundle(widget, name), raw=True)
+    handle = getattr(widget, "_handle_displayed", None)  # ipywidgets 7 calls on_displayed callbacks here
+    if handle is not None and not hasattr(widget, "_repr_mimebundle_"):
+        handle()
+
+
+def show(*parts: widgets.Widget, name: str = "interactive controls") -> widgets.VBox:
+    """Display raw ipywidgets (an upload box, an Image a button fills) as one box, with their static picture.
+
+    Returns the box. Views display themselves this way already; this is for parts that are not views.
+    """
+    box = widgets.VBox(list(parts))
+    display_view(box, name)
+    return box
