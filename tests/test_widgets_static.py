@@ -66,9 +66,12 @@ def test_empty_hidden_and_blank_parts_are_left_out():
     assert static.snapshot(ipywidgets.IntProgress(value=0, max=5)) is None  # an empty bar says nothing
 
 
-def test_html_text_keeps_the_words_and_line_breaks():
-    assert static.html_text("<b>x₀ &amp; ε</b>") == ("x₀ & ε", True)
-    assert static.html_text("s = 3 &nbsp; step 2<br>t = 500") == ("s = 3 step 2\nt = 500", False)
+def test_html_keeps_its_words_line_breaks_and_tables():
+    assert static.html_blocks("<b>x₀ &amp; ε</b>") == [("text", "x₀ & ε", True)]
+    assert static.html_blocks("s = 3 &nbsp; step 2<br>t = 500") == [("text", "s = 3 step 2\nt = 500", False)]
+    table = '<table><tr><th>token</th><td style="background:#fde68a;padding:2px">red</td></tr></table><div>1 of 75 used</div>'
+    assert static.html_blocks(table) == [("table", [[("token", None, True), ("red", "#fde68a", False)]]), ("text", "1 of 75 used", False)]
+    assert static.html_picture(table).height > static.html_picture("<div>1 of 75 used</div>").height
 
 
 def test_chinese_text_is_drawn_with_a_cjk_font_when_one_is_installed():

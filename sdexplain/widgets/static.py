@@ -21,9 +21,10 @@ import html
 import io
 import re
 from functools import lru_cache
+from html.parser import HTMLParser
 
 import ipywidgets as widgets
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from sdexplain import images
 
@@ -93,13 +94,103 @@ def text_picture(text: str, bold: bool = False, colour=INK, width: int = MAX_TEX
     return picture
 
 
-def html_text(markup: str) -> tuple[str, bool]:
-    """(plain text, bold?) of an HTML widget's value: tags dropped, <br> and block ends as new lines."""
-    bold = bool(re.match(r"\s*<(b|strong)\b", markup or ""))
-    text = re.sub(r"<br\s*/?>|</(p|div|li|tr|h\d)>", "\n", markup or "", flags=re.I)
-    text = html.unescape(re.sub(r"<[^>]+>", "", text))
-    text = re.sub(r"[ \t\u00a0]+", " ", text)
-    return "\n".join(line.strip() for line in text.splitlines() if line.strip()), bold
+class _Blocks(HTMLParser):
+    """An HTML widget's value as blocks: ("text", str, bold) and ("table", [[(text, background, header)]])."""
+
+    BREAKS = {"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[tuple] = []
+        self.text, self.bold, self.table, self.cell = "", 0, None, None
+
+    def _flush(self):
+        text = "\n".join(re.sub(r"[ \t\u00a0]+", " ", line).strip() for line in self.text.splitlines())
+        text = re.sub(r"\n{2,}", "\n", text).strip()
+        if text:
+            self.blocks.append(("text", text, self._text_bold))
+        self.text = ""
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._flush()
+            self.table = []
+        elif tag == "tr" and self.table is not None:
+            self.table.append([])
+        elif tag in ("td", "th") and self.table is not None:
+            style = dict(attrs).get("style") or ""
+            colour = re.search(r"background(?:-color)?:\s*(#[0-9a-fA-F]{3,6})", style)
+            self.cell = ["", colour.group(1) if colour else None, tag == "th"]
+        elif tag in ("b", "strong"):
+            if not self.text.strip():
+                self._text_bold = True
+        elif tag in self.BREAKS and self.cell is None:
+            self.text += "\n"
+        if not self.text.strip() and tag not in ("b", "strong"):
+            self._text_bold = False
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None and self.table:
+            self.table[-1].append(tuple(self.cell))
+            self.cell = None
+        elif tag == "table" and self.table is not None:
+            self.blocks.append(("table", [row for row in self.table if row]))
+            self.table = None
+        elif tag in self.BREAKS and self.cell is None and self.table is None:
+            self.text += "\n"
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell[0] += data
+        elif self.table is None:
+            if not self.text.strip():
+                self._text_bold = getattr(self, "_text_bold", False)
+            self.text += data
+
+    def close(self):
+        super().close()
+        self._flush()
+
+    _text_bold = False
+
+
+def _table_picture(rows: list[list[tuple[str, str | None, bool]]]) -> Image.Image:
+    """An HTML table drawn as a grid: each cell's text on its own background, header cells bold."""
+    font, bold = _font(False, False), _font(True, False)
+    columns = max(len(row) for row in rows)
+    cell = lambda text, header: (_font(header, bool(CJK.search(text))), text.strip())
+    widths = [0] * columns
+    for row in rows:
+        for i, (text, _, header) in enumerate(row):
+            f, text = cell(text, header)
+            widths[i] = max(widths[i], _text_size(text, f)[0] + 12)
+    height = _text_size("Ag", font)[1] + 6
+    picture = Image.new("RGB", (sum(widths) + 1, height * len(rows) + 1), BACKGROUND)
+    draw = ImageDraw.Draw(picture)
+    for r, row in enumerate(rows):
+        x = 0
+        for i, (text, colour, header) in enumerate(row):
+            box = (x, r * height, x + widths[i], (r + 1) * height)
+            draw.rectangle(box, fill=ImageColor.getrgb(colour) if colour else BACKGROUND, outline=None if header else (204, 204, 204))
+            f, text = cell(text, header)
+            draw.text((x + 6, r * height + 3), text, fill=INK, font=f)
+            x += widths[i]
+    return picture
+
+
+def html_blocks(markup: str) -> list[tuple]:
+    """An HTML value as blocks: ("text", text, bold) and ("table", rows of (text, background, header))."""
+    parser = _Blocks()
+    parser.feed(markup or "")
+    parser.close()
+    return [block for block in parser.blocks if block[0] == "text" or block[1]]
+
+
+def html_picture(markup: str) -> Image.Image | None:
+    """An HTML widget's value drawn: its text (bold where it starts bold) and its tables as grids."""
+    parts = [text_picture(block[1], bold=block[2]) if block[0] == "text" else _table_picture(block[1]) for block in html_blocks(markup)]
+    parts = [p for p in parts if p is not None]
+    return _stacked(parts) if parts else None
 
 
 def _value_text(control: widgets.Widget) -> str | None:
@@ -231,9 +322,10 @@ def snapshot(widget: widgets.Widget) -> Image.Image | None:
         if not widget.value:
             return None
         return images.image_from_bytes(bytes(widget.value))
-    if isinstance(widget, (widgets.HTML, widgets.HTMLMath, widgets.Label)):
-        text, bold = html_text(widget.value) if not isinstance(widget, widgets.Label) else (widget.value, False)
-        return text_picture(text, bold=bold)
+    if isinstance(widget, (widgets.HTML, widgets.HTMLMath)):
+        return html_picture(widget.value)
+    if isinstance(widget, widgets.Label):
+        return text_picture(widget.value)
     if isinstance(widget, widgets.Output):
         text = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in widget.outputs)
         return text_picture(text, colour=(176, 0, 32) if any(o.get("output_type") == "error" or "text/html" in o.get("data", {}) for o in widget.outputs) else INK)
