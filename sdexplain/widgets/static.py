@@ -394,11 +394,12 @@ def display_view(widget: widgets.Widget, name: str) -> None:
         handle()
 
 
-def show(*parts: widgets.Widget, name: str = "interactive controls") -> widgets.VBox:
-    """Display raw ipywidgets (an upload box, an Image a button fills) as one box, with their static picture.
+def show(*parts, name: str = "interactive controls") -> widgets.VBox:
+    """Display raw ipywidgets (an upload box, an Image a button fills) and views as one box, with its static picture.
 
-    Returns the box. Views display themselves this way already; this is for parts that are not views.
+    A view (anything with a ``.widget``) contributes its widget. Returns the box. Views on their
+    own display themselves this way already; this is for parts that are not views.
     """
-    box = widgets.VBox(list(parts))
+    box = widgets.VBox([getattr(part, "widget", part) for part in parts])
     display_view(box, name)
     return box
