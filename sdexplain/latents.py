@@ -317,7 +317,8 @@ def pixel_vs_latent_cost(pipe, repeats: int = 5) -> PixelLatentCost:
     geometry = latent_geometry(pipe)
     height, width = geometry.height, geometry.width
     config = {**dict(pipe.unet.config), "in_channels": 3, "out_channels": 3, "sample_size": max(height, width)}
-    pixel_unet = UNet2DConditionModel.from_config(config).to(pipe.unet.device, pipe.unet.dtype).eval()
+    # torch's own .to(): diffusers' override warns about float32-kept modules whenever a dtype is given (this U-Net has none)
+    pixel_unet = torch.nn.Module.to(UNet2DConditionModel.from_config(config), pipe.unet.device, pipe.unet.dtype).eval()
     text = torch.zeros(1, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim, device=pipe.unet.device, dtype=pipe.unet.dtype)
 
     def median_seconds(unet, sample):
