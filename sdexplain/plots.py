@@ -188,12 +188,15 @@ def image_grid(
         raise ValueError(f"{n} images but {len(titles)} titles")
     ncols = ncols or min(n, 6)
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(cell * ncols, cell * nrows + (0.4 if suptitle else 0)), layout="constrained")
+    arrays = [images.to_uint8(p) for p in pictures]
+    # rows as tall as the tallest picture needs (wide pictures get short rows, with room for a title)
+    row = cell * min(1.0, max(0.5, max(a.shape[0] / a.shape[1] for a in arrays)))
+    fig = Figure(figsize=(cell * ncols, row * nrows + (0.4 if suptitle else 0)), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i < n:
-            ax.imshow(images.to_uint8(pictures[i]), interpolation="nearest")
+            ax.imshow(arrays[i], interpolation="nearest")
             if titles is not None:
                 ax.set_title(wrap_title(titles[i], cell), fontsize=9)
     if suptitle:
@@ -262,8 +265,26 @@ def step_strip(run, what: str = "previews", pipe=None, batch_index: int = 0, max
         chosen = _spread(list(run.previews), max_frames)
         pictures = [images.to_uint8(p.images[batch_index], value_range=(0.0, 1.0)) for p in chosen]
         return image_grid(pictures, [label(p.step) for p in chosen], ncols=len(chosen), cell=cell)
+    chosen, pictures = _step_pictures(run, what, pipe, batch_index, max_frames)
+    return image_grid(pictures, [label(s.index) for s in chosen], ncols=len(chosen), cell=cell)
+
+
+def step_pictures(run, what: str, pipe=None, batch_index: int = 0) -> list[np.ndarray]:
+    """The pictures `step_strip` shows, for EVERY step of a traced run (uint8 (H, W, 3) each).
+
+    ``what`` is "x0", "noisy", "latent" or "noise" (as in `step_strip`); "x0" and "noisy" decode with
+    ``pipe``'s VAE. Use it to measure what a strip shows, e.g. each step's distance from the final image.
+    """
+    if what not in STRIP_KINDS or what == "previews":
+        raise ValueError(f"unknown step picture {what!r}; allowed: {', '.join(k for k in STRIP_KINDS if k != 'previews')}")
+    return _step_pictures(run, what, pipe, batch_index, None)[1]
+
+
+def _step_pictures(run, what: str, pipe, batch_index: int, max_frames: int | None) -> tuple[list, list]:
+    """(chosen steps, their pictures) for step_strip / step_pictures; max_frames=None keeps every step."""
     field = {"x0": "x0", "noisy": "latent_in", "latent": "latent_in", "noise": "noise_guided"}[what]
-    chosen = _spread([s for s in run.steps if getattr(s, field) is not None], max_frames)
+    chosen = [s for s in run.steps if getattr(s, field) is not None]
+    chosen = chosen if max_frames is None else _spread(chosen, max_frames)
     if not chosen:
         raise ValueError(f"the run kept no {field} tensors (see run.reductions)")
     stack = torch.stack([getattr(s, field)[batch_index] for s in chosen]).float()  # (n, 4, h, w)
@@ -276,7 +297,7 @@ def step_strip(run, what: str = "previews", pipe=None, batch_index: int = 0, max
     else:
         vmax = float(stack.abs().max()) or 1.0
         pictures = [images.latent_channels_grid(z, vmax=vmax) for z in stack]
-    return image_grid(pictures, [label(s.index) for s in chosen], ncols=len(chosen), cell=cell)
+    return chosen, pictures
 
 
 # --------------------------------------------------------------------------- training curves

@@ -73,6 +73,13 @@ def test_image_grid_axes_and_titles():
         plots.image_grid([])
 
 
+def test_image_grid_rows_follow_the_pictures_aspect():
+    square = plots.image_grid([np.zeros((8, 8, 3), dtype=np.uint8)] * 2, cell=2.0)
+    wide = plots.image_grid([np.zeros((8, 32, 3), dtype=np.uint8)] * 2, ncols=1, cell=4.0)
+    assert tuple(square.get_size_inches()) == (4.0, 2.0)  # square pictures: square cells, as before
+    assert tuple(wide.get_size_inches()) == (4.0, 4.0)  # 4:1 pictures: rows half a cell tall, not a full cell
+
+
 def test_latent_channels_figure():
     latent = torch.randn(1, 4, 8, 8)
     fig = plots.latent_channels(latent, title="z")
@@ -151,6 +158,11 @@ def test_step_strip_from_a_real_trace(tiny_pipe):
         plots.step_strip(run, "noisy")
     with pytest.raises(ValueError, match="unknown strip"):
         plots.step_strip(run, "attention")
+    every = plots.step_pictures(run, "noisy", tiny_pipe)  # all steps, the pictures step_strip shows
+    assert len(every) == len(run.steps) and np.abs(every[0].astype(int) - first.astype(int)).max() <= 1
+    assert len(plots.step_pictures(run, "latent")) == len(run.steps)
+    with pytest.raises(ValueError, match="allowed"):
+        plots.step_pictures(run, "previews")
 
 
 def test_plots_leave_no_pyplot_figures(tiny_pipe):
