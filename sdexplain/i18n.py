@@ -308,16 +308,16 @@ ZH: dict[str, str] = {
         "在无条件一路中取代空提示, 所以指引会把画面推*离*它。",
     "Picks the starting noise. Same seed + same settings = the same image, bit for bit.":
         "选定起始噪声。同一个种子 + 同样的设置 = 同一张图, 一位不差。",
-    "How many denoising steps the sampler takes from noise to image: more is slower, rarely much better past ~30.":
-        "采样器从噪声到图像走多少个去噪步: 越多越慢, 超过约 30 步后很少明显更好。",
+    "How many denoising steps the sampler takes from noise to image: more is slower, and past a point more steps change little (notebook 14 measures where).":
+        "采样器从噪声到图像走多少个去噪步: 越多越慢, 过了某个步数再加也变化不大 (第 14 本笔记测出这个步数)。",
     "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance; higher follows the prompt more closely (on SD, with less variety between seeds).":
         "无分类器指引尺度 (提示词相关性): ε_uncond + s·(ε_cond − ε_uncond)。1 = 不指引; 越高越贴近提示 (在 SD 上, 不同种子之间的变化也越少)。",
     "The sampler: how each step turns the predicted noise into the next, less noisy latent.":
         "采样器 (采样方法): 每一步如何把预测的噪声变成下一个噪声更少的潜像。",
-    "Width × height in pixels; the latent is 8× smaller per side, so both must be multiples of 8. Far beyond the trained size, objects repeat.":
-        "宽 × 高 (像素); 潜像每边小 8 倍, 所以两者都必须是 8 的倍数。远超训练尺寸时, 物体会重复。",
-    "Denoising strength (image-to-image only): how far the input is pushed back into noise. 0 = unchanged, 1 = ignore it.":
-        "去噪强度 (重绘幅度, 仅图像转图像): 把输入推回噪声多远。0 = 不变, 1 = 忽略输入。",
+    "Width × height in pixels; the latent is 8× smaller per side, so both must be multiples of 8. A model is trained at one size (SD 1.x: 512²); far from it, results degrade (on SD, objects repeat).":
+        "宽 × 高 (像素); 潜像每边小 8 倍, 所以两者都必须是 8 的倍数。模型在一个尺寸上训练 (SD 1.x: 512²); 离它太远, 效果变差 (在 SD 上, 物体会重复)。",
+    "Denoising strength (image-to-image only): how far the input is pushed back into noise. 0 = unchanged; 1 = start from almost pure noise, so little of the input is left.":
+        "去噪强度 (重绘幅度, 仅图像转图像): 把输入推回噪声多远。0 = 不变; 1 = 从几乎纯噪声开始, 输入所剩无几。",
     "An optional input image: with one, generation becomes image-to-image.":
         "可选的输入图像: 有了它, 生成就变成图像转图像。",
 }

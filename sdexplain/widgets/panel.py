@@ -33,11 +33,11 @@ EXPLANATIONS = {
     "prompt": "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.",
     "negative_prompt": "Replaces the empty prompt in the unconditional pass, so guidance pushes AWAY from it.",
     "seed": "Picks the starting noise. Same seed + same settings = the same image, bit for bit.",
-    "steps": "How many denoising steps the sampler takes from noise to image: more is slower, rarely much better past ~30.",
+    "steps": "How many denoising steps the sampler takes from noise to image: more is slower, and past a point more steps change little (notebook 14 measures where).",
     "cfg": "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance; higher follows the prompt more closely (on SD, with less variety between seeds).",
     "scheduler": "The sampler: how each step turns the predicted noise into the next, less noisy latent.",
-    "size": "Width × height in pixels; the latent is 8× smaller per side, so both must be multiples of 8. Far beyond the trained size, objects repeat.",
-    "strength": "Denoising strength (image-to-image only): how far the input is pushed back into noise. 0 = unchanged, 1 = ignore it.",
+    "size": "Width × height in pixels; the latent is 8× smaller per side, so both must be multiples of 8. A model is trained at one size (SD 1.x: 512²); far from it, results degrade (on SD, objects repeat).",
+    "strength": "Denoising strength (image-to-image only): how far the input is pushed back into noise. 0 = unchanged; 1 = start from almost pure noise, so little of the input is left.",
     "image": "An optional input image: with one, generation becomes image-to-image.",
 }
 
