@@ -317,7 +317,9 @@ def pixel_vs_latent_cost(pipe, repeats: int = 5) -> PixelLatentCost:
     geometry = latent_geometry(pipe)
     height, width = geometry.height, geometry.width
     config = {**dict(pipe.unet.config), "in_channels": 3, "out_channels": 3, "sample_size": max(height, width)}
-    pixel_unet = UNet2DConditionModel.from_config(config).to(pipe.unet.device, pipe.unet.dtype).eval()
+    pixel_unet = UNet2DConditionModel.from_config(config).to(pipe.unet.device).eval()  # float32, like the toy
+    if pixel_unet.dtype != pipe.unet.dtype:  # cast only when needed: a dtype cast makes diffusers print a float32 notice
+        pixel_unet = pixel_unet.to(dtype=pipe.unet.dtype)
     text = torch.zeros(1, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim, device=pipe.unet.device, dtype=pipe.unet.dtype)
 
     def median_seconds(unet, sample):
