@@ -208,6 +208,7 @@ ZH: dict[str, str] = {
     "looking (query)": "发出关注的 (query)",
     "attention weight": "关注权重",
     "σ_t = √(1−ᾱ_t)  (noise level)": "σ_t = √(1−ᾱ_t) (噪声水平)",
+    "σ_t = √(1−ᾱ_t)  (x_t's noise factor)": "σ_t = √(1−ᾱ_t) (x_t 的噪声系数)",
     "sampler: {n} timesteps": "采样器: {n} 个时间步",
     "training timestep t": "训练时间步 t",
     "channel {c}": "通道 {c}",
