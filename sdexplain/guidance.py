@@ -255,6 +255,79 @@ def adherence_and_diversity(pipe, judge, prompts, scales, seeds=(0, 1, 2), *, st
     return GuidanceCurve(scales, prompts, seeds, adherence, diversity, stacked)
 
 
+def entropy_bits(counts) -> float:
+    """Entropy in bits of the distribution given by `counts` (non-negative, not all zero).
+
+    0 when every sample has the same value; log2(k) when k values are equally frequent.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    if len(counts) == 0 or bool((counts < 0).any()) or float(counts.sum()) == 0:
+        raise ValueError(f"counts must be non-negative and not all zero, got {counts.tolist()}")
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log2()).sum()) + 0.0  # + 0.0: no "-0.0" for a single value
+
+
+@dataclass
+class AttributeDiversity:
+    """What CFG does to each attribute of many seeds' images (see `attribute_diversity`)."""
+
+    prompt: str
+    scales: list[float]
+    seeds: list[int]
+    named: dict[str, str]  # the attributes the prompt names -> the value it names, e.g. {"shape": "cat"}
+    labels: dict[str, tuple]  # attribute -> the judge's values, in the order of `counts`' columns
+    counts: dict[str, torch.Tensor]  # attribute -> (scales, values): how many seeds were judged each value
+    images: torch.Tensor  # (scales, seeds, 3, H, W) in [0, 1]
+
+    def distinct(self, attribute: str) -> list[int]:
+        """Per scale: how many different values the judge read for `attribute`."""
+        return [int((row > 0).sum()) for row in self.counts[attribute]]
+
+    def entropy(self, attribute: str) -> list[float]:
+        """Per scale: the entropy in bits of the judged values of `attribute` (0 = all seeds alike)."""
+        return [entropy_bits(row) for row in self.counts[attribute]]
+
+    def adherence(self, attribute: str) -> list[float]:
+        """Per scale: the share of seeds judged to have the value the prompt names for `attribute`."""
+        if attribute not in self.named:
+            raise ValueError(f"the prompt {self.prompt!r} names no {attribute}; it names {sorted(self.named) or 'nothing'}")
+        column = list(self.labels[attribute]).index(self.named[attribute])
+        return [float(row[column] / row.sum()) for row in self.counts[attribute]]
+
+
+def attribute_diversity(pipe, judge, prompt: str, scales, seeds=range(32), *, steps: int = 20, progress=None) -> AttributeDiversity:
+    """Per CFG scale, how varied many seeds' images are in each attribute the judge reads.
+
+    For every seed one `cfg_sweep` (all scales in one batch, so every scale starts from the same
+    noise); `judge` (the toy's `Judge`) reads colour, shape, position and size off every image, and
+    the result counts, per scale and attribute, how many seeds got each value. The attributes the
+    prompt leaves out ("a cat": colour, position, size) show the variety between seeds; the ones it
+    names show adherence. `progress(done, total)` is called after each seed.
+    """
+    from sdexplain.toy import world
+    from sdexplain.toy.evaluate import judge_images
+
+    scales = check_scales(scales)
+    seeds = [int(s) for s in seeds]
+    if len(seeds) < 2:
+        raise ValueError(f"diversity needs at least two seeds, got {seeds}")
+    named = {k: v for k, v in world.parse_caption(prompt).items() if v is not None}
+    pictures = []  # per seed: (S, 3, H, W) in [-1, 1]
+    for done, seed in enumerate(seeds, start=1):
+        sweep = cfg_sweep(pipe, prompt, scales, steps=steps, seed=seed, keep_steps=False, progress=False)
+        pictures.append(_to_judge_range(sweep.images))
+        if progress is not None:
+            progress(done, len(seeds))
+    stacked = torch.stack(pictures, dim=1)  # (S, K, 3, H, W)
+    labels = {name: tuple(judge.HEADS[name]) for name in ("colour", "shape", "position", "size")}
+    counts = {name: torch.zeros(len(scales), len(values), dtype=torch.long) for name, values in labels.items()}
+    for i in range(len(scales)):
+        verdict = judge_images(judge, stacked[i])
+        for name in labels:
+            counts[name][i] = torch.bincount(verdict[name]["predicted"], minlength=len(labels[name]))
+    return AttributeDiversity(prompt, scales, seeds, named, labels, counts, (stacked + 1) / 2)
+
+
 @dataclass
 class ClassifierGuidanceCurve:
     """Classifier guidance measured against its scale (see `classifier_guidance_curve`)."""
@@ -324,12 +397,16 @@ def sweep_results(sweep: CFGSweep) -> list[tuple[float, Image.Image, SweepRun, i
     return [(scale, image, run, i) for i, (scale, image) in enumerate(zip(sweep.scales, sweep.images))]
 
 
-def plot_tradeoff(curve: GuidanceCurve, figsize=(7.5, 3.0)):
-    """Adherence (per attribute, and all at once) and diversity against the CFG scale: two axes."""
+def plot_tradeoff(curve: GuidanceCurve, figsize=(7.5, 3.0), *, show_diversity: bool = True):
+    """Adherence (per attribute, and all at once) and diversity against the CFG scale: two axes
+    (one, adherence only, with `show_diversity=False`)."""
     from sdexplain.i18n import Figure
 
     fig = Figure(figsize=figsize, layout="constrained")
-    left, right = fig.subplots(1, 2)
+    if show_diversity:
+        left, right = fig.subplots(1, 2)
+    else:
+        left, right = fig.subplots(), None
     for name, values in curve.adherence.items():
         style = dict(linewidth=2.5, color="black") if name == "all" else dict(linewidth=1.2)
         left.plot(curve.scales, values, marker="o", label=name, **style)
@@ -338,6 +415,8 @@ def plot_tradeoff(curve: GuidanceCurve, figsize=(7.5, 3.0)):
     left.set_ylim(-0.03, 1.03)
     left.set_title("prompt adherence (judge)", fontsize=10)
     left.legend(fontsize=7)
+    if right is None:
+        return fig
     right.plot(curve.scales, curve.diversity, marker="o", color="tab:purple")
     right.set_xlabel("CFG scale s")
     right.set_ylabel("mean pairwise RMS distance")

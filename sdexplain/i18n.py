@@ -244,6 +244,7 @@ ZH: dict[str, str] = {
     "prompt adherence (judge)": "对提示的遵循 (裁判模型评判)",
     "mean pairwise RMS distance": "两两之间的平均 RMS 距离",
     "diversity across {n} seeds": "{n} 个种子之间的多样性",
+    "{n} colours, {bits} bits": "{n} 种颜色, {bits} 比特",
     "classifier-guidance scale s": "分类器指引尺度 s",
     "classifier guidance: the judge vs the guiding classifier": "分类器指引: 裁判模型与指引用的分类器",
     "judged '{target}' (share)": "判为 '{target}' 的比例",

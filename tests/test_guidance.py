@@ -108,6 +108,42 @@ def test_adherence_needs_a_checkable_prompt(tiny_pipe):
         guidance.adherence_and_diversity(tiny_pipe, Judge.load(), ["a photo"], [1.0], seeds=[0, 1], steps=1)
 
 
+def test_entropy_bits():
+    assert guidance.entropy_bits([5, 0, 0]) == 0.0
+    assert guidance.entropy_bits([3, 3]) == pytest.approx(1.0)
+    assert guidance.entropy_bits([1, 1, 1, 1]) == pytest.approx(2.0)
+    assert guidance.entropy_bits([2, 1, 1]) == pytest.approx(1.5)
+    for bad in ([0, 0], [], [1, -1]):
+        with pytest.raises(ValueError, match="non-negative and not all zero"):
+            guidance.entropy_bits(bad)
+
+
+def test_attribute_diversity_counts_what_the_judge_reads_per_scale(tiny_pipe):
+    from sdexplain.toy.evaluate import judge_images
+    from sdexplain.toy.model import Judge
+
+    judge = Judge.load()
+    result = guidance.attribute_diversity(tiny_pipe, judge, "a cat", [0.0, 4.0], seeds=[0, 1, 2], steps=2)
+    assert result.images.shape == (2, 3, 3, 64, 64) and result.named == {"shape": "cat"}
+    # the images of scale 4 are the sweeps' images, and the counts are the judge's readings of them
+    sweep = guidance.cfg_sweep(tiny_pipe, "a cat", [0.0, 4.0], steps=2, seed=1, keep_steps=False, progress=False)
+    torch.testing.assert_close(result.images[1, 1], guidance._to_judge_range(sweep.images[1:])[0] / 2 + 0.5)
+    for i in range(2):
+        verdict = judge_images(judge, result.images[i] * 2 - 1)
+        for name in ("colour", "shape", "position", "size"):
+            read = [result.labels[name][int(k)] for k in verdict[name]["predicted"]]
+            assert result.counts[name][i].sum() == 3
+            assert result.distinct(name)[i] == len(set(read))
+            expected = [read.count(value) for value in result.labels[name]]
+            assert result.entropy(name)[i] == pytest.approx(guidance.entropy_bits(expected))
+        cats = [result.labels["shape"][int(k)] for k in verdict["shape"]["predicted"]].count("cat")
+        assert result.adherence("shape")[i] == pytest.approx(cats / 3)
+    with pytest.raises(ValueError, match="names no colour"):
+        result.adherence("colour")
+    with pytest.raises(ValueError, match="at least two seeds"):
+        guidance.attribute_diversity(tiny_pipe, judge, "a cat", [1.0], seeds=[0], steps=1)
+
+
 def test_classifier_guidance_curve_records_per_scale_results(tiny_pipe):
     from sdexplain.toy.extras import NoisyLatentClassifier
     from sdexplain.toy.model import Judge
