@@ -394,12 +394,11 @@ def display_view(widget: widgets.Widget, name: str) -> None:
         handle()
 
 
-def show(*parts, name: str = "interactive controls") -> widgets.VBox:
+def show(*parts, name: str = "interactive controls") -> None:
     """Display raw ipywidgets (an upload box, an Image a button fills) and views as one box, with its static picture.
 
-    A view (anything with a ``.widget``) contributes its widget. Returns the box. Views on their
-    own display themselves this way already; this is for parts that are not views.
+    A view (anything with a ``.widget``) contributes its widget. Returns nothing, so that a call on
+    a cell's last line does not display the box a second time (without its picture). Views on
+    their own display themselves this way already; this is for parts that are not views.
     """
-    box = widgets.VBox([getattr(part, "widget", part) for part in parts])
-    display_view(box, name)
-    return box
+    display_view(widgets.VBox([getattr(part, "widget", part) for part in parts]), name)
