@@ -47,6 +47,12 @@ def test_a_slider_is_drawn_at_its_value_and_named_in_the_text():
     assert not np.array_equal(first, np.asarray(static.snapshot(ipywidgets.HBox([slider]))))  # the knob moved
 
 
+def test_a_scrubber_with_values_is_summarised_by_the_value_it_shows_not_the_frame_index():
+    view = sdw.FrameScrubber([_picture(i, 8) for i in range(3)], description="strength", values=[0.5, 0.75, 1.0])
+    view.slider.value = 1
+    assert static.controls_summary(view.widget) == "strength = 0.75"
+
+
 def test_selection_dropdown_and_text_read_as_the_reader_sees_them():
     tree = ipywidgets.VBox([
         ipywidgets.SelectionSlider(options=[("1", 0), ("7.5", 1)], value=1, description="guidance s"),

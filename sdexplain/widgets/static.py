@@ -286,7 +286,7 @@ def _control_picture(control: widgets.Widget) -> Image.Image | None:
         x = int(6 + fraction * 127)
         draw.rounded_rectangle((0, 6, x, 10), radius=2, fill=ACCENT)
         draw.ellipse((x - 6, 2, x + 6, 14), fill=BACKGROUND, outline=ACCENT, width=2)
-        parts += [track, text_picture(value, bold=True)]
+        parts += [track, text_picture(value, bold=True) if getattr(control, "readout", True) else None]  # no readout: a label beside it says the value
     elif isinstance(control, (widgets.Text, widgets.Textarea)):
         parts.append(_boxed(value or " ", fill=BACKGROUND))
     elif isinstance(control, (widgets.Dropdown, widgets.Select)):
@@ -336,8 +336,13 @@ def _controls(widget: widgets.Widget):
     if _hidden(widget):
         return
     if isinstance(widget, widgets.Box):
-        for child in widget.children:
-            yield from _controls(child)
+        children = list(widget.children)
+        for i, child in enumerate(children):
+            beside = children[i + 1] if i + 1 < len(children) else None
+            if _slider_fraction(child) is not None and not getattr(child, "readout", True) and isinstance(beside, widgets.Label):
+                yield f"{child.description or 'value'} = {beside.value}"  # a slider whose value a label beside it reads out
+            elif not (isinstance(child, widgets.Label) and i and _slider_fraction(children[i - 1]) is not None):
+                yield from _controls(child)
         return
     if isinstance(widget, (widgets.Play, widgets.Button, widgets.FileUpload)):
         return
