@@ -56,6 +56,7 @@ from sdexplain.toy import model as toy_model
 from sdexplain.toy import world
 from sdexplain.toy.train_common import (
     CLEAN,
+    DEPTH_UNET_STEPS,
     NOISY,
     NOISY_STEPS,
     UNetStage,
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extras-out", type=Path, default=toy_model.EXTRAS_DIR)
     parser.add_argument("--classifier-steps", type=int, default=3000)
     parser.add_argument("--depth-estimator-steps", type=int, default=800)
-    parser.add_argument("--depth-unet-steps", type=int, default=1200)
+    parser.add_argument("--depth-unet-steps", type=int, default=DEPTH_UNET_STEPS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--vae-decoder-steps", type=int, default=2400, help="the decoder's fine-tune (a VAE file)")

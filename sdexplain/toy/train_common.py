@@ -276,14 +276,17 @@ class UNetStage:
 
     def captions(self, scenes: list, indices: list[int], rng: np.random.Generator) -> list[str]:
         """Training captions for scenes[indices]: mislabelled at `caption_noise`, then sampled from the
-        grammar (words dropped at world.DROP_RATE) and 10 % replaced by the empty caption."""
+        grammar (words dropped at world.DROP_RATE) and EMPTY_CAPTION_RATE of them replaced by the empty caption."""
         named = [scenes[i] if not self.caption_noise else world.mislabel(scenes[i], rng, self.caption_noise) for i in indices]
-        return [scene.caption(rng) if rng.random() >= 0.1 else "" for scene in named]
+        return [scene.caption(rng) if rng.random() >= EMPTY_CAPTION_RATE else "" for scene in named]
 
+
+EMPTY_CAPTION_RATE = 0.1  # share of training captions replaced by "" (the unconditional model CFG needs)
 
 # Stage 1: text encoder + U-Net from scratch on true captions (the model learns what the words mean).
 CLEAN = UNetStage("unet", peak_lr=5e-4, warmup=500)
 # Stage 2: the U-Net alone on noisy captions, as web captions are: the model learns that "a red cat" is
 # only usually a red cat, so without guidance it follows the prompt only as often as its data did.
 NOISY_STEPS = 1000
+DEPTH_UNET_STEPS = 1200  # the depth U-Net's fine-tuning (train_extras), from the last stage's U-Net
 NOISY = UNetStage("unet_noisy", peak_lr=1e-4, warmup=100, caption_noise=world.CAPTION_NOISE, base=CLEAN, train_text=False)
