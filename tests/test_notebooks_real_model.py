@@ -114,8 +114,9 @@ def test_depth_notebook_runs_on_a_depth_checkpoint_with_its_own_estimator(tiny_d
     text = {cell.id: _text(cell.outputs) for cell in nb.cells if cell.cell_type == "code"}
     assert "StableDiffusionDepth2ImgPipeline: a 5-channel U-Net and its own DPTForDepthEstimation" in "".join(text.values())
     skipped = [cell_id for cell_id, out in text.items() if notebook_tools.SKIPPED in out]
-    # only two sections need the toy: where the toy's own depth U-Net started (d0e99cce) and the judge's verdicts (17fcf063)
-    assert skipped == ["d0e99cce", "17fcf063"], f"only the toy's depth U-Net start and the judge need the toy; skipped: {skipped}"
+    # only three sections need the toy: where the toy's own depth U-Net started (d0e99cce), the judge's
+    # verdicts (17fcf063) and the checks of that table against the reading text (71cea560)
+    assert skipped == ["d0e99cce", "17fcf063", "71cea560"], f"only the toy's depth U-Net start and the judge's table need the toy; skipped: {skipped}"
 
 
 @pytest.mark.slow
