@@ -307,7 +307,7 @@ ZH: dict[str, str] = {
     "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.":
         "你想看到的内容。它被切分成标记、变成嵌入, 通过交叉关注引导每一个去噪步。",
     "Replaces the empty prompt in the unconditional pass, so guidance pushes AWAY from it.":
-        "在无条件一路中取代空提示, 所以指引会把画面推*离*它。",
+        "在无条件一路中取代空提示, 所以指引会把画面推离它。",
     "Picks the starting noise. Same seed + same settings = the same image, bit for bit.":
         "选定起始噪声。同一个种子 + 同样的设置 = 同一张图, 一位不差。",
     "How many denoising steps the sampler takes from noise to image: more is slower, and past a point more steps change little (notebook 14 measures where).":

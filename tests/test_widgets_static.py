@@ -86,7 +86,10 @@ def test_chinese_text_is_drawn_with_a_cjk_font_when_one_is_installed():
     if find_cjk_font() is None:
         pytest.skip("no CJK font installed (CI installs fonts-wqy-microhei)")
     assert static._font_file(False, True) != static._font_file(False, False)
-    assert static.text_picture("引导强度") is not None
+    face = static._Face()
+    (arrow, latin), (words, cjk) = face.runs("⬆ 输入图像")  # the CJK font has no ⬆ (nor x̂0's hat): each run in the font that has it
+    assert (arrow, words) == ("⬆ ", "输入图像") and latin is face.latin and cjk is face.cjk
+    assert static.text_picture("预测的噪声 ε̂ (指引后)") is not None
 
 
 def test_a_view_displays_its_widget_its_picture_and_a_readable_line(monkeypatch):

@@ -36,7 +36,6 @@ MUTED = (110, 110, 110)
 FRAME = (190, 190, 190)
 ACCENT = (33, 118, 210)  # a primary button, a slider's filled track
 MAX_TEXT_WIDTH = 900  # pixels; longer text lines wrap
-CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
 
 
 @lru_cache(maxsize=None)
@@ -60,17 +59,41 @@ def _font(bold: bool = False, cjk: bool = False) -> ImageFont.FreeTypeFont | Ima
     return ImageFont.truetype(path, FONT_SIZE)
 
 
-def _text_size(text: str, font) -> tuple[int, int]:
-    left, top, right, bottom = font.getbbox(text or " ")
-    return right, max(bottom, FONT_SIZE + 3)
+CJK_RUN = re.compile(r"([\u3000-\u9fff\uff00-\uffef]+)")
 
 
-def _wrapped(text: str, font, width: int) -> list[str]:
+class _Face:
+    """Text drawn in two fonts: CJK characters in the CJK font, everything else in DejaVu Sans.
+
+    Neither font has all the glyphs: the CJK font lacks ⬆ and the combining hat of x̂0, DejaVu lacks
+    汉字. So a line is cut into runs, each drawn in the font that has it.
+    """
+
+    def __init__(self, bold: bool = False):
+        self.latin, self.cjk = _font(bold, False), _font(False, True)
+        bottoms = [font.getbbox(sample)[3] for font, sample in ((self.latin, "Ag"), (self.cjk, "中"))]
+        self.height = max(*bottoms, FONT_SIZE + 3)
+
+    def runs(self, text: str) -> list[tuple[str, object]]:
+        return [(part, self.cjk if CJK_RUN.fullmatch(part) else self.latin) for part in CJK_RUN.split(text) if part]
+
+    def width(self, text: str) -> int:
+        return int(round(sum(font.getlength(part) for part, font in self.runs(text)))) + 1
+
+    def draw(self, draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, fill) -> None:
+        x, y = xy
+        for part, font in self.runs(text):
+            draw.text((x, y), part, fill=fill, font=font)
+            x += font.getlength(part)
+
+
+def _wrapped(text: str, face: _Face, width: int) -> list[str]:
+    """Lines of at most ``width`` pixels (breaks at spaces, and between CJK characters)."""
     lines = []
     for paragraph in text.split("\n"):
         line = ""
-        for word in re.split(r"(?<=\s)", paragraph):
-            if line and _text_size(line + word, font)[0] > width:
+        for word in re.split(r"(?<=\s)|(?<=[\u3000-\u9fff\uff00-\uffef])", paragraph):
+            if line and face.width(line + word) > width:
                 lines.append(line.rstrip())
                 line = word
             else:
@@ -84,13 +107,13 @@ def text_picture(text: str, bold: bool = False, colour=INK, width: int = MAX_TEX
     text = text.strip()
     if not text:
         return None
-    font = _font(bold, bool(CJK.search(text)))
-    lines = _wrapped(text, font, width)
-    line_height = _text_size("Ag", font)[1] + 2
-    picture = Image.new("RGB", (max(_text_size(line, font)[0] for line in lines) + 2, line_height * len(lines)), BACKGROUND)
+    face = _Face(bold)
+    lines = _wrapped(text, face, width)
+    line_height = face.height + 2
+    picture = Image.new("RGB", (max(face.width(line) for line in lines) + 2, line_height * len(lines)), BACKGROUND)
     draw = ImageDraw.Draw(picture)
     for i, line in enumerate(lines):
-        draw.text((0, i * line_height), line, fill=colour, font=font)
+        face.draw(draw, (0, i * line_height), line, colour)
     return picture
 
 
@@ -156,15 +179,13 @@ class _Blocks(HTMLParser):
 
 def _table_picture(rows: list[list[tuple[str, str | None, bool]]]) -> Image.Image:
     """An HTML table drawn as a grid: each cell's text on its own background, header cells bold."""
-    font, bold = _font(False, False), _font(True, False)
+    faces = {False: _Face(False), True: _Face(True)}
     columns = max(len(row) for row in rows)
-    cell = lambda text, header: (_font(header, bool(CJK.search(text))), text.strip())
     widths = [0] * columns
     for row in rows:
         for i, (text, _, header) in enumerate(row):
-            f, text = cell(text, header)
-            widths[i] = max(widths[i], _text_size(text, f)[0] + 12)
-    height = _text_size("Ag", font)[1] + 6
+            widths[i] = max(widths[i], faces[header].width(text.strip()) + 12)
+    height = faces[False].height + 6
     picture = Image.new("RGB", (sum(widths) + 1, height * len(rows) + 1), BACKGROUND)
     draw = ImageDraw.Draw(picture)
     for r, row in enumerate(rows):
@@ -172,8 +193,7 @@ def _table_picture(rows: list[list[tuple[str, str | None, bool]]]) -> Image.Imag
         for i, (text, colour, header) in enumerate(row):
             box = (x, r * height, x + widths[i], (r + 1) * height)
             draw.rectangle(box, fill=ImageColor.getrgb(colour) if colour else BACKGROUND, outline=None if header else (204, 204, 204))
-            f, text = cell(text, header)
-            draw.text((x + 6, r * height + 3), text, fill=INK, font=f)
+            faces[header].draw(draw, (x + 6, r * height + 3), text.strip(), INK)
             x += widths[i]
     return picture
 
@@ -220,15 +240,15 @@ def _slider_fraction(control: widgets.Widget) -> float | None:
 
 def _boxed(text: str, fill=(245, 245, 245), outline=FRAME, colour=INK, bold: bool = False) -> Image.Image:
     """``text`` in a rounded box (a text field, a button, a dropdown)."""
-    font = _font(bold, bool(CJK.search(text)))
-    lines = _wrapped(text or " ", font, 420)
-    line_height = _text_size("Ag", font)[1] + 2
-    width = max(_text_size(line, font)[0] for line in lines) + 16
+    face = _Face(bold)
+    lines = _wrapped(text or " ", face, 420)
+    line_height = face.height + 2
+    width = max(face.width(line) for line in lines) + 16
     picture = Image.new("RGB", (width, line_height * len(lines) + 8), BACKGROUND)
     draw = ImageDraw.Draw(picture)
     draw.rounded_rectangle((0, 0, picture.width - 1, picture.height - 1), radius=4, fill=fill, outline=outline)
     for i, line in enumerate(lines):
-        draw.text((8, 4 + i * line_height), line, fill=colour, font=font)
+        face.draw(draw, (8, 4 + i * line_height), line, colour)
     return picture
 
 
