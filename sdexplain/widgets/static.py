@@ -17,8 +17,6 @@ the picture is what readers see; it is made from the same bytes the widget shows
 from __future__ import annotations
 
 import base64
-import html
-import io
 import re
 from functools import lru_cache
 from html.parser import HTMLParser
@@ -59,7 +57,8 @@ def _font(bold: bool = False, cjk: bool = False) -> ImageFont.FreeTypeFont | Ima
     return ImageFont.truetype(path, FONT_SIZE)
 
 
-CJK_RUN = re.compile(r"([\u3000-\u9fff\uff00-\uffef]+)")
+CJK_CHARS = "\u3000-\u9fff\uff00-\uffef"  # CJK punctuation, ideographs, full-width forms
+CJK_RUN = re.compile(f"([{CJK_CHARS}]+)")
 
 
 class _Face:
@@ -92,7 +91,7 @@ def _wrapped(text: str, face: _Face, width: int) -> list[str]:
     lines = []
     for paragraph in text.split("\n"):
         line = ""
-        for word in re.split(r"(?<=\s)|(?<=[\u3000-\u9fff\uff00-\uffef])", paragraph):
+        for word in re.split(f"(?<=\\s)|(?<=[{CJK_CHARS}])", paragraph):
             if line and face.width(line + word) > width:
                 lines.append(line.rstrip())
                 line = word
@@ -102,15 +101,15 @@ def _wrapped(text: str, face: _Face, width: int) -> list[str]:
     return lines
 
 
-def text_picture(text: str, bold: bool = False, colour=INK, width: int = MAX_TEXT_WIDTH) -> Image.Image | None:
-    """``text`` drawn on white (wrapped at ``width`` pixels); None for empty text."""
+def text_picture(text: str, bold: bool = False, colour=INK, width: int = MAX_TEXT_WIDTH, background=BACKGROUND) -> Image.Image | None:
+    """``text`` drawn on ``background`` (wrapped at ``width`` pixels); None for empty text."""
     text = text.strip()
     if not text:
         return None
     face = _Face(bold)
     lines = _wrapped(text, face, width)
     line_height = face.height + 2
-    picture = Image.new("RGB", (max(face.width(line) for line in lines) + 2, line_height * len(lines)), BACKGROUND)
+    picture = Image.new("RGB", (max(face.width(line) for line in lines) + 2, line_height * len(lines)), background)
     draw = ImageDraw.Draw(picture)
     for i, line in enumerate(lines):
         face.draw(draw, (0, i * line_height), line, colour)
@@ -125,7 +124,8 @@ class _Blocks(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.blocks: list[tuple] = []
-        self.text, self.bold, self.table, self.cell = "", 0, None, None
+        self.text, self.table, self.cell = "", None, None
+        self._text_bold = False  # whether the text block being collected starts bold
 
     def _flush(self):
         text = "\n".join(re.sub(r"[ \t\u00a0]+", " ", line).strip() for line in self.text.splitlines())
@@ -166,15 +166,11 @@ class _Blocks(HTMLParser):
         if self.cell is not None:
             self.cell[0] += data
         elif self.table is None:
-            if not self.text.strip():
-                self._text_bold = getattr(self, "_text_bold", False)
             self.text += data
 
     def close(self):
         super().close()
         self._flush()
-
-    _text_bold = False
 
 
 def _table_picture(rows: list[list[tuple[str, str | None, bool]]]) -> Image.Image:
@@ -240,15 +236,11 @@ def _slider_fraction(control: widgets.Widget) -> float | None:
 
 def _boxed(text: str, fill=(245, 245, 245), outline=FRAME, colour=INK, bold: bool = False) -> Image.Image:
     """``text`` in a rounded box (a text field, a button, a dropdown)."""
-    face = _Face(bold)
-    lines = _wrapped(text or " ", face, 420)
-    line_height = face.height + 2
-    width = max(face.width(line) for line in lines) + 16
-    picture = Image.new("RGB", (width, line_height * len(lines) + 8), BACKGROUND)
-    draw = ImageDraw.Draw(picture)
-    draw.rounded_rectangle((0, 0, picture.width - 1, picture.height - 1), radius=4, fill=fill, outline=outline)
-    for i, line in enumerate(lines):
-        face.draw(draw, (8, 4 + i * line_height), line, colour)
+    inner = text_picture(text, bold=bold, colour=colour, width=420, background=fill)
+    inner = inner or Image.new("RGB", (1, _Face(bold).height + 2), fill)  # an empty field keeps its box
+    picture = Image.new("RGB", (inner.width + 14, inner.height + 8), BACKGROUND)
+    ImageDraw.Draw(picture).rounded_rectangle((0, 0, picture.width - 1, picture.height - 1), radius=4, fill=fill, outline=outline)
+    picture.paste(inner, (8, 4))
     return picture
 
 
@@ -308,7 +300,7 @@ def _control_picture(control: widgets.Widget) -> Image.Image | None:
         draw.ellipse((x - 6, 2, x + 6, 14), fill=BACKGROUND, outline=ACCENT, width=2)
         parts += [track, text_picture(value, bold=True) if getattr(control, "readout", True) else None]  # no readout: a label beside it says the value
     elif isinstance(control, (widgets.Text, widgets.Textarea)):
-        parts.append(_boxed(value or " ", fill=BACKGROUND))
+        parts.append(_boxed(value, fill=BACKGROUND))
     elif isinstance(control, (widgets.Dropdown, widgets.Select)):
         parts.append(_boxed(f"{value} ▾", fill=BACKGROUND))
     else:
@@ -361,7 +353,7 @@ def _controls(widget: widgets.Widget):
             beside = children[i + 1] if i + 1 < len(children) else None
             if _slider_fraction(child) is not None and not getattr(child, "readout", True) and isinstance(beside, widgets.Label):
                 yield f"{child.description or 'value'} = {beside.value}"  # a slider whose value a label beside it reads out
-            elif not (isinstance(child, widgets.Label) and i and _slider_fraction(children[i - 1]) is not None):
+            else:  # a Label has no value of its own: the one beside a slider is said with it, above
                 yield from _controls(child)
         return
     if isinstance(widget, (widgets.Play, widgets.Button, widgets.FileUpload)):
@@ -379,12 +371,6 @@ def _controls(widget: widgets.Widget):
 def controls_summary(widget: widgets.Widget) -> str:
     """The controls of a widget tree and their values, in display order: "guidance s = 3 · step = 0 (of 0–19)"."""
     return " · ".join(_controls(widget))
-
-
-def png_bytes(picture: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
 
 
 def widget_bundle(widget: widgets.Widget) -> dict:
@@ -405,7 +391,7 @@ def static_bundle(widget: widgets.Widget, name: str = "interactive view") -> dic
     data["text/plain"] = f"[{name}: run the notebook to use it{'; shown at ' + summary if summary else ''}]"
     picture = snapshot(widget)
     if picture is not None:
-        data["image/png"] = base64.b64encode(png_bytes(picture)).decode("ascii")  # as notebooks store it
+        data["image/png"] = base64.b64encode(images.encode_png(picture, compress_level=9)).decode("ascii")  # as notebooks store it
     return data
 
 
