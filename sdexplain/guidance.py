@@ -205,6 +205,12 @@ class GuidanceCurve:
 ATTRIBUTES = ("colour", "shape", "position")
 
 
+def _seed_sweeps(pipe, prompt: str, scales: list[float], seeds: list[int], steps: int):
+    """Per seed, one batched `cfg_sweep` of ``prompt`` over ``scales``: its images (S, 3, H, W) in the judge's [-1, 1]."""
+    for seed in seeds:
+        yield _to_judge_range(cfg_sweep(pipe, prompt, scales, steps=steps, seed=seed, keep_steps=False, progress=False).images)
+
+
 def adherence_and_diversity(pipe, judge, prompts, scales, seeds=(0, 1, 2), *, steps: int = 10, progress=None) -> GuidanceCurve:
     """Measure the CFG trade-off: per scale, how often images follow the prompt and how much they vary.
 
@@ -232,9 +238,7 @@ def adherence_and_diversity(pipe, judge, prompts, scales, seeds=(0, 1, 2), *, st
         if not named:
             raise ValueError(f"prompt {prompt!r} names no colour, shape or position the judge could check")
         per_seed = []
-        for seed in seeds:
-            sweep = cfg_sweep(pipe, prompt, scales, steps=steps, seed=seed, keep_steps=False, progress=False)
-            batch = _to_judge_range(sweep.images)  # (S, 3, H, W) in [-1, 1]
+        for batch in _seed_sweeps(pipe, prompt, scales, seeds, steps):  # (S, 3, H, W) in [-1, 1]
             verdict = judge_images(judge, batch)
             match_all = torch.ones(len(scales), dtype=torch.bool)
             for name, value in named.items():
@@ -313,9 +317,8 @@ def attribute_diversity(pipe, judge, prompt: str, scales, seeds=range(32), *, st
         raise ValueError(f"diversity needs at least two seeds, got {seeds}")
     named = {k: v for k, v in world.parse_caption(prompt).items() if v is not None}
     pictures = []  # per seed: (S, 3, H, W) in [-1, 1]
-    for done, seed in enumerate(seeds, start=1):
-        sweep = cfg_sweep(pipe, prompt, scales, steps=steps, seed=seed, keep_steps=False, progress=False)
-        pictures.append(_to_judge_range(sweep.images))
+    for done, batch in enumerate(_seed_sweeps(pipe, prompt, scales, seeds, steps), start=1):
+        pictures.append(batch)
         if progress is not None:
             progress(done, len(seeds))
     stacked = torch.stack(pictures, dim=1)  # (S, K, 3, H, W)
