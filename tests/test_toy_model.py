@@ -148,3 +148,24 @@ def test_unconditional_samples_are_clearly_one_thing(toy_pipe, judge):
 def test_forward_diffusion_destroys_cat_vs_dog(toy_pipe, judge):
     accuracy = evaluate.forward_accuracy(toy_pipe, judge, timesteps=(0, 999), n=64)
     assert accuracy[0] >= 0.95 and 0.3 <= accuracy[999] <= 0.7, accuracy
+
+
+def test_slot_judge_reads_every_place_and_keeps_the_one_object_interface(tmp_path):
+    from sdexplain.toy import world
+    from sdexplain.toy.model import Judge, SlotJudge
+
+    torch.manual_seed(0)
+    judge = SlotJudge().eval()
+    images = world.batch(3, seed=0, spec=world.V2)["images"]
+    slots = judge.slots(images)
+    assert slots["present"].shape == (3, 5) and slots["shape"].shape == (3, 5, 5)
+    assert slots["colour"].shape == (3, 5, 6) and slots["size"].shape == (3, 5, 2)
+    one = judge(images)  # Judge's interface: the attributes read at the most likely place
+    place = slots["present"].argmax(1)
+    for name in ("shape", "colour", "size"):
+        assert torch.equal(one[name], slots[name][torch.arange(3), place])
+    assert torch.equal(one["position"], slots["present"])
+    judge.save(tmp_path / "j")
+    loaded = Judge.load(tmp_path / "j")
+    assert type(loaded) is SlotJudge
+    assert torch.equal(loaded.slots(images)["colour"], slots["colour"])

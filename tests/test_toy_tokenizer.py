@@ -33,3 +33,12 @@ def test_saved_tokenizer_round_trips(tmp_path):
     loaded = CLIPTokenizer.from_pretrained(tmp_path)
     text = "a small purple triangle at the bottom"
     assert loaded(text).input_ids == tokenizer(text).input_ids
+
+
+def test_world_v2_words_are_one_token_each():
+    from sdexplain.toy.world import V2
+
+    words = all_words(V2)
+    tokenizer = build_tokenizer(words)
+    for word in words:
+        assert tokenizer.convert_ids_to_tokens(tokenizer(word, add_special_tokens=False).input_ids) == [word + "</w>"]

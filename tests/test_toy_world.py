@@ -103,3 +103,65 @@ def test_crude_drawing_is_a_flat_stroked_cat_unlike_the_world_renders():
     assert not (drawing == world.BACKGROUND).all(-1).any()  # white paper, not the world's background
     with pytest.raises(ValueError, match="unknown colour"):
         world.crude_drawing("pink")
+
+
+# ----------------------------------------------------------------------------- world v2
+
+
+def test_v2_pairs_draw_both_objects_each_in_its_own_mask():
+    pair = world.Pair(world.make_scene("cat", "red", "left", "large"), world.make_scene("dog", "blue", "right", "small"))
+    assert pair.caption() == "a large red cat on the left and a small blue dog on the right"
+    image, mask, _ = world.render(pair)
+    masks = world.object_masks(pair)
+    assert masks.shape == (2, 64, 64) and not (masks[0] & masks[1]).any()
+    assert np.array_equal(masks[0] | masks[1], mask)
+    assert masks[0][:, :32].sum() == masks[0].sum() and masks[1][:, 32:].sum() == masks[1].sum()  # left, right
+    body_left, _, _ = world.parts(pair.first)
+    body_right, _, _ = world.parts(pair.second)
+    assert (image[body_left] == world.COLOURS["red"]).all() and (image[body_right] == world.COLOURS["blue"]).all()
+    assert world.detail_mask(pair).sum() == world.parts(pair.first)[2].sum() + world.parts(pair.second)[2].sum()
+
+
+def test_v2_pair_places_must_be_a_pair():
+    with pytest.raises(ValueError, match="left/right or top/bottom.*got left/top"):
+        world.Pair(world.make_scene("cat", "red", "left", "large"), world.make_scene("dog", "blue", "top", "small"))
+
+
+def test_v2_batch_mixes_singles_and_pairs_with_synonyms_and_parses_back():
+    data = world.batch(400, seed=2, spec=world.V2)
+    pairs = [s for s in data["scenes"] if isinstance(s, world.Pair)]
+    assert 0.4 < len(pairs) / 400 < 0.6
+    assert "labels" not in data  # one object's labels mean nothing for a pair
+    assert torch.equal(data["slots"]["present"].sum(1), torch.tensor([len(s.objects) for s in data["scenes"]]))
+    words = {w for c in data["captions"] for w in c.split()}
+    assert {"kitty", "puppy", "crimson", "scarlet", "navy", "big", "little", "ball", "and"} <= words
+    for scene, caption in zip(data["scenes"], data["captions"]):
+        read = world.parse_objects(caption)
+        assert len(read) == len(scene.objects)
+        for obj, named in zip(scene.objects, read):
+            assert named["shape"] == obj.shape
+            assert named["colour"] in (obj.colour, None) and named["size"] in (obj.size, None)
+            assert named["position"] == obj.position or (named["position"] is None and isinstance(scene, world.Scene))
+
+
+def test_v2_same_shape_pairs_and_both_pair_places_occur():
+    scenes = world.sample_scenes(400, seed=5, spec=world.V2)
+    pairs = [s for s in scenes if isinstance(s, world.Pair)]
+    assert any(p.first.shape == p.second.shape for p in pairs)
+    assert {frozenset((p.first.position, p.second.position)) for p in pairs} == {frozenset(("left", "right")), frozenset(("top", "bottom"))}
+    assert any(p.first.position == "right" for p in pairs) and any(p.first.position == "left" for p in pairs)  # either order
+
+
+def test_v2_mislabel_keeps_a_pairs_places():
+    rng = np.random.default_rng(0)
+    pair = world.Pair(world.make_scene("cat", "red", "left", "large"), world.make_scene("dog", "blue", "right", "small"))
+    named = [world.mislabel(pair, rng, rate=1.0) for _ in range(20)]
+    assert all((n.first.position, n.second.position) == ("left", "right") for n in named)
+    assert all(n.first.shape != "cat" and n.second.colour != "blue" for n in named)
+
+
+def test_v1_world_is_unchanged_by_v2():
+    assert world.sample_scenes(50, seed=9) == world.sample_scenes(50, seed=9, spec=world.V1)
+    assert all(isinstance(s, world.Scene) for s in world.sample_scenes(200, seed=9))
+    assert "and" not in world.all_words() and "kitty" not in world.all_words()
+    assert set(world.all_words()) < set(world.all_words(world.V2))

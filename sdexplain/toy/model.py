@@ -131,6 +131,51 @@ class Judge(nn.Module):
 
     @classmethod
     def load(cls, folder: Path = MODEL_DIR / "judge") -> "Judge":
+        """The judge saved in `folder`: a `SlotJudge` where its judge.json says so, else a `Judge`."""
+        folder = Path(folder)
+        if json.loads((folder / "judge.json").read_text()).get("kind") == "slots":
+            cls = SlotJudge
         judge = cls()
         judge.load_state_dict(load_file(folder / "judge.safetensors"))
         return judge.eval()
+
+
+class SlotJudge(Judge):
+    """World v2's judge: reads what stands at each of the world's five places — is an object there,
+    and its shape, colour and size — so it reads both objects of a two-object scene.
+
+    `slots(images)` gives the per-place logits. `forward` keeps `Judge`'s interface for one-object
+    pictures: position = the place most likely to hold an object, and the shape, colour and size read
+    there, so every reader of the one-object judge works unchanged.
+    """
+
+    SLOT_HEADS = {"shape": world.SHAPES, "colour": world.COLOUR_NAMES, "size": world.SIZE_NAMES}
+    PLACES = world.POSITION_NAMES
+
+    def __init__(self, width: int = 32):
+        super().__init__(width)
+        features = self.heads["shape"].in_features
+        places = len(self.PLACES)
+        self.heads = nn.ModuleDict({"present": nn.Linear(features, places)})
+        for name, labels in self.SLOT_HEADS.items():
+            self.heads[name] = nn.Linear(features, places * len(labels))
+
+    def slots(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits: present (B, 5), and per place shape (B, 5, 5), colour (B, 5, 6), size (B, 5, 2)."""
+        features = self.features(images)
+        out = {"present": self.heads["present"](features)}
+        for name, labels in self.SLOT_HEADS.items():
+            out[name] = self.heads[name](features).view(len(images), len(self.PLACES), len(labels))
+        return out
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        slots = self.slots(images)
+        place = slots["present"].argmax(dim=1)  # (B,) the most likely place of the one object
+        rows = torch.arange(len(images))
+        return {"position": slots["present"], **{name: slots[name][rows, place] for name in self.SLOT_HEADS}}
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / "judge.safetensors")
+        heads = {"places": list(self.PLACES), **{k: list(v) for k, v in self.SLOT_HEADS.items()}}
+        (folder / "judge.json").write_text(json.dumps({"kind": "slots", "heads": heads}, indent=2))

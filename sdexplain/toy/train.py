@@ -77,7 +77,7 @@ from sdexplain.toy.train_common import (
     tokenize,
 )
 from sdexplain.toy.train_decoder import CHECKPOINT as DECODER_CHECKPOINT
-from sdexplain.toy.train_decoder import decoder_parts, export_vae_decoder, train_vae_decoder
+from sdexplain.toy.train_decoder import decoder_parts, export_vae_decoder, load_vae_decoder, train_vae_decoder
 from sdexplain.toy.train_decoder import trainable as decoder_parameters
 
 DEFAULT_WORKDIR = Path("runs/toy")
@@ -86,7 +86,7 @@ DEFAULT_WORKDIR = Path("runs/toy")
 # ----------------------------------------------------------------------------- 1. VAE
 
 
-def train_vae(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
+def train_vae(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, spec: world.WorldSpec = world.V1) -> None:
     torch.manual_seed(seed)
     vae = toy_model.make_vae()
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
@@ -95,7 +95,7 @@ def train_vae(workdir: Path, steps: int, batch_size: int, checkpoint_every: int,
     vae.train()
 
     def train_step(step: int) -> dict[str, str]:
-        data = world.batch(batch_size, seed=seed * 7919 + step)
+        data = world.batch(batch_size, seed=seed * 7919 + step, spec=spec)
         x = data["images"]  # (B, 3, 64, 64)
         weight = 1.0 + 2.0 * data["masks"].unsqueeze(1).float()  # the object matters more than the floor
         posterior = vae.encode(x).latent_dist
@@ -111,7 +111,7 @@ def train_vae(workdir: Path, steps: int, batch_size: int, checkpoint_every: int,
 # ----------------------------------------------------------------------------- 2. judge
 
 
-def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, round_trips: bool = True) -> None:
+def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, round_trips: bool = True, spec: world.WorldSpec = world.V1) -> None:
     """The judge of generated images: half of every batch is passed through the trained VAE first.
 
     Every generated image comes out of the VAE decoder. The first decoder kept a cat's ears but not
@@ -119,10 +119,17 @@ def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: in
     accuracy on round trips), so this judge learns from both the renders and their VAE round trips.
     With `round_trips=False` it is that first recipe, renders only (`--part judge-crisp`): the
     reference that tells whether decoded pictures look like renders.
+
+    World 1: `Judge`, round trips through the first VAE (the shipped judge). World 2: `SlotJudge`
+    (what stands at each place, so it reads both objects of a pair), round trips through the VAE
+    with its fine-tuned decoder — the one every generated picture goes through — which world 2
+    trains before the judge.
     """
-    vae = load_vae(workdir) if round_trips else None
+    vae = None
+    if round_trips:
+        vae = load_vae(workdir) if spec.version == 1 else load_vae_decoder(workdir)
     torch.manual_seed(seed)
-    judge = toy_model.Judge()
+    judge = toy_model.Judge() if spec.version == 1 else toy_model.SlotJudge()
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3)
     name = "judge" if round_trips else "judge-crisp"
     path = workdir / ("judge.pt" if round_trips else "judge_crisp.pt")
@@ -130,17 +137,28 @@ def train_judge(workdir: Path, steps: int, batch_size: int, checkpoint_every: in
     generator = torch.Generator().manual_seed(seed)
 
     def train_step(step: int) -> dict[str, str]:
-        data = world.batch(batch_size, seed=seed * 104729 + step)
+        data = world.batch(batch_size, seed=seed * 104729 + step, spec=spec)
         images = data["images"]
         if round_trips:
             half = batch_size // 2
             images = torch.cat([toy_model.vae_round_trip(vae, images[:half]), images[half:]])  # (B, 3, 64, 64)
-        logits = judge(augment(images, generator))
-        loss = sum(F.cross_entropy(logits[k], data["labels"][k]) for k in logits)
+        if spec.version == 1:
+            logits = judge(augment(images, generator))
+            loss = sum(F.cross_entropy(logits[k], data["labels"][k]) for k in logits)
+        else:
+            loss = slot_loss(judge.slots(augment(images, generator)), data["slots"])
         optimise(opt, loss)
         return {"loss": f"{loss.item():.3f}"}
 
     resumable_loop(name, path, {"model": judge}, opt, train_step, steps=steps, start=start, lr=lambda step: cosine_lr(step, steps, 2e-3, 50), checkpoint_every=checkpoint_every)
+
+
+def slot_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
+    """SlotJudge's loss: is each place occupied (binary), and what is there (ignored where nothing is)."""
+    loss = F.binary_cross_entropy_with_logits(logits["present"], labels["present"].float())
+    for name in toy_model.SlotJudge.SLOT_HEADS:
+        loss = loss + F.cross_entropy(logits[name].flatten(0, 1), labels[name].flatten(), ignore_index=-100)
+    return loss
 
 
 def train_unet(
@@ -242,9 +260,10 @@ def train_unet(
 def export_judge(workdir: Path, out: Path = toy_model.MODEL_DIR, crisp: bool = False) -> Path:
     """Write the judge into `out`/judge/ (safetensors + its labels); with `crisp`, the renders-only
     reference judge into `out`/judge-crisp/."""
-    judge = toy_model.Judge()
     checkpoint, part, folder = ("judge_crisp.pt", "judge-crisp", toy_model.JUDGE_CRISP) if crisp else ("judge.pt", "judge", "judge")
-    judge.load_state_dict(require_checkpoint(workdir / checkpoint, part)["model"])
+    state = require_checkpoint(workdir / checkpoint, part)["model"]
+    judge = toy_model.SlotJudge() if "heads.present.weight" in state else toy_model.Judge()  # world 2's judge, or world 1's
+    judge.load_state_dict(state)
     judge.save(out / folder)
     return out / folder
 
@@ -327,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
         choices=["all", "vae", "vae-decoder", "export-vae-decoder", "judge", "judge-crisp", "unet", "unet-noisy", "export", "export-judge", "classifier", "depth", "export-extras", "seed-from-shipped"],
         default="all",
     )
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--world", type=int, choices=sorted(world.WORLDS), default=1, help="1: the shipped model's world; 2: one or two objects, synonyms (the next toy)")
+    parser.add_argument("--workdir", type=Path, default=None, help=f"default {DEFAULT_WORKDIR} (world 1), {DEFAULT_WORKDIR}-v2 (world 2)")
     parser.add_argument("--out", type=Path, default=toy_model.MODEL_DIR)
     parser.add_argument("--extras-out", type=Path, default=toy_model.EXTRAS_DIR)
     parser.add_argument("--classifier-steps", type=int, default=3000)
@@ -346,6 +366,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    spec = world.WORLDS[args.world]
+    if args.workdir is None:
+        args.workdir = DEFAULT_WORKDIR if spec.version == 1 else DEFAULT_WORKDIR.with_name(f"{DEFAULT_WORKDIR.name}-v{spec.version}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -353,13 +376,13 @@ def main(argv: list[str] | None = None) -> None:
         seed_from_shipped(args.workdir, args.out, args.unet_stop_at, args.noisy_steps)
         return
     if args.part in ("all", "vae"):
-        train_vae(args.workdir, args.vae_steps, 32, args.checkpoint_every, args.seed)
+        train_vae(args.workdir, args.vae_steps, 32, args.checkpoint_every, args.seed, spec)
     if args.part in ("all", "vae-decoder"):
-        train_vae_decoder(args.workdir, args.vae_decoder_steps, 32, args.checkpoint_every, args.seed)
+        train_vae_decoder(args.workdir, args.vae_decoder_steps, 32, args.checkpoint_every, args.seed, spec=spec)
     if args.part in ("all", "judge"):
-        train_judge(args.workdir, args.judge_steps, 64, args.checkpoint_every, args.seed)
+        train_judge(args.workdir, args.judge_steps, 64, args.checkpoint_every, args.seed, spec=spec)
     if args.part in ("all", "judge-crisp"):
-        train_judge(args.workdir, args.judge_steps, 64, args.checkpoint_every, args.seed, round_trips=False)
+        train_judge(args.workdir, args.judge_steps, 64, args.checkpoint_every, args.seed, round_trips=False, spec=spec)
         export_judge(args.workdir, args.extras_out, crisp=True)
     if args.part in ("all", "unet"):
         train_unet(args.workdir, args.unet_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, args.unet_stop_at)

@@ -39,9 +39,9 @@ DETAIL_WEIGHT = 100.0  # eye and nose pixels (dilated by one pixel) count this m
 OBJECT_WEIGHT = 2.0  # the object's other pixels
 
 
-def detail_masks(scenes: list[world.Scene]) -> torch.Tensor:
+def detail_masks(scenes: list[world.Scene | world.Pair]) -> torch.Tensor:
     """(B, 64, 64) bool: the eye/nose pixels of each scene (empty for circles, squares, triangles)."""
-    return torch.from_numpy(np.stack([world.parts(s)[2] for s in scenes]))
+    return torch.from_numpy(np.stack([world.detail_mask(s) for s in scenes]))
 
 
 def pixel_weights(masks: torch.Tensor, details: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ def trainable(vae) -> list[torch.nn.Parameter]:
     return list(parts.parameters())
 
 
-def train_vae_decoder(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, peak_lr: float = 2e-3) -> None:
+def train_vae_decoder(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, peak_lr: float = 2e-3, spec: world.WorldSpec = world.V1) -> None:
     """Fine-tune the decoder of the stage-1 VAE (`workdir/vae.pt`) into `workdir/vae_decoder.pt`.
 
     One uninterrupted run draws its latents' noise from one generator (this is how the shipped
@@ -87,7 +87,7 @@ def train_vae_decoder(workdir: Path, steps: int, batch_size: int, checkpoint_eve
     generator = torch.Generator().manual_seed(seed * 7 + start)
 
     def train_step(step: int) -> dict[str, str]:
-        data = world.batch(batch_size, seed=seed * 15485863 + step)
+        data = world.batch(batch_size, seed=seed * 15485863 + step, spec=spec)
         x = data["images"]  # (B, 3, 64, 64)
         weight = pixel_weights(data["masks"], detail_masks(data["scenes"]))  # (B, 1, 64, 64)
         with torch.no_grad():

@@ -20,6 +20,21 @@ captions are also noisy, as web captions are: each word of shape, colour, place 
 another value with probability `CAPTION_NOISE` (`mislabel`), so "a red cat" is a red cat only most
 of the time — which is what classifier-free guidance has to sharpen.
 
+World v2 (`V2`, the next toy; `V1` is the shipped model's world, kept bit for bit): half the scenes
+hold two objects, one at each end of a pair of places — left and right, or top and bottom — and
+their caption joins the two single-object phrases with "and", each with its own place:
+
+    caption2 := phrase "and" phrase                 (each phrase names its place; either order)
+    phrase   := "a" [size] [colour] shape place
+
+e.g. "a large red cat on the left and a small blue dog on the right"; the two objects may share a
+shape ("a red cat on the left and a blue cat on the right": which colour goes with which cat is the
+binding test) or a colour. Every object has its own ground-truth mask (`object_masks`), so a word's
+attention map can be measured against *its* object. Captions also use synonyms interchangeably
+(`SYNONYMS`: big = large, little = small, crimson = scarlet = red, navy = blue, kitty = cat,
+puppy = dog, ball = circle), each word of a group drawn with equal chance; `parse_caption` reads them
+back to the canonical value. Single-object captions are the same grammar as V1.
+
 Not here: the model itself (`sdexplain.toy.model`), training (`sdexplain.toy.train`).
 """
 
@@ -61,6 +76,33 @@ DROP_RATE = 0.1  # chance that a training caption leaves out size, colour or pla
 CAPTION_NOISE = 0.2  # stage 2: chance that a caption names the wrong shape, colour, place or size (each)
 HELD_OUT_SEED = 10**9  # scenes from this seed on are never trained on (evaluation and tests draw from here)
 
+# World v2: synonyms (canonical word -> every word a caption may use for it, the canonical one first)
+SYNONYMS = {
+    "small": ("small", "little"),
+    "large": ("large", "big"),
+    "red": ("red", "crimson", "scarlet"),
+    "blue": ("blue", "navy"),
+    "cat": ("cat", "kitty"),
+    "dog": ("dog", "puppy"),
+    "circle": ("circle", "ball"),
+}
+CANONICAL = {word: canonical for canonical, words in SYNONYMS.items() for word in words}
+PAIR_PLACES = (("left", "right"), ("top", "bottom"))  # the places two objects of one scene take
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Which world a training run draws from."""
+
+    version: int
+    pair_rate: float  # share of scenes with two objects
+    synonyms: bool  # captions draw each word from its synonym group
+
+
+V1 = WorldSpec(1, 0.0, False)  # the shipped model's world: one object, no synonyms
+V2 = WorldSpec(2, 0.5, True)  # one or two objects, synonyms
+WORLDS = {1: V1, 2: V2}
+
 # Depth as MiDaS reports it: relative inverse depth ("nearness"), larger = closer, in [0, 1].
 FLOOR_NEAR, FLOOR_FAR = 0.35, 0.05  # the background is a floor receding towards the top
 OBJECT_NEARNESS = {"small": 0.65, "large": 0.9}
@@ -78,18 +120,24 @@ class Scene:
     cy: int
     radius: int
 
-    def caption(self, rng: np.random.Generator | None = None) -> str:
-        """The full caption, or (given an rng) one with size/colour/place dropped at DROP_RATE."""
+    def caption(self, rng: np.random.Generator | None = None, synonyms: bool = False, keep_place: bool = False) -> str:
+        """The full caption, or (given an rng) one with size/colour/place dropped at DROP_RATE; with
+        `synonyms` (and an rng) each word is drawn from its synonym group. `keep_place`: never drop the place."""
         keep = lambda: rng is None or rng.random() >= DROP_RATE  # noqa: E731
+        word = lambda w: w if rng is None or not synonyms or w not in SYNONYMS else SYNONYMS[w][rng.integers(len(SYNONYMS[w]))]  # noqa: E731
         words = ["a"]
         if keep():
-            words.append(self.size)
+            words.append(word(self.size))
         if keep():
-            words.append(self.colour)
-        words.append(self.shape)
-        if keep():
+            words.append(word(self.colour))
+        words.append(word(self.shape))
+        if keep_place or keep():
             words.append(POSITIONS[self.position][1])
         return " ".join(words)
+
+    @property
+    def objects(self) -> tuple[Scene, ...]:
+        return (self,)
 
     @property
     def labels(self) -> dict[str, int]:
@@ -99,6 +147,28 @@ class Scene:
             "position": POSITION_NAMES.index(self.position),
             "size": SIZE_NAMES.index(self.size),
         }
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two objects on one background (world v2), in the order their caption names them."""
+
+    first: Scene
+    second: Scene
+
+    def __post_init__(self):
+        places = {self.first.position, self.second.position}
+        if not any(places == set(pair) for pair in PAIR_PLACES):
+            allowed = " or ".join("/".join(pair) for pair in PAIR_PLACES)
+            raise ValueError(f"a pair's objects must take {allowed}, got {self.first.position}/{self.second.position}")
+
+    @property
+    def objects(self) -> tuple[Scene, Scene]:
+        return (self.first, self.second)
+
+    def caption(self, rng: np.random.Generator | None = None, synonyms: bool = False) -> str:
+        """Both phrases joined by "and", each with its place (places are never dropped: they bind)."""
+        return " and ".join(o.caption(rng, synonyms, keep_place=True) for o in self.objects)
 
 
 def make_scene(shape: str, colour: str, position: str, size: str, rng: np.random.Generator | None = None) -> Scene:
@@ -120,11 +190,14 @@ def make_scene(shape: str, colour: str, position: str, size: str, rng: np.random
     return Scene(shape, colour, position, size, cx, cy, radius)
 
 
-def mislabel(scene: Scene, rng: np.random.Generator, rate: float = CAPTION_NOISE) -> Scene:
+def mislabel(scene: Scene | Pair, rng: np.random.Generator, rate: float = CAPTION_NOISE) -> Scene | Pair:
     """The scene as a noisy caption describes it: each of shape, colour, position and size replaced by
     another value (uniformly) with probability `rate`. Only the names change; the drawing doesn't."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"caption noise rate must be in [0, 1], got {rate!r}")
+    if isinstance(scene, Pair):  # each object named wrongly on its own; the places stay (they bind)
+        first, second = (replace(mislabel(o, rng, rate), position=o.position) for o in scene.objects)
+        return Pair(first, second)
     names = {"shape": SHAPES, "colour": COLOUR_NAMES, "position": POSITION_NAMES, "size": SIZE_NAMES}
     wrong = {}
     for attribute, allowed in names.items():
@@ -134,9 +207,11 @@ def mislabel(scene: Scene, rng: np.random.Generator, rate: float = CAPTION_NOISE
     return replace(scene, **wrong)
 
 
-def sample_scenes(n: int, seed: int) -> list[Scene]:
-    """n random scenes, the same ones for the same seed."""
+def sample_scenes(n: int, seed: int, spec: WorldSpec = V1) -> list[Scene | Pair]:
+    """n random scenes of world `spec`, the same ones for the same seed (V1: exactly as before V2 existed)."""
     rng = np.random.default_rng(seed)
+    if spec.pair_rate:
+        return [sample_pair(rng) if rng.random() < spec.pair_rate else _random_scene(rng) for _ in range(n)]
     return [
         make_scene(
             SHAPES[rng.integers(len(SHAPES))],
@@ -147,6 +222,22 @@ def sample_scenes(n: int, seed: int) -> list[Scene]:
         )
         for _ in range(n)
     ]
+
+
+def _random_scene(rng: np.random.Generator, position: str | None = None) -> Scene:
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    colour = COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]
+    if position is None:
+        position = POSITION_NAMES[rng.integers(len(POSITION_NAMES))]
+    return make_scene(shape, colour, position, SIZE_NAMES[rng.integers(len(SIZE_NAMES))], rng)
+
+
+def sample_pair(rng: np.random.Generator) -> Pair:
+    """Two random objects at a random pair of places, named in a random order."""
+    places = PAIR_PLACES[rng.integers(len(PAIR_PLACES))]
+    if rng.random() < 0.5:
+        places = places[::-1]
+    return Pair(*(_random_scene(rng, place) for place in places))
 
 
 _Y, _X = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
@@ -199,19 +290,46 @@ def parts(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _parts(scene.shape, scene.cx, scene.cy, scene.radius)
 
 
-def render(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image uint8 (64, 64, 3), object mask bool (64, 64), depth float32 (64, 64)) of one scene."""
-    body, shade, detail = parts(scene)
-    colour = np.array(COLOURS[scene.colour], dtype=np.uint8)
+def render(scene: Scene | Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image uint8 (64, 64, 3), mask of every object bool (64, 64), depth float32 (64, 64)) of a scene."""
     image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     image[:] = BACKGROUND
-    image[body] = colour
-    image[shade] = (colour * 0.6).astype(np.uint8)
-    image[detail] = DETAIL
-    mask = body | shade | detail
+    mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
     depth = floor_depth().copy()
-    depth[mask] = OBJECT_NEARNESS[scene.size]
+    for obj in scene.objects:
+        body, shade, detail = parts(obj)
+        colour = np.array(COLOURS[obj.colour], dtype=np.uint8)
+        image[body] = colour
+        image[shade] = (colour * 0.6).astype(np.uint8)
+        image[detail] = DETAIL
+        own = body | shade | detail
+        depth[own] = OBJECT_NEARNESS[obj.size]
+        mask |= own
     return image, mask, depth
+
+
+def detail_mask(scene: Scene | Pair) -> np.ndarray:
+    """bool (64, 64): the eye and nose pixels of every cat and dog in the scene."""
+    return np.logical_or.reduce([parts(obj)[2] for obj in scene.objects])
+
+
+def object_masks(scene: Scene | Pair) -> np.ndarray:
+    """One mask per object, bool (k, 64, 64), in the order the caption names them."""
+    return np.stack([np.logical_or.reduce(parts(obj)) for obj in scene.objects])
+
+
+def slot_labels(scene: Scene | Pair) -> dict[str, np.ndarray]:
+    """What a reader of the picture should find at each place (POSITION_NAMES order): `present` (0/1)
+    and the shape, colour and size indices of the object there (-100, the ignored label, where none)."""
+    labels = {"present": np.zeros(len(POSITION_NAMES), dtype=np.int64)}
+    for attribute in ("shape", "colour", "size"):
+        labels[attribute] = np.full(len(POSITION_NAMES), -100, dtype=np.int64)
+    for obj in scene.objects:
+        slot = POSITION_NAMES.index(obj.position)
+        labels["present"][slot] = 1
+        for attribute in ("shape", "colour", "size"):
+            labels[attribute][slot] = obj.labels[attribute]
+    return labels
 
 
 def crude_drawing(colour: str = "orange") -> np.ndarray:
@@ -249,30 +367,38 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def batch(n: int, seed: int, drop_rate_captions: bool = True) -> dict:
-    """A batch of n scenes: images in [-1, 1], masks, depths, labels and captions.
+def batch(n: int, seed: int, drop_rate_captions: bool = True, spec: WorldSpec = V1) -> dict:
+    """A batch of n scenes of world `spec`: images in [-1, 1], masks, depths, labels and captions.
 
-    Deterministic in `seed`. Captions drop words at DROP_RATE when `drop_rate_captions`.
+    Deterministic in `seed`. Captions drop words at DROP_RATE when `drop_rate_captions` (and use
+    synonyms when the world has them). `labels` (one object's attributes) only where every scene has
+    one object; `slots` (what is at each place, `slot_labels`) always.
     """
-    scenes = sample_scenes(n, seed)
+    scenes = sample_scenes(n, seed, spec)
     rng = np.random.default_rng(seed + 1_000_003)
     rendered = [render(s) for s in scenes]
     images = np.stack([r[0] for r in rendered])
-    return {
+    slots = [slot_labels(s) for s in scenes]
+    data = {
         "scenes": scenes,
         "images": to_tensor(images),  # (n, 3, 64, 64)
         "masks": torch.from_numpy(np.stack([r[1] for r in rendered])),  # (n, 64, 64) bool
         "depths": torch.from_numpy(np.stack([r[2] for r in rendered])),  # (n, 64, 64)
-        "labels": {k: torch.tensor([s.labels[k] for s in scenes]) for k in ("shape", "colour", "position", "size")},
-        "captions": [s.caption(rng if drop_rate_captions else None) for s in scenes],
+        "slots": {k: torch.from_numpy(np.stack([s[k] for s in slots])) for k in slots[0]},  # each (n, 5)
+        "captions": [s.caption(rng if drop_rate_captions else None, spec.synonyms) for s in scenes],
     }
+    if all(isinstance(s, Scene) for s in scenes):
+        data["labels"] = {k: torch.tensor([s.labels[k] for s in scenes]) for k in ("shape", "colour", "position", "size")}
+    return data
 
 
 def parse_caption(caption: str) -> dict[str, str | None]:
-    """The attributes a caption names (None where it names none) — the inverse of Scene.caption."""
+    """The attributes a one-object caption names (None where it names none), synonyms read as their
+    canonical word — the inverse of Scene.caption. For two-object captions see `parse_objects`."""
     words = caption.lower().split()
     found: dict[str, str | None] = {"shape": None, "colour": None, "position": None, "size": None}
     for word in words:
+        word = CANONICAL.get(word, word)
         if word in SHAPES:
             found["shape"] = word
         elif word in COLOURS:
@@ -284,9 +410,18 @@ def parse_caption(caption: str) -> dict[str, str | None]:
     return found
 
 
-def all_words() -> list[str]:
-    """Every word the caption grammar can produce (the toy tokenizer's core vocabulary)."""
+def parse_objects(caption: str) -> list[dict[str, str | None]]:
+    """The attributes of each object a caption names, in its order (phrases joined by "and")."""
+    return [parse_caption(phrase) for phrase in caption.lower().split(" and ")]
+
+
+def all_words(spec: WorldSpec = V1) -> list[str]:
+    """Every word the caption grammar of world `spec` can produce (the toy tokenizer's core vocabulary)."""
     words = {"a"} | set(SHAPES) | set(COLOURS) | set(SIZES)
     for _, phrase in POSITIONS.values():
         words |= set(phrase.split())
+    if spec.synonyms:
+        words |= set(CANONICAL)
+    if spec.pair_rate:
+        words.add("and")
     return sorted(words)
