@@ -152,12 +152,20 @@ def _native_bf16() -> bool:
 
 
 @pytest.mark.slow
-def test_world_2_trains_the_vae_its_decoder_and_the_slot_judge(tmp_path):
-    workdir, extras = tmp_path / "work", tmp_path / "extras"
-    common = ["--world", "2", "--workdir", str(workdir), "--extras-out", str(extras), "--checkpoint-every", "1", "--threads", "1"]
-    for part in ("vae", "vae-decoder", "judge", "judge-crisp"):
-        train.main(["--part", part, "--vae-steps", "1", "--vae-decoder-steps", "1", "--judge-steps", "1", *common])
+def test_world_2_trains_the_whole_chain_and_exports_a_pipeline_that_reads_its_words(tmp_path):
+    workdir, out, extras = tmp_path / "work", tmp_path / "model", tmp_path / "extras"
+    train.main(["--world", "2", "--part", "all", "--workdir", str(workdir), "--out", str(out), "--extras-out", str(extras), *TINY_RUN])
     assert "heads.present.weight" in torch.load(workdir / "judge.pt", weights_only=True)["model"]  # the SlotJudge
+    latents = torch.load(workdir / "latents.pt", weights_only=True)
+    assert latents["world"] == 2 and any(isinstance(s[0], (tuple, list)) for s in latents["scenes"])  # pairs stored
+    from diffusers import StableDiffusionPipeline
+
     from sdexplain.toy.model import Judge, SlotJudge
 
-    assert type(Judge.load(extras / "judge-crisp")) is SlotJudge
+    assert type(Judge.load(out / "judge")) is SlotJudge and type(Judge.load(extras / "judge-crisp")) is SlotJudge
+    pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
+    tokens = pipe.tokenizer.tokenize("a big crimson kitty on the left and a navy puppy on the right")
+    assert tokens[:4] == ["a</w>", "big</w>", "crimson</w>", "kitty</w>"] and "and</w>" in tokens
+    assert pipe("a big crimson kitty on the left and a navy puppy on the right", num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)
+    with pytest.raises(ValueError, match="world 2's scenes, not world 1's"):
+        train.main(["--part", "classifier", "--workdir", str(workdir), *TINY_RUN[-8:]])

@@ -170,6 +170,7 @@ def train_unet(
     dataset_size: int,
     stop_at: int | None = None,
     stage: UNetStage = CLEAN,
+    spec: world.WorldSpec = world.V1,
 ) -> None:
     """Train `stage` for `steps` (the learning-rate schedule's length); `stop_at` ends this run early
     at that step — the checkpoint stays resumable, and running again without it continues the schedule."""
@@ -180,11 +181,11 @@ def train_unet(
         return
 
     # 1. the frozen VAE's latents, encoded once, and the scale that brings them to unit variance
-    latents, scenes, scaling_factor = dataset(workdir, dataset_size, seed)  # (N, 4, 8, 8), std 1
+    latents, scenes, scaling_factor = dataset(workdir, dataset_size, seed, spec)  # (N, 4, 8, 8), std 1
 
     # 2. models (from scratch, or the base stage's EMA weights), optimiser, EMA copies
     torch.manual_seed(seed)
-    tokenizer, text_encoder = text_model()
+    tokenizer, text_encoder = text_model(spec)
     unet = toy_model.make_unet()
     if stage.base is not None:
         base = stage.base.require(workdir)
@@ -225,7 +226,7 @@ def train_unet(
         nonlocal loss
         rng = np.random.default_rng(seed * 1_000_003 + step + (0 if stage.base is None else 7_919_000))
         idx = torch.from_numpy(rng.integers(len(scenes), size=batch_size))
-        captions = stage.captions(scenes, idx.tolist(), rng)
+        captions = stage.captions(scenes, idx.tolist(), rng, spec.synonyms)
         g = torch.Generator().manual_seed(seed * 7 + step)
         # half the timesteps uniform over [0, 1000), half over the noisy end [400, 1000)
         t = torch.where(
@@ -268,16 +269,16 @@ def export_judge(workdir: Path, out: Path = toy_model.MODEL_DIR, crisp: bool = F
     return out / folder
 
 
-def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True, stage: UNetStage = NOISY) -> Path:
+def export(workdir: Path, out: Path = toy_model.MODEL_DIR, use_ema: bool = True, stage: UNetStage = NOISY, spec: world.WorldSpec = world.V1) -> Path:
     """Write the shipped model (`stage`'s weights): a StableDiffusionPipeline folder plus the judge."""
     from diffusers import StableDiffusionPipeline
 
     state = stage.require(workdir)
-    tokenizer, text_encoder = text_model()
+    tokenizer, text_encoder = text_model(spec)
     unet = toy_model.make_unet()
     unet.load_state_dict(state["ema_unet" if use_ema else "unet"])
     text_encoder.load_state_dict(state["ema_text" if use_ema else "text_encoder"])
-    vae = load_vae(workdir)
+    vae = load_vae(workdir)  # export-vae-decoder then writes the fine-tuned decoder as vae/
     vae.register_to_config(scaling_factor=state["scaling_factor"])
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -385,12 +386,12 @@ def main(argv: list[str] | None = None) -> None:
         train_judge(args.workdir, args.judge_steps, 64, args.checkpoint_every, args.seed, round_trips=False, spec=spec)
         export_judge(args.workdir, args.extras_out, crisp=True)
     if args.part in ("all", "unet"):
-        train_unet(args.workdir, args.unet_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, args.unet_stop_at)
+        train_unet(args.workdir, args.unet_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, args.unet_stop_at, spec=spec)
     noisy = replace(NOISY, caption_noise=args.caption_noise)
     if args.part in ("all", "unet-noisy"):
-        train_unet(args.workdir, args.noisy_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, stage=noisy)
+        train_unet(args.workdir, args.noisy_steps, args.batch_size, args.checkpoint_every, args.seed, args.dataset_size, stage=noisy, spec=spec)
     if args.part in ("all", "export"):
-        export(args.workdir, args.out, stage=noisy)
+        export(args.workdir, args.out, stage=noisy, spec=spec)
     if args.part in ("all", "export-vae-decoder"):  # the fine-tuned VAE as vae/, the first one beside the model
         export_vae_decoder(args.workdir, args.out, args.extras_out)
     if args.part == "export-judge":  # only the judge, beside an existing model
@@ -398,10 +399,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("all", "classifier", "depth", "export-extras"):
         from sdexplain.toy import train_extras  # it builds on this module
     if args.part in ("all", "classifier"):
-        train_extras.train_classifier(args.workdir, args.classifier_steps, 256, args.checkpoint_every, args.seed)
+        train_extras.train_classifier(args.workdir, args.classifier_steps, 256, args.checkpoint_every, args.seed, spec)
     if args.part in ("all", "depth"):
-        train_extras.train_depth_estimator(args.workdir, args.depth_estimator_steps, 32, args.checkpoint_every, args.seed)
-        train_extras.train_depth_unet(args.workdir, args.depth_unet_steps, args.batch_size, args.checkpoint_every, args.seed, noisy)
+        train_extras.train_depth_estimator(args.workdir, args.depth_estimator_steps, 32, args.checkpoint_every, args.seed, spec)
+        train_extras.train_depth_unet(args.workdir, args.depth_unet_steps, args.batch_size, args.checkpoint_every, args.seed, noisy, spec)
     if args.part in ("all", "export-extras"):
         train_extras.export_extras(args.workdir, args.extras_out)
 

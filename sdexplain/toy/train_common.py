@@ -63,8 +63,16 @@ def load_checkpoint(path: Path) -> dict | None:
 
 
 def _plain_scene(scene) -> tuple:
-    """A world.Scene as a tuple of its fields (what checkpoints store); tuples pass through."""
+    """A world.Scene as a tuple of its fields, a world.Pair as a tuple of two such tuples (what
+    checkpoints store); tuples pass through."""
     return dataclasses.astuple(scene) if dataclasses.is_dataclass(scene) else tuple(scene)
+
+
+def _scene_from_plain(fields: tuple):
+    """The inverse of `_plain_scene`."""
+    if isinstance(fields[0], (tuple, list)):
+        return world.Pair(*(world.Scene(*obj) for obj in fields))
+    return world.Scene(*fields)
 
 
 def require_checkpoint(path: Path, part: str) -> dict:
@@ -186,9 +194,9 @@ def diffusion_loss(unet, x0: torch.Tensor, t: torch.Tensor, context: torch.Tenso
     return (weight * (eps - noise).pow(2).mean(dim=(1, 2, 3))).mean()
 
 
-def text_model():
-    """The toy tokenizer and a fresh text encoder for it (its weights drawn from torch's global RNG)."""
-    tokenizer = build_tokenizer()
+def text_model(spec: world.WorldSpec = world.V1):
+    """The toy tokenizer of world `spec` and a fresh text encoder for it (its weights drawn from torch's global RNG)."""
+    tokenizer = build_tokenizer(world.all_words(spec))
     return tokenizer, toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
 
 
@@ -222,18 +230,18 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the U-Nets' data and stages
 
 
-def encode_dataset(vae, n: int, seed: int, batch_size: int = 256) -> tuple[torch.Tensor, list]:
-    """Render n scenes and encode them once: (latents (n, 4, 8, 8) unscaled, scenes)."""
+def encode_dataset(vae, n: int, seed: int, batch_size: int = 256, spec: world.WorldSpec = world.V1) -> tuple[torch.Tensor, list]:
+    """Render n scenes of world `spec` and encode them once: (latents (n, 4, 8, 8) unscaled, scenes)."""
     latents, scenes = [], []
     for i in tqdm(range(0, n, batch_size), desc="encode"):
-        data = world.batch(min(batch_size, n - i), seed=seed * 31337 + i)
+        data = world.batch(min(batch_size, n - i), seed=seed * 31337 + i, spec=spec)
         with torch.no_grad():
             latents.append(vae.encode(data["images"]).latent_dist.mode())
         scenes += data["scenes"]
     return torch.cat(latents), scenes
 
 
-def dataset(workdir: Path, dataset_size: int | None = None, seed: int = 0) -> tuple[torch.Tensor, list, float]:
+def dataset(workdir: Path, dataset_size: int | None = None, seed: int = 0, spec: world.WorldSpec = world.V1) -> tuple[torch.Tensor, list, float]:
     """The U-Nets' training set: (latents (N, 4, 8, 8) scaled to unit variance, their scenes, the scale).
 
     Encoded once by the frozen VAE into workdir/latents.pt; with `dataset_size`, made there when
@@ -244,10 +252,14 @@ def dataset(workdir: Path, dataset_size: int | None = None, seed: int = 0) -> tu
     if data is None:
         if dataset_size is None:
             data = require_checkpoint(path, "unet")  # raises: the U-Net part makes the dataset
-        latents, scenes = encode_dataset(load_vae(workdir), dataset_size, seed)
+        latents, scenes = encode_dataset(load_vae(workdir), dataset_size, seed, spec=spec)
         data = {"latents": latents, "scenes": [_plain_scene(s) for s in scenes], "scaling_factor": float(1.0 / latents.std())}
+        if spec.version != 1:  # world 1's file predates the key (and keeps its fingerprint)
+            data["world"] = spec.version
         save_checkpoint(path, data)
-    scenes = [world.Scene(*fields) for fields in data["scenes"]]
+    if data.get("world", 1) != spec.version:
+        raise ValueError(f"{path} holds world {data.get('world', 1)}'s scenes, not world {spec.version}'s: use that world's --workdir")
+    scenes = [_scene_from_plain(fields) for fields in data["scenes"]]
     return data["latents"] * data["scaling_factor"], scenes, data["scaling_factor"]  # latents (N, 4, 8, 8), std 1
 
 
@@ -274,11 +286,12 @@ class UNetStage:
         """This stage's checkpoint, or a clear error naming the part that makes it."""
         return require_checkpoint(self.checkpoint(workdir), self.part)
 
-    def captions(self, scenes: list, indices: list[int], rng: np.random.Generator) -> list[str]:
+    def captions(self, scenes: list, indices: list[int], rng: np.random.Generator, synonyms: bool = False) -> list[str]:
         """Training captions for scenes[indices]: mislabelled at `caption_noise`, then sampled from the
-        grammar (words dropped at world.DROP_RATE) and EMPTY_CAPTION_RATE of them replaced by the empty caption."""
+        grammar (words dropped at world.DROP_RATE, synonyms drawn when `synonyms`) and EMPTY_CAPTION_RATE
+        of them replaced by the empty caption."""
         named = [scenes[i] if not self.caption_noise else world.mislabel(scenes[i], rng, self.caption_noise) for i in indices]
-        return [scene.caption(rng) if rng.random() >= EMPTY_CAPTION_RATE else "" for scene in named]
+        return [scene.caption(rng, synonyms) if rng.random() >= EMPTY_CAPTION_RATE else "" for scene in named]
 
 
 EMPTY_CAPTION_RATE = 0.1  # share of training captions replaced by "" (the unconditional model CFG needs)

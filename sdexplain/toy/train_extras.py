@@ -42,9 +42,12 @@ from sdexplain.toy.train_common import (
 )
 
 
-def train_classifier(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
-    """The noisy-latent classifier p(y | x_t, t) for classifier guidance: noise at every t, as the U-Net sees."""
-    latents, scenes, _ = dataset(workdir)
+def train_classifier(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, spec: world.WorldSpec = world.V1) -> None:
+    """The noisy-latent classifier p(y | x_t, t) for classifier guidance: noise at every t, as the U-Net sees.
+    It reads one object's attributes, so it learns from the one-object scenes only (all of world 1's)."""
+    latents, scenes, _ = dataset(workdir, spec=spec)
+    singles = [i for i, s in enumerate(scenes) if isinstance(s, world.Scene)]
+    latents, scenes = latents[singles], [scenes[i] for i in singles]
     labels = {k: torch.tensor([s.labels[k] for s in scenes]) for k in NoisyLatentClassifier.HEADS}
     torch.manual_seed(seed)
     classifier = NoisyLatentClassifier()
@@ -66,7 +69,7 @@ def train_classifier(workdir: Path, steps: int, batch_size: int, checkpoint_ever
     resumable_loop("classifier", path, {"model": classifier}, opt, train_step, steps=steps, start=start, lr=lambda step: cosine_lr(step, steps, 1e-3, 100), checkpoint_every=checkpoint_every)
 
 
-def train_depth_estimator(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int) -> None:
+def train_depth_estimator(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, spec: world.WorldSpec = world.V1) -> None:
     """Image -> depth (the MiDaS stand-in), L1 against the world's true depth maps."""
     torch.manual_seed(seed)
     estimator = DepthEstimator()
@@ -76,7 +79,7 @@ def train_depth_estimator(workdir: Path, steps: int, batch_size: int, checkpoint
     generator = torch.Generator().manual_seed(seed)
 
     def train_step(step: int) -> dict[str, str]:
-        data = world.batch(batch_size, seed=seed * 15485863 + step)
+        data = world.batch(batch_size, seed=seed * 15485863 + step, spec=spec)
         loss = (estimator(augment(data["images"], generator)) - data["depths"]).abs().mean()
         optimise(opt, loss)
         return {"l1": f"{loss.item():.4f}"}
@@ -94,7 +97,7 @@ def without_place(caption: str) -> str:
     return caption
 
 
-def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, base_stage: UNetStage = NOISY) -> None:
+def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_every: int, seed: int, base_stage: UNetStage = NOISY, spec: world.WorldSpec = world.V1) -> None:
     """Fine-tune a 5-channel copy of the trained U-Net on [latent, depth] (text encoder frozen), as SD 2
     depth was made from SD 2: from the last stage's weights, on captions as noisy as that stage's."""
     path = workdir / "depth_unet.pt"
@@ -102,10 +105,10 @@ def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_ever
     if state is not None and state["step"] >= steps:  # before the depth maps are rendered
         print(f"depth unet: done ({state['step']} steps)")
         return
-    latents, scenes, _ = dataset(workdir)
+    latents, scenes, _ = dataset(workdir, spec=spec)
     depths = depth_to_latent_input(torch.from_numpy(np.stack([world.render(s)[2] for s in scenes])), (8, 8))  # (N, 1, 8, 8)
     base = base_stage.require(workdir)
-    tokenizer, text_encoder = text_model()
+    tokenizer, text_encoder = text_model(spec)
     text_encoder.load_state_dict(base["ema_text"])
     text_encoder.requires_grad_(False).eval()
     unet = toy_model.make_unet()
@@ -121,7 +124,7 @@ def train_depth_unet(workdir: Path, steps: int, batch_size: int, checkpoint_ever
     def train_step(step: int) -> dict[str, str]:
         rng = np.random.default_rng(seed * 999_983 + step)
         idx = torch.from_numpy(rng.integers(len(scenes), size=batch_size))
-        captions = base_stage.captions(scenes, idx.tolist(), rng)
+        captions = base_stage.captions(scenes, idx.tolist(), rng, spec.synonyms)
         # half the captions lose their place words: where the object stands must then come from the depth map
         captions = [without_place(c) if rng.random() < PLACE_DROP else c for c in captions]
         g = torch.Generator().manual_seed(seed * 11 + step)
