@@ -21,8 +21,13 @@ device. Nothing grows with the number of layers; memory is planned by `sdexplain
     tokens             per batch entry, the token strings of positions 0..T-1
     lengths            per batch entry, positions up to and including the first end token
 
-Position 0 is the start token, `lengths[b] - 1` the end token; the real words lie between. They
-are kept apart because the start token soaks up most of the attention and would drown the words.
+Position 0 is the start token, `lengths[b] - 1` the end token; the real words lie between. The
+start, end and padding slots are kept apart from the words so that each map can be labelled by
+what its slot holds (in real SD the start slot takes a large share of the attention).
+
+`check_against_processor` checks the recomputation against the layers themselves: the recorded
+probabilities, applied to each layer's own values, must give what the layer's attention processor
+actually output (the input of its `to_out` projection), in every layer and every U-Net call.
 """
 
 from __future__ import annotations
@@ -168,6 +173,8 @@ class CrossAttentionRecorder:
         self.active = False
         self.cond_slice = slice(None)
         self.latent_hw = (0, 0)
+        self.kept_probs: dict[str, torch.Tensor] | None = None  # {layer: (B, H, N, 77)}, only for check_against_processor
+        self.unscaled = False  # False always, except where check_against_processor shows that a wrong scale fails
 
     def attach(self) -> None:
         for name, attn in self.layers.items():
@@ -203,7 +210,9 @@ class CrossAttentionRecorder:
         heads, d = attn.heads, inner // attn.heads
         q = q.reshape(b, n, heads, d).transpose(1, 2)  # (B, H, N, d)
         k = k.reshape(b, k.shape[1], heads, d).transpose(1, 2)  # (B, H, 77, d)
-        probs = (q.float() @ k.float().transpose(-1, -2) * attn.scale).softmax(-1)  # (B, H, N, 77)
+        probs = (q.float() @ k.float().transpose(-1, -2) * (1.0 if self.unscaled else attn.scale)).softmax(-1)  # (B, H, N, 77)
+        if self.kept_probs is not None:  # check_against_processor compares them with the layer's own output
+            self.kept_probs[name] = probs
         if self.debug and name not in self.row_sums:
             sums = probs.sum(-1)  # (B, H, N): each query's weights over the tokens
             self.row_sums[name] = (float(sums.min()), float(sums.max()))
@@ -268,3 +277,92 @@ def _padding_mean(maps: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
     """(B, 77, h, w), (B, 77) → (B, h, w): mean over each row's padding positions (0 if none)."""
     weights = pad_mask / pad_mask.sum(1, keepdim=True).clamp(min=1)  # (B, 77)
     return torch.einsum("bthw,bt->bhw", maps, weights.to(maps.dtype))
+
+
+# ----------------------------------------------------------------------------- the independent check
+
+
+@dataclass
+class ProcessorCheck:
+    """The recorder's probabilities P against each cross-attention layer's real output O (per layer).
+
+    layers: {name: {"calls": U-Net calls checked, "error": max |P·V − O|, "size": max |O|,
+    "head_dim": d, "heads": h}}; `worst` = the largest error / size over all layers.
+    """
+
+    layers: dict
+    unscaled: bool = False
+
+    @property
+    def worst(self) -> float:
+        return max(v["error"] / v["size"] for v in self.layers.values())
+
+    @property
+    def calls(self) -> int:
+        return sum(v["calls"] for v in self.layers.values())
+
+
+def check_against_processor(pipe, prompt: str, *, steps: int = 2, cfg: float = 7.5, seed: int = 0, height: int | None = None, width: int | None = None, unscaled: bool = False) -> ProcessorCheck:
+    """Run `pipe` once and compare, in every cross-attention layer and U-Net call, the weights the
+    recorder computes (softmax(Q·Kᵀ/√d) from the layer's `to_q`/`to_k` outputs, heads apart) applied
+    to the layer's own values (`to_v`) with what the layer's attention processor really output.
+
+    This is what makes the recorded maps the pipeline's own weights: the processor (diffusers'
+    fused scaled-dot-product attention) computes its output without the recorder, so a recorder
+    with a wrong scale, a missed mask or a processor that changes the logits shows up as an error.
+    The check covers the conditional and the unconditional halves of the CFG batch.
+    `unscaled=True` makes the recorder leave out the 1/√d (its logits only, the pipeline is
+    untouched): the check then fails, which shows that it can. Hooks are removed even when the run fails.
+    """
+    from sdexplain.diffusion import check_steps
+
+    check_steps(steps)
+    recorder = CrossAttentionRecorder(pipe.unet)
+    recorder.kept_probs, recorder.unscaled = {}, bool(unscaled)
+    values: dict[str, torch.Tensor] = {}
+    layers = {name: {"calls": 0, "error": 0.0, "size": 0.0, "head_dim": 0, "heads": attn.heads} for name, attn in recorder.layers.items()}
+
+    def on_unet(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        recorder.begin_step(True, slice(None), tuple(sample.shape[-2:]))
+
+    def on_value(name, module, inputs, output):
+        values[name] = output
+
+    def on_key_value(name, module, inputs, output):
+        values[name] = output[..., output.shape[-1] // 2 :]
+
+    def on_output(name, module, args):
+        probs, v, out = recorder.kept_probs.pop(name, None), values.pop(name, None), args[0]
+        if probs is None or v is None:
+            return
+        b, heads = probs.shape[0], probs.shape[1]
+        v = v.float().reshape(b, v.shape[1], heads, -1).transpose(1, 2)  # (B, H, 77, d)
+        mixed = (probs @ v).transpose(1, 2).reshape(b, probs.shape[2], -1)  # (B, N, H·d): heads merged as the processor does
+        entry = layers[name]
+        entry["calls"] += 1
+        entry["error"] = max(entry["error"], float((mixed - out.float()).abs().max()))
+        entry["size"] = max(entry["size"], float(out.float().abs().max()))
+        entry["head_dim"] = v.shape[-1]
+
+    handles = [pipe.unet.register_forward_pre_hook(on_unet, with_kwargs=True)]
+    try:
+        recorder.attach()
+        for name, attn in recorder.layers.items():
+            if getattr(attn, "to_kv", None) is not None:
+                handles.append(attn.to_kv.register_forward_hook(partial(on_key_value, name)))
+            else:
+                handles.append(attn.to_v.register_forward_hook(partial(on_value, name)))
+            handles.append(attn.to_out[0].register_forward_pre_hook(partial(on_output, name)))
+        device = getattr(pipe, "device", torch.device("cpu"))
+        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(seed)
+        with torch.no_grad():
+            pipe(prompt, num_inference_steps=steps, guidance_scale=cfg, height=height, width=width, generator=generator, output_type="latent")
+    finally:
+        recorder.remove()
+        for handle in handles:
+            handle.remove()
+    silent = [name for name, v in layers.items() if not v["calls"]]
+    if silent:
+        raise RuntimeError(f"{len(silent)} cross-attention layers were not checked (their processor bypassed to_q/to_k/to_v/to_out): {', '.join(silent)}")
+    return ProcessorCheck(layers, bool(unscaled))

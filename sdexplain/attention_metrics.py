@@ -3,10 +3,12 @@
 The cross-attention maps of a traced run (`run.attention`, see `sdexplain.attention`) say, for every
 latent pixel, how its attention is shared among the 77 token slots. Two honest checks:
 
-1. Shares add up. Each pixel's attention over the 77 slots is a softmax, so it sums to 1
-   (`row_sum_range` reads the raw rows the trace checked in debug mode), and the stored maps keep
-   that: averaging heads/layers/resolutions and resizing are convex, so per pixel
-   start + words + end + padding = 1 (`token_mass`).
+1. Shares add up. Each pixel's attention over the 77 slots is a softmax, so it sums to 1, and the
+   stored maps must keep that: averaging heads/layers/resolutions and resizing are convex, so per
+   pixel start + words + end + padding = 1 (`token_mass`) — a check of the trace's bookkeeping
+   (every slot kept, the padding counted right). `slot_shares` gives the same per slot, against
+   the uniform 1/77. (That the recorded weights are the pipeline's own is checked against the
+   layers' real outputs by `sdexplain.attention.check_against_processor`.)
 
 2. A word looks at its object. Given the object's mask (on the toy, segmented from the generated
    image itself by `object_mask`: every pixel that is not the background colour), the share of a
@@ -138,12 +140,25 @@ def token_mass(run, batch_index: int = 0, step: int | None = None) -> dict[str, 
     }
 
 
-def row_sum_range(run) -> tuple[float, float]:
-    """(min, max) over all layers of the raw attention row sums the trace recorded with debug=True."""
-    sums = run.debug.get("attention_row_sums")
-    if not sums:
-        raise ValueError("no row sums recorded: trace (or generate) with debug=True")
-    return min(lo for lo, _ in sums.values()), max(hi for _, hi in sums.values())
+def slot_shares(run, batch_index: int = 0, step: int | None = None) -> dict[str, float]:
+    """Mean attention per pixel that ONE slot of each kind receives: the start slot, a word slot
+    (the words' mean), the end slot and a padding slot (the padding's mean), next to "uniform" = 1/slots,
+    what every slot would get if a pixel attended to all slots alike.
+
+    `token_mass` gives the kinds' totals; a large total for the padding may come from its number of
+    slots alone, which these per-slot values tell apart.
+    """
+    attention = run.attention
+    length = attention.lengths[batch_index]
+    slots = len(run.tokens[batch_index].ids) if run.tokens else 77
+    mass = token_mass(run, batch_index, step)
+    return {
+        "start": mass["start"],
+        "word": mass["words"] / max(length - 2, 1),
+        "end": mass["end"],
+        "padding": mass["padding"] / max(slots - length, 1),
+        "uniform": 1.0 / slots,
+    }
 
 
 # ----------------------------------------------------------------------------- the toy's captions

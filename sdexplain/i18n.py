@@ -301,7 +301,7 @@ ZH: dict[str, str] = {
     "Scrub the steps of this run": "逐步查看这次运行",
     'unconditional ε̂(x_t, "")': '无条件 ε̂(x_t, "")',
     "conditional ε̂(x_t, prompt)": "有条件 ε̂(x_t, prompt)",
-    "difference cond − uncond": "差值 有条件 − 无条件",
+    "difference cond − uncond (own colour scale)": "差值 有条件 − 无条件 (单独色标)",
     "guided = uncond + s·(cond − uncond)": "指引后 = 无条件 + s·(有条件 − 无条件)",
     # widgets/panel.py: EXPLANATIONS, one line per knob
     "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.":
@@ -322,6 +322,9 @@ ZH: dict[str, str] = {
         "去噪强度 (重绘幅度, 仅图像转图像): 把输入推回噪声多远。0 = 不变; 1 = 从几乎纯噪声开始, 输入所剩无几。",
     "An optional input image: with one, generation becomes image-to-image.":
         "可选的输入图像: 有了它, 生成就变成图像转图像。",
+    # issue 25 (notebooks 01, 06, 09, 10): scales of heat maps and noise panels
+    "own scale ±{range}": "单独色标 ±{range}",
+    "attention (one scale)": "关注权重 (同一色标)",
 }
 
 

@@ -380,15 +380,17 @@ def accuracy_vs_t(t, accuracy, chance: float | Mapping[str, float] | None = None
 
 
 def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None = None, channel: int | None = None, title: str | None = None, names: Sequence[str] | None = None) -> Figure:
-    """Classifier-free guidance at one step, four panels on ONE shared colour scale (plus a colour bar):
+    """Classifier-free guidance at one step, four panels:
 
         unconditional ε̂(x_t, "")   conditional ε̂(x_t, prompt)   difference cond − uncond   guided ε̂
 
+    The two noises and the guided noise share ONE colour scale (left colour bar). The difference is
+    far smaller (on the shared scale it would be a blank white square), so it gets its OWN
+    symmetric scale and its own colour bar, and its title says so with its range. White = 0 in both.
     Tensors are one latent's noise (C, h, w) or (1, C, h, w). ``noise_guided`` defaults to
     uncond + scale·(cond − uncond). ``channel``: show one channel; default all as a 2×2 grid.
-    The difference is usually small on the shared scale: guidance multiplies it by ``scale``.
     ``names``: the four panel titles (e.g. for a negative prompt, whose noise takes the unconditional place).
-    Returns a figure with 5 axes (4 panels, 1 colour bar).
+    Returns a figure with 6 axes (4 panels, 2 colour bars).
     """
     uncond, cond = images.latent_array(noise_uncond), images.latent_array(noise_cond)
     diff = cond - uncond
@@ -404,23 +406,85 @@ def cfg_panels(noise_uncond, noise_cond, noise_guided=None, scale: float | None 
     if len(names) != 4:
         raise ValueError(f"names must give 4 panel titles, got {len(names)}")
     pictures = [p[channel] if channel is not None else images.channel_mosaic(p) for p in panels]
-    vmax = max(float(np.nanmax(np.abs(p))) for p in pictures) or 1.0
-    fig = Figure(figsize=(10.0, 2.9), layout="constrained")
+    vmax = max(float(np.nanmax(np.abs(p))) for k, p in enumerate(pictures) if k != 2) or 1.0
+    dmax = float(np.nanmax(np.abs(pictures[2]))) or 1.0
+    fig = Figure(figsize=(10.0, 3.1), layout="constrained")
     axes = fig.subplots(1, 4)
-    for ax, picture, name, raw in zip(axes, pictures, names, panels):
-        shown = ax.imshow(picture, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"{name}\n‖·‖={np.linalg.norm(raw):.2f}", fontsize=9)
+    for k, (ax, picture, name, raw) in enumerate(zip(axes, pictures, names, panels)):
+        own = k == 2
+        limit = dmax if own else vmax
+        shown = ax.imshow(picture, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        label = f"{name}\n‖·‖={np.linalg.norm(raw):.2f}"
+        if own:
+            label += f"\nown scale ±{dmax:.2f}"
+            diff_image = shown
+        else:
+            shared_image = shown
+        ax.set_title(label, fontsize=9)
         ax.set_axis_off()
-    fig.colorbar(shown, ax=list(axes), shrink=0.8)
+    fig.colorbar(shared_image, ax=[axes[0], axes[1], axes[3]], shrink=0.8, location="left", label=f"±{vmax:.2f}")
+    fig.colorbar(diff_image, ax=axes[2], shrink=0.8, location="right")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def attention_overlays(
+    pictures: Sequence,
+    heats: Sequence,
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    suptitle: str | None = None,
+    cell: float = 2.0,
+    alpha: float = 0.6,
+    shared: bool = True,
+) -> Figure:
+    """Heat maps over images, one axes each; a heat of None shows its picture plain.
+
+    ``pictures``: one image for all, or one per heat. ``shared``: every map on ONE scale (the lowest
+    to the highest value among them) with a colour bar, so maps can be compared by eye; otherwise
+    each map is stretched to its own min…max (where it looks, not how much) and its title gives that range.
+    """
+    heats = list(heats)
+    if not heats:
+        raise ValueError("attention_overlays needs at least one map")
+    if not isinstance(pictures, (list, tuple)):
+        pictures = [pictures] * len(heats)
+    if len(pictures) != len(heats):
+        raise ValueError(f"{len(pictures)} pictures for {len(heats)} maps")
+    arrays = [None if h is None else np.asarray(h.detach().float().cpu() if isinstance(h, torch.Tensor) else h, dtype=np.float32) for h in heats]
+    titles = list(titles) if titles is not None else [""] * len(heats)
+    values = [a for a in arrays if a is not None]
+    lo, hi = (min(float(a.min()) for a in values), max(float(a.max()) for a in values)) if values else (0.0, 1.0)
+    shown, labels = [], []
+    for picture, heat, label in zip(pictures, arrays, titles):
+        if heat is None:
+            shown.append(images.to_uint8(picture))
+        elif shared:
+            scaled = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+            shown.append(images.overlay_heatmap(picture, scaled, alpha=alpha, normalize=False))
+        else:
+            shown.append(images.overlay_heatmap(picture, heat, alpha=alpha, normalize=True))
+            label = f"{label}\n{float(heat.min()):.3f}–{float(heat.max()):.3f}"
+        labels.append(label)
+    fig = image_grid(shown, labels, ncols=ncols, suptitle=suptitle, cell=cell)
+    if shared and values:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        bar = fig.colorbar(ScalarMappable(Normalize(lo, hi), "jet"), ax=fig.axes, shrink=0.7, pad=0.02)
+        bar.set_label("attention (one scale)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     return fig
 
 
 # --------------------------------------------------------------------------- attention
 
 
-def attention_maps(image, maps: Mapping[str, object], alpha: float = 0.6, cell: float = 2.0, ncols: int | None = None, suptitle: str | None = None) -> Figure:
-    """The generated image, then one overlay per word (``maps``: word -> (h, w) map). One axes per picture."""
-    pictures = [images.to_uint8(image)] + [images.overlay_heatmap(image, m, alpha=alpha) for m in maps.values()]
-    return image_grid(pictures, ["image"] + [str(w) for w in maps], ncols=ncols or min(len(pictures), 6), suptitle=suptitle, cell=cell)
+def attention_maps(image, maps: Mapping[str, object], alpha: float = 0.6, cell: float = 2.0, ncols: int | None = None, suptitle: str | None = None, shared: bool = True) -> Figure:
+    """The generated image, then one overlay per word (``maps``: word -> (h, w) map). One axes per picture.
+
+    ``shared``: all maps on one scale with a colour bar (see `attention_overlays`); else each its own range, given in its title.
+    """
+    n = len(maps) + 1
+    return attention_overlays(image, [None, *maps.values()], ["image", *(str(w) for w in maps)], ncols=ncols or min(n, 6), suptitle=suptitle, cell=cell, alpha=alpha, shared=shared)

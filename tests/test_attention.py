@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sdexplain.attention import AttentionMaps, clean_token, cross_attention_layers, resolution_of
+from sdexplain.attention import AttentionMaps, check_against_processor, clean_token, cross_attention_layers, resolution_of
 from sdexplain.trace import trace
 
 PROMPT = "a red circle on the left"
@@ -99,3 +99,42 @@ def test_empty_maps_and_clean_token():
     assert clean_token("red</w>") == "red"
     with pytest.raises(ValueError, match="no attention maps"):
         AttentionMaps().word_maps()
+
+
+def test_recorded_weights_reproduce_every_layers_real_output(tiny_pipe):
+    tiny_pipe.set_progress_bar_config(disable=True)
+    calls = []
+    counter = tiny_pipe.unet.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        check = check_against_processor(tiny_pipe, PROMPT, steps=2, cfg=5.0, height=64, width=64)
+    finally:
+        counter.remove()
+    assert set(check.layers) == set(cross_attention_layers(tiny_pipe.unet))
+    assert len(calls) >= 2 and all(v["calls"] == len(calls) for v in check.layers.values())  # every layer at every U-Net call
+    assert check.worst < 1e-5
+    # the check can fail: without 1/√d the recomputed weights no longer give the layers' outputs
+    wrong = check_against_processor(tiny_pipe, PROMPT, steps=2, cfg=5.0, height=64, width=64, unscaled=True)
+    assert wrong.worst > 1000 * check.worst
+    # nor does it pass a processor that changes the keys after the projection the trace observes
+    import torch.nn.functional as F
+
+    class Sharper:
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
+            b = hidden_states.shape[0]
+            q, k, v = attn.to_q(hidden_states), 2 * attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+            q, k, v = (x.view(b, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2) for x in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, attn.heads * q.shape[-1])
+            return attn.to_out[1](attn.to_out[0](out))
+
+    layers = cross_attention_layers(tiny_pipe.unet)
+    saved = {name: layer.processor for name, layer in layers.items()}
+    try:
+        for layer in layers.values():
+            layer.set_processor(Sharper())
+        assert check_against_processor(tiny_pipe, PROMPT, steps=2, cfg=5.0, height=64, width=64).worst > 1000 * check.worst
+    finally:
+        for name, layer in layers.items():
+            layer.set_processor(saved[name])
+    layer = next(iter(layers.values()))  # hooks gone afterwards
+    assert not layer.to_q._forward_hooks and not layer.to_v._forward_hooks and not layer.to_out[0]._forward_pre_hooks
+    assert not tiny_pipe.unet._forward_pre_hooks

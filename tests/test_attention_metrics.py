@@ -58,8 +58,6 @@ def traced():
 
 def test_stored_maps_still_sum_to_one_per_pixel_over_all_77_slots(traced):
     _, run = traced
-    lo, hi = am.row_sum_range(run)
-    assert lo == pytest.approx(1.0, abs=1e-5) and hi == pytest.approx(1.0, abs=1e-5)
     for b in range(2):
         for step in (None, *run.attention.steps):
             mass = am.token_mass(run, b, step)
@@ -85,8 +83,14 @@ def test_word_overlaps_cover_every_word_and_the_special_tokens(traced):
         am.find_position(run, "triangle", 0)
 
 
-def test_row_sums_need_debug_mode():
-    from sdexplain.trace import Trace
-
-    with pytest.raises(ValueError, match="debug=True"):
-        am.row_sum_range(Trace())
+def test_slot_shares_are_the_kinds_totals_per_slot(traced):
+    _, run = traced
+    for b in range(2):
+        mass, shares = am.token_mass(run, b), am.slot_shares(run, b)
+        length = run.attention.lengths[b]
+        assert shares["uniform"] == pytest.approx(1 / 77)
+        assert shares["word"] == pytest.approx(mass["words"] / (length - 2))
+        assert shares["padding"] == pytest.approx(mass["padding"] / (77 - length))
+        # independently: the padding slot's share straight from the stored per-step padding maps
+        direct = float(torch.stack(run.attention.padding_per_step)[:, b].mean())
+        assert shares["padding"] == pytest.approx(direct, rel=1e-5)

@@ -114,17 +114,23 @@ def test_accuracy_vs_t():
     assert any(list(line.get_ydata()) == [0.2, 0.2] for line in ax.lines[2:])  # the chance line
 
 
-def test_cfg_panels_share_one_colour_scale():
+def test_cfg_panels_draw_the_difference_on_its_own_scale():
     g = torch.Generator().manual_seed(0)
     uncond = torch.randn(1, 4, 8, 8, generator=g)
     cond = uncond + 0.1 * torch.randn(1, 4, 8, 8, generator=g)
     fig = plots.cfg_panels(uncond, cond, scale=7.5)
-    assert len(fig.axes) == 5  # four panels and a colour bar
+    assert len(fig.axes) == 6  # four panels and two colour bars
     panels = fig.axes[:4]
     expected = [uncond[0], cond[0], cond[0] - uncond[0], uncond[0] + 7.5 * (cond[0] - uncond[0])]
     for ax, tensor in zip(panels, expected):
         np.testing.assert_allclose(np.ma.filled(ax.images[0].get_array(), np.nan), images.channel_mosaic(tensor), rtol=1e-5, atol=1e-6)
-    assert len({ax.images[0].get_clim() for ax in panels}) == 1
+    shared = max(float(t.abs().max()) for k, t in enumerate(expected) if k != 2)
+    own = float((cond - uncond).abs().max())
+    for k in (0, 1, 3):
+        assert panels[k].images[0].get_clim() == pytest.approx((-shared, shared), rel=1e-5)
+    assert panels[2].images[0].get_clim() == pytest.approx((-own, own), rel=1e-5)
+    assert own < shared / 5  # on the shared scale the difference would be a near-white square
+    assert f"own scale ±{own:.2f}" in panels[2].get_title()
     one = plots.cfg_panels(uncond[0], cond[0], noise_guided=cond[0], channel=2)
     np.testing.assert_allclose(one.axes[3].images[0].get_array(), cond[0, 2].numpy())
     with pytest.raises(ValueError, match="scale"):
@@ -133,10 +139,21 @@ def test_cfg_panels_share_one_colour_scale():
 
 def test_attention_figures():
     picture = np.zeros((64, 64, 3), dtype=np.uint8)
-    heat = np.eye(8, dtype=np.float32)
-    grid = plots.attention_maps(picture, {"1:red": heat, "2:cat": heat.T})
-    assert [ax.get_title() for ax in grid.axes] == ["image", "1:red", "2:cat"]
-    np.testing.assert_array_equal(grid.axes[1].images[0].get_array(), images.overlay_heatmap(picture, heat, alpha=0.6))
+    heat = np.eye(8, dtype=np.float32) * 0.5 + 0.1  # 0.1 … 0.6
+    weak = np.full((8, 8), 0.2, np.float32)
+    weak[0, 0] = 0.3  # 0.2 … 0.3: a weak map
+    grid = plots.attention_maps(picture, {"1:red": heat, "2:cat": weak})
+    assert [ax.get_title() for ax in grid.axes[:3]] == ["image", "1:red", "2:cat"]
+    assert len(grid.axes) == 4  # the three pictures and one colour bar
+    # one scale for both maps, 0.1 … 0.6: the weak map is drawn as weak, not stretched to full range
+    np.testing.assert_array_equal(grid.axes[1].images[0].get_array(), images.overlay_heatmap(picture, heat / 0.5 - 0.2, alpha=0.6, normalize=False))
+    np.testing.assert_array_equal(grid.axes[2].images[0].get_array(), images.overlay_heatmap(picture, (weak - 0.1) / 0.5, alpha=0.6, normalize=False))
+    assert grid.axes[3].get_ylim() == pytest.approx((0.1, 0.6))
+    own = plots.attention_maps(picture, {"2:cat": weak}, shared=False)  # each map its own range, said in its title
+    np.testing.assert_array_equal(own.axes[1].images[0].get_array(), images.overlay_heatmap(picture, weak, alpha=0.6))
+    assert own.axes[1].get_title() == "2:cat\n0.200–0.300" and len(own.axes) == 2
+    with pytest.raises(ValueError, match="2 pictures for 1 maps"):
+        plots.attention_overlays([picture, picture], [heat])
 
 
 def test_step_strip_from_a_real_trace(tiny_pipe):

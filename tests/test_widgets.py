@@ -275,9 +275,11 @@ def test_cfg_explorer_indexes_the_sweep_and_shows_the_four_panels():
     assert all(w.value != b for w, b in zip(view.panel_images, before))
     step = runs[1].steps[2]
     uncond, cond, guided = step.noise_uncond[0], step.noise_cond[0], step.noise_guided[0]
-    vmax = max(float(x.abs().max()) for x in (uncond, cond, cond - uncond, guided))
-    for widget, tensor in zip(view.panel_images, (uncond, cond, cond - uncond, guided)):
-        assert np.array_equal(_shown(widget), base.mosaic(tensor, vmax, view.display, cmap="RdBu_r"))
+    vmax = max(float(x.abs().max()) for x in (uncond, cond, guided))
+    dmax = float((cond - uncond).abs().max())  # the difference: its own scale, else a blank square
+    for widget, tensor, limit in zip(view.panel_images, (uncond, cond, cond - uncond, guided), (vmax, vmax, dmax, vmax)):
+        assert np.array_equal(_shown(widget), base.mosaic(tensor, limit, view.display, cmap="RdBu_r"))
+    assert f"difference ±{dmax:.2f}" in view.readout.value
     assert "s = 7.5" in view.readout.value and f"{float((cond - uncond).norm()):.3f}" in view.readout.value
     assert view.errors == []
 

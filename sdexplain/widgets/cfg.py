@@ -54,7 +54,7 @@ def guidance_results(results) -> list[GuidanceResult]:
     return sorted(out, key=lambda r: r.scale)
 
 
-CFG_PANELS = ("unconditional ε̂(x_t, \"\")", "conditional ε̂(x_t, prompt)", "difference cond − uncond", "guided = uncond + s·(cond − uncond)")
+CFG_PANELS = ("unconditional ε̂(x_t, \"\")", "conditional ε̂(x_t, prompt)", "difference cond − uncond (own colour scale)", "guided = uncond + s·(cond − uncond)")
 
 
 class CfgExplorer(View):
@@ -63,9 +63,10 @@ class CfgExplorer(View):
     ``scale_slider`` (also ``slider``) picks a scale and shows the image generated with it
     (``image``). ``step_slider`` picks a sampling step of that run and shows the four noise
     predictions there (``panel_images``: unconditional, conditional, their difference, guided)
-    as 2×2 channel mosaics on ONE shared red/blue colour scale (white = 0), so one sees how small
-    the difference is and how guidance multiplies it. Nothing is sampled here; the sweep is made
-    beforehand (see ``guidance_results`` for the accepted shapes).
+    as 2×2 channel mosaics in red/blue (white = 0). The two noises and the guided noise share ONE
+    colour scale; the difference, many times smaller (on the shared scale a blank white square),
+    has its own, and its title says so; the read-out gives both ranges and the norms. Nothing is
+    sampled here; the sweep is made beforehand (see ``guidance_results`` for the accepted shapes).
     """
 
     def __init__(self, results, step: int = 0, display: int = DISPLAY_SIZE, cmap: str = "RdBu_r"):
@@ -118,17 +119,22 @@ class CfgExplorer(View):
 
     @staticmethod
     def shared_scale(uncond: torch.Tensor, cond: torch.Tensor, guided: torch.Tensor) -> float:
-        """The one colour scale (±vmax) of the four panels: the largest |value| among them."""
-        return max(float(a.abs().max()) for a in (uncond, cond, cond - uncond, guided)) or 1.0
+        """The colour scale (±vmax) shared by the unconditional, conditional and guided panels: their largest |value|."""
+        return max(float(a.abs().max()) for a in (uncond, cond, guided)) or 1.0
+
+    @staticmethod
+    def difference_scale(uncond: torch.Tensor, cond: torch.Tensor) -> float:
+        """The difference panel's own colour scale (±vmax): the largest |cond − uncond|."""
+        return float((cond - uncond).abs().max()) or 1.0
 
     def panels(self, index: int, step: int) -> list[np.ndarray] | None:
-        """The four panels as uint8 arrays (uncond, cond, cond − uncond, guided) on one shared scale."""
+        """The four panels as uint8 arrays (uncond, cond, cond − uncond, guided); the difference on its own scale."""
         noises = self.noises(index, step)
         if noises is None:
             return None
         uncond, cond, guided = noises
-        vmax = self.shared_scale(uncond, cond, guided)
-        return [mosaic(a, vmax, self.display, cmap=self.cmap) for a in (uncond, cond, cond - uncond, guided)]
+        vmax, dmax = self.shared_scale(uncond, cond, guided), self.difference_scale(uncond, cond)
+        return [mosaic(a, limit, self.display, cmap=self.cmap) for a, limit in ((uncond, vmax), (cond, vmax), (cond - uncond, dmax), (guided, vmax))]
 
     def _encoded_panels(self, index: int, step: int) -> list[tuple[str, bytes]] | None:
         """The four panels' (format, bytes), made on first visit and cached: scrubbing back is free."""
@@ -165,7 +171,7 @@ class CfgExplorer(View):
         self.readout.value = (
             f"s = {result.scale:g} &nbsp; step {step + 1} / {self.num_steps}, t = {int(record.timestep)} &nbsp; "
             f"‖cond − uncond‖ = {float((cond - uncond).norm()):.3f} &nbsp; ‖guided − uncond‖ = {float((guided - uncond).norm()):.3f} "
-            f"&nbsp; colour scale ±{self.shared_scale(uncond, cond, guided):.2f} (white = 0)"
+            f"&nbsp; colour scale ±{self.shared_scale(uncond, cond, guided):.2f}, difference ±{self.difference_scale(uncond, cond):.2f} (white = 0)"
         )
 
 
