@@ -49,8 +49,8 @@ def test_sd21_and_base_differ_where_the_published_models_do():
 
 
 def test_unknown_architecture_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown architecture 'sdxl'; allowed: tiny, tiny-depth, sd15, sd21, sd21-base"):
-        build_pipeline("sdxl")
+    with pytest.raises(ValueError, match=r"unknown architecture 'sd3'; allowed: tiny, tiny-depth, tiny-sdxl, sd15, sd21, sd21-base, sdxl"):
+        build_pipeline("sd3")
 
 
 # ----------------------------------------------------------------------------- tokenizer
