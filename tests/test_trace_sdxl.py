@@ -208,3 +208,13 @@ def test_tiny_sdxl_at_1024_keeps_what_the_plan_says(xl):
     assert kept >= 2 * 5 * 4 * 128 * 128 * 4  # all five tensors of both steps are there
     plan = _plan(_Options(True, 64, 5, 128, DEFAULT_BUDGET, False), 1, True, (128, 128), xl, 2, Trace(tokens=run.tokens))
     assert kept <= plan["estimate"] < DEFAULT_BUDGET  # the plan's estimate is an upper bound of what is kept
+
+
+def test_generate_on_sdxl_names_the_words_and_reaches_image_to_image(xl):
+    from sdexplain.generate import generate
+
+    images, run = generate(xl, PROMPT, steps=2, height=64, width=64)
+    assert run.pipeline == "StableDiffusionXLPipeline" and run.tokens_2[0].words == WORDS
+    assert "2:red" in run.attention.word_maps(0)
+    images, run = generate(xl, PROMPT, steps=4, image=images[0], strength=0.5)
+    assert run.pipeline == "StableDiffusionXLImg2ImgPipeline" and len(run.steps) == 2
