@@ -81,6 +81,7 @@ def _row(hub_id, texts: list[dict], unet: dict, vae: dict, factor: int, size: in
         "pooled text width added to the time embedding": pooled,
         "micro-conditioning numbers": micro,
         "U-Net channels": "/".join(str(c) for c in unet["block_out_channels"]),
+        "U-Net attention layers per level": _attention_layers(unet),
         "U-Net attention heads": _heads(unet),
         "native resolution (px)": size * factor,
         "latent (C×h×w)": f"{vae['latent_channels']}×{size}×{size}",
@@ -88,6 +89,15 @@ def _row(hub_id, texts: list[dict], unet: dict, vae: dict, factor: int, size: in
         "default scheduler": scheduler,
         "VAE scaling factor": vae["scaling_factor"],
     }
+
+
+def _attention_layers(unet: dict) -> str:
+    """Transformer (self- + cross-attention) layers per block at each down level, 0 where the level has none."""
+    per_level = unet.get("transformer_layers_per_block", 1)
+    blocks = unet["down_block_types"]
+    if isinstance(per_level, int):
+        per_level = [per_level] * len(blocks)
+    return "/".join(str(n if "CrossAttn" in block else 0) for block, n in zip(blocks, per_level))
 
 
 def config_row(name: str) -> dict[str, object]:
@@ -249,3 +259,21 @@ def prediction_targets(x0: torch.Tensor, timestep: int, scheduler, seed: int = 0
     x_t = diffusion.q_sample(x0[None], timestep, noise[None], scheduler)[0]
     v = diffusion.v_target(x0, noise, alpha_bar)
     return PredictionTargets(int(timestep), alpha_bar, x0, noise, x_t, noise.clone(), v)
+
+
+def x0_error_gains(targets: PredictionTargets, seed: int = 1, size: float = 0.1) -> tuple[float, float]:
+    """(ε-model, v-model): how much an error in the model's output grows when turned into x̂₀, measured.
+
+    The same small random error (RMS `size`) is added to the ε-target and to the v-target, x̂₀ is
+    computed from each with `diffusion.predict_x0` (the formulas the samplers use), and the RMS error of
+    x̂₀ is divided by the RMS of the error put in. Closed forms, for comparison:
+        ε-model  x̂₀ = (x_t − √(1−ᾱ)·ε̂)/√ᾱ   → gain √(1−ᾱ)/√ᾱ   (large when ᾱ → 0, i.e. at high noise)
+        v-model  x̂₀ = √ᾱ·x_t − √(1−ᾱ)·v̂     → gain √(1−ᾱ)      (never above 1)
+    """
+    error = size * torch.randn(targets.noise.shape, generator=torch.Generator().manual_seed(seed))
+    rms = error.pow(2).mean().sqrt()
+    gains = []
+    for output, kind in ((targets.eps_target, "epsilon"), (targets.v_target, "v_prediction")):
+        x0_hat = diffusion.predict_x0(targets.x_t, output + error, targets.alpha_bar, kind)
+        gains.append(float((x0_hat - targets.x0).pow(2).mean().sqrt() / rms))
+    return gains[0], gains[1]

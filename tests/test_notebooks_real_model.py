@@ -4,6 +4,8 @@ The "real" model here is the package's tiny random-weight Stable Diffusion pipel
 (`sdexplain.architectures.build_pipeline("tiny")`), saved with `save_pretrained` to a folder: to the
 notebooks it is a local diffusers folder like any downloaded checkpoint, so every `MODEL == "toy"`
 branch takes its real-model side. Each notebook's first cell reads MODEL from SDEXPLAIN_MODEL.
+Every notebook runs a second time on a tiny SDXL folder (`build_pipeline("tiny-sdxl")`): two text
+encoders, the pooled embedding and micro-conditioning, SDXL's pipeline classes.
 
 What fails the test:
 1. an error output in any cell;
@@ -119,11 +121,30 @@ def test_depth_notebook_runs_on_a_depth_checkpoint_with_its_own_estimator(tiny_d
     assert skipped == ["d0e99cce", "17fcf063", "71cea560"], f"only the toy's depth U-Net start and the judge's table need the toy; skipped: {skipped}"
 
 
+@pytest.fixture(scope="module")
+def tiny_sdxl_folder(tmp_path_factory):
+    from sdexplain.architectures import build_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-sdxl") / "tiny-sdxl"
+    build_pipeline("tiny-sdxl").save_pretrained(folder)
+    return folder
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
 def test_notebook_runs_on_a_non_toy_model(path, tiny_folder, monkeypatch):
+    _check_runs_on(path, tiny_folder, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
+def test_notebook_runs_on_an_sdxl_model(path, tiny_sdxl_folder, monkeypatch):
+    _check_runs_on(path, tiny_sdxl_folder, monkeypatch)
+
+
+def _check_runs_on(path, folder, monkeypatch):
     committed = nbformat.read(path, as_version=4)
-    nb = _execute(path, tiny_folder, monkeypatch)
+    nb = _execute(path, folder, monkeypatch)
 
     problems = _errors(nb, path.name)
     for index, (before, after) in enumerate(zip(committed.cells, nb.cells)):

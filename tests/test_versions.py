@@ -92,6 +92,7 @@ def test_xl_table_reads_sdxls_published_layout():
     assert table["pooled text width added to the time embedding"] == ["—", "—", 1280]
     assert table["micro-conditioning numbers"] == ["—", "—", 6]
     assert table["U-Net channels"][2] == "320/640/1280"
+    assert table["U-Net attention layers per level"] == ["1/1/1/0", "1/1/1/0", "0/2/10"]  # SDXL: none at the first level
     assert table["VAE scaling factor"] == [0.18215, 0.18215, 0.13025]
 
 
@@ -112,3 +113,14 @@ def test_pipeline_row_of_a_tiny_sdxl_equals_its_config_reading():
     assert row["micro-conditioning numbers"] == 6
     assert row["parameters: text_encoder_2"] == f"{count_parameters(pipe)['text_encoder_2']:,}"
 
+
+
+@pytest.mark.parametrize("t", [1, 250, 500, 999])
+def test_x0_error_gains_match_their_closed_forms(t):
+    scheduler = DDPMScheduler.from_config(SD_SCHEDULE)
+    x0 = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(2))
+    targets = versions.prediction_targets(x0, t, scheduler, seed=0)
+    eps_gain, v_gain = versions.x0_error_gains(targets)
+    a = targets.alpha_bar
+    assert eps_gain == pytest.approx(((1 - a) / a) ** 0.5, rel=1e-3)  # not 1/√ᾱ: at t = 1 it is 0.04, not 1.00
+    assert v_gain == pytest.approx((1 - a) ** 0.5, rel=1e-3) and v_gain <= 1
