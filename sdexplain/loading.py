@@ -164,6 +164,7 @@ def load_pipeline(
     config: str | Path | None = None,
     allow_pickle: bool = False,
     vae: str | Path | None = None,
+    offload: bool = False,
 ) -> StableDiffusionPipeline:
     """A `StableDiffusionPipeline` (SDXL: `StableDiffusionXLPipeline`) on `device`, ready to run.
 
@@ -176,6 +177,9 @@ def load_pipeline(
     allow_pickle: also read `.ckpt`/`.bin` weights, which can run code when unpickled. Only for files you trust.
     vae: a Hub id or diffusers folder of another VAE (AutoencoderKL) to use, e.g. `SDXL_FP16_VAE` for SDXL in
         float16; refused when its latent space (channels, scaling factor) differs from the model's own VAE.
+    offload: keep the components in CPU memory and move each to the GPU only while it runs (diffusers'
+        `enable_model_cpu_offload`, which needs the accelerate package; CUDA only): slower, but SDXL then
+        needs GPU memory for its largest component (the U-Net) instead of all of them.
     """
     from sdexplain.toy import model as toy_model  # read at call time, so MODEL_DIR can be redirected
 
@@ -188,6 +192,8 @@ def load_pipeline(
         _check_scheduler_name(scheduler)  # before a long load
     if vae is not None and is_toy:
         raise ValueError("vae= is for real models; the toy model has its own VAE only")
+    if offload and resolved_device.type != "cuda":
+        raise ValueError(f"offload=True moves each component to a CUDA GPU while it runs; the device here is {resolved_device}")
 
     if is_toy:
         folder = Path(toy_model.MODEL_DIR)
@@ -221,7 +227,10 @@ def load_pipeline(
             f"vae={SDXL_FP16_VAE!r} to load_pipeline for a VAE finetuned to decode in float16",
             stacklevel=2,
         )
-    pipe = pipe.to(resolved_device)
+    if offload:
+        pipe.enable_model_cpu_offload(device=resolved_device)  # ImportError from diffusers without accelerate
+    else:
+        pipe = pipe.to(resolved_device)
     if scheduler is not None:
         set_scheduler(pipe, scheduler)
     return pipe

@@ -161,3 +161,8 @@ def test_sd_parameters_unchanged_by_the_xl_branch(sd_folder):
     pipe = load_pipeline(sd_folder, device="cpu")
     assert type(pipe) is StableDiffusionPipeline and not loading.is_xl(pipe)
     assert count_parameters(pipe) == count_parameters(build_tiny_pipeline(seed=0))
+
+
+def test_offload_is_for_cuda_only_and_says_so(xl_folder):
+    with pytest.raises(ValueError, match=r"offload=True moves each component to a CUDA GPU while it runs; the device here is cpu"):
+        load_pipeline(xl_folder, device="cpu", offload=True)
