@@ -37,6 +37,7 @@ def _hooks(pipe):
     return {
         (name, n): (tuple(m._forward_hooks.values()), tuple(m._forward_pre_hooks.values()))
         for name in ("unet", "vae", "text_encoder", "text_encoder_2")
+        if getattr(pipe, name, None) is not None
         for n, m in getattr(pipe, name).named_modules()
     }
 
@@ -218,3 +219,38 @@ def test_generate_on_sdxl_names_the_words_and_reaches_image_to_image(xl):
     assert "2:red" in run.attention.word_maps(0)
     images, run = generate(xl, PROMPT, steps=4, image=images[0], strength=0.5)
     assert run.pipeline == "StableDiffusionXLImg2ImgPipeline" and len(run.steps) == 2
+
+
+def test_a_refiner_layout_second_encoder_only_with_the_aesthetic_score(xl):
+    """SDXL's refiner has only the second text encoder and is told an aesthetic score instead of a target size."""
+    from diffusers import UNet2DConditionModel
+
+    width = TINY_SDXL_WIDTHS[1]
+    unet = UNet2DConditionModel.from_config(
+        xl.unet.config, cross_attention_dim=width, projection_class_embeddings_input_dim=5 * 8 + width
+    ).eval()
+    refiner = StableDiffusionXLImg2ImgPipeline(
+        vae=xl.vae, text_encoder=None, text_encoder_2=xl.text_encoder_2, tokenizer=None, tokenizer_2=xl.tokenizer_2,
+        unet=unet, scheduler=xl.scheduler, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
+    )  # fmt: skip
+    refiner.set_progress_bar_config(disable=True)
+    stock, traced, run = _stock_and_traced(refiner, image=_image(), strength=0.5, num_inference_steps=4, aesthetic_score=6.0)
+    assert torch.equal(stock, traced)
+    assert run.tokens[0].words == WORDS and run.tokens_2 == []  # its one tokenizer's tokens
+    assert [(p.encoder, p.start, p.width, p.layer) for p in run.embeddings.parts] == [("text_encoder_2", 0, width, -2)]
+    assert run.micro_conditioning == [{"original_size": (64, 64), "crops_coords_top_left": (0, 0), "aesthetic_score": 6.0}]
+    assert run.micro_conditioning_uncond[0]["aesthetic_score"] == 2.5  # diffusers' default negative_aesthetic_score
+
+
+def test_sdxl_hooks_and_both_tokenizers_are_put_back_when_the_run_raises(xl):
+    _call(xl)  # transformers adds its own output-capturing hooks on the first call
+    before = _hooks(xl)
+    tokenizers = (xl.tokenizer, xl.tokenizer_2)
+
+    def fail(pipe, step, timestep, kwargs):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        with trace(xl):
+            _call(xl, callback_on_step_end=fail)
+    assert _hooks(xl) == before and (xl.tokenizer, xl.tokenizer_2) == tokenizers
