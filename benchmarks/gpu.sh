@@ -7,6 +7,12 @@
 # trace overhead, batched CFG sweep vs 8 stock calls, and scaling 256 -> 768 px.
 # Writes benchmarks/results-gpu.md and its scaling plot next to it. Extra arguments go to run_all.py
 # (e.g. --quick, or --repeats 10). Sets up .venv with `make setup` first if there is none.
+# Then SDXL base's layout (build_pipeline("sdxl"), random weights, 3.47 B parameters) at 1024x1024,
+# float16, 25 steps: peak GPU memory and time stock, traced (same image checked) and with
+# enable_model_cpu_offload() -> benchmarks/results-sdxl-gpu.md (benchmarks/sdxl_memory.py).
+#
+#   bash benchmarks/gpu.sh --sdxl [--steps 10 ...]
+# runs only the SDXL measurement (extra arguments go to sdxl_memory.py).
 #
 #   bash benchmarks/gpu.sh --notebooks [04 09 ...]
 # instead executes notebooks 01, 03, 04, 09 and 14 (or those named) on the same SD-1.5 layout with
@@ -36,8 +42,14 @@ if [ "${1:-}" = "--notebooks" ]; then
     exec "$PY" benchmarks/notebook_memory.py --model sd15 --device cuda
 fi
 
-exec "$PY" benchmarks/run_all.py \
+if [ "${1:-}" = "--sdxl" ]; then
+    shift
+    exec "$PY" benchmarks/sdxl_memory.py --model sdxl --device cuda --dtype float16 --size 1024 --steps 25 --out benchmarks/results-sdxl-gpu.md "$@"
+fi
+
+"$PY" benchmarks/run_all.py \
     --model sd15 --device cuda --dtype float16 --size 512 --steps 25 \
     --only trace,cfg,scaling \
     --out benchmarks/results-gpu.md \
     "$@"
+exec "$PY" benchmarks/sdxl_memory.py --model sdxl --device cuda --dtype float16 --size 1024 --steps 25 --out benchmarks/results-sdxl-gpu.md

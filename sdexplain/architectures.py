@@ -9,6 +9,12 @@ real layouts, and benchmarks (compute cost equals the real model's).
     build_pipeline("sd15")       Stable Diffusion v1.5's exact layout, random weights (~1.07 B parameters)
     build_pipeline("sd21")       Stable Diffusion v2.1 (768-v), random weights (~1.29 B parameters)
     build_pipeline("sd21-base")  Stable Diffusion v2.1-base (512, epsilon), random weights
+    build_pipeline("tiny-sdxl")  SDXL's layout in miniature: two text encoders (the second with a
+                                 projection, giving the pooled embedding), a U-Net with SDXL's
+                                 "text_time" added conditioning, toy tokenizers (the second pads with "!")
+    build_pipeline("sdxl")       Stable Diffusion XL base 1.0's exact layout, random weights (~3.5 B
+                                 parameters: ~14 GB in float32; count it with
+                                 sdexplain.versions.parameter_counts("sdxl") instead, on the meta device)
 
 `ARCHITECTURES` keeps the published component configs (the numbers in each Hub repository's
 `unet/config.json`, `text_encoder/config.json`, `vae/config.json`, `scheduler/scheduler_config.json`
@@ -26,8 +32,16 @@ from functools import lru_cache
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionDepth2ImgPipeline, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionDepth2ImgPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from sdexplain.toy.tokenizer import build_tokenizer  # the tiny pipeline speaks the toy world's words
 
@@ -159,6 +173,75 @@ ARCHITECTURES: dict[str, dict] = {
         tokenizer=dict(pad_token="!", model_max_length=77),
     ),
 }
+
+# Stable Diffusion XL base 1.0, as published in stabilityai/stable-diffusion-xl-base-1.0 (unet/config.json,
+# text_encoder/config.json, text_encoder_2/config.json, vae/config.json, scheduler/scheduler_config.json,
+# tokenizer*/tokenizer_config.json, model_index.json). Kept apart from `ARCHITECTURES` (the v1/v2 family,
+# one text encoder each, which notebooks 00–08 iterate over). Sources: Podell et al. 2023, "SDXL: Improving
+# Latent Diffusion Models for High-Resolution Image Synthesis" (arXiv:2307.01952), §2.1–2.2 and Table 1;
+# the model card of stabilityai/stable-diffusion-xl-base-1.0.
+_OPENCLIP_VIT_BIGG14_TEXT = dict(  # OpenCLIP ViT-bigG/14's text tower, with its projection (pooled output)
+    vocab_size=49408,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+    projection_dim=1280,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+
+XL_ARCHITECTURES: dict[str, dict] = {
+    "sdxl": dict(
+        hub_id="stabilityai/stable-diffusion-xl-base-1.0",
+        unet=dict(
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(320, 640, 1280),
+            layers_per_block=2,
+            transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20),  # head COUNTS in diffusers: 64 channels per head
+            cross_attention_dim=2048,  # 768 (CLIP ViT-L) + 1280 (OpenCLIP ViT-bigG), concatenated
+            use_linear_projection=True,
+            addition_embed_type="text_time",  # pooled text embedding + the size/crop "micro-conditioning"
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,  # 6 numbers × 256 + the 1280-wide pooled embedding
+            act_fn="silu",
+            center_input_sample=False,
+            downsample_padding=1,
+            flip_sin_to_cos=True,
+            freq_shift=0,
+            mid_block_scale_factor=1,
+            norm_eps=1e-5,
+            norm_num_groups=32,
+            sample_size=128,  # 128×128 latents = 1024×1024 pixels
+        ),
+        text_encoder=_CLIP_VIT_L14_TEXT,  # CLIPTextModel: the penultimate layer's hidden states are used
+        text_encoder_2=_OPENCLIP_VIT_BIGG14_TEXT,  # CLIPTextModelWithProjection: penultimate layer + pooled
+        vae=dict(_SD_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True),
+        scheduler=dict(
+            SD_SCHEDULE,
+            _class_name="EulerDiscreteScheduler",
+            interpolation_type="linear",
+            timestep_spacing="leading",
+            use_karras_sigmas=False,
+            sample_max_value=1.0,
+        ),
+        tokenizer=dict(pad_token="<|endoftext|>", model_max_length=77),
+        tokenizer_2=dict(pad_token="!", model_max_length=77),
+        force_zeros_for_empty_prompt=True,  # model_index.json: no negative prompt → an all-zero unconditional input
+    ),
+}
+# float16 users: SDXL's own VAE overflows in float16 (NaN/black images), so diffusers runs it in float32
+# (vae.config.force_upcast). This community VAE was finetuned to give the same images in float16:
+SDXL_FP16_VAE = "madebyollin/sdxl-vae-fp16-fix"
+
 
 # ----------------------------------------------------------------------------- CLIP's tokenizer, offline
 
@@ -304,6 +387,115 @@ def build_tiny_depth_pipeline(seed: int = 0) -> StableDiffusionDepth2ImgPipeline
     )
 
 
+def _tiny_text_config(tokenizer, hidden_size: int, projection_dim: int = 32) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,  # two, so the penultimate layer SDXL reads differs from the last
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+TINY_SDXL_WIDTHS = (32, 48)  # text_encoder, text_encoder_2: the U-Net attends to both, concatenated (80)
+
+
+def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+    """SDXL's layout in miniature, random weights: what differs from SD 1.x/2.x is all there.
+
+    Two text encoders (a CLIPTextModel, and a CLIPTextModelWithProjection whose projected end-token
+    output is the pooled embedding) of different widths, the U-Net attending to their penultimate
+    layers concatenated (32 + 48 = 80 channels) and adding the pooled embedding plus the six
+    micro-conditioning numbers to its time embedding ("text_time"), SDXL's block order (no attention
+    at the first level, more transformer layers deeper), SDXL's VAE scaling factor and Euler sampler.
+    Both tokenizers are the toy's; the second pads with "!" as OpenCLIP's does.
+    """
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    tokenizer_2 = build_tokenizer()
+    tokenizer_2.pad_token = "!"
+    width, width_2 = TINY_SDXL_WIDTHS
+    text_encoder = CLIPTextModel(_tiny_text_config(tokenizer, width))
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_text_config(tokenizer_2, width_2, projection_dim=width_2))
+    time_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=width + width_2,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + width_2,
+        norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+        scaling_factor=XL_ARCHITECTURES["sdxl"]["vae"]["scaling_factor"],
+    )
+    scheduler_config = {k: v for k, v in XL_ARCHITECTURES["sdxl"]["scheduler"].items() if k != "_class_name"}
+    return StableDiffusionXLPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet.eval(),
+        scheduler=EulerDiscreteScheduler.from_config(scheduler_config),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
+def _real_tokenizer(spec: dict):
+    try:
+        return clip_tokenizer(**spec)
+    except ImportError:
+        warnings.warn(
+            "instant-clip-tokenizer is not installed, so CLIP's vocabulary is unavailable offline: using the toy "
+            "tokenizer instead (the text encoder still has CLIP's 49,408-token embedding). "
+            "pip install instant-clip-tokenizer for the real one.",
+            stacklevel=4,
+        )
+        return build_tokenizer()
+
+
+def _build_xl_from_config(name: str) -> StableDiffusionXLPipeline:
+    arch = XL_ARCHITECTURES[name]
+    scheduler_config = dict(arch["scheduler"])
+    scheduler_class = getattr(diffusers, scheduler_config.pop("_class_name"))
+    return StableDiffusionXLPipeline(
+        vae=AutoencoderKL(**arch["vae"]).eval(),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**arch["text_encoder"])).eval(),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**arch["text_encoder_2"])).eval(),
+        tokenizer=_real_tokenizer(arch["tokenizer"]),
+        tokenizer_2=_real_tokenizer(arch["tokenizer_2"]),
+        unet=UNet2DConditionModel(**arch["unet"]).eval(),
+        scheduler=scheduler_class.from_config(scheduler_config),
+        force_zeros_for_empty_prompt=arch["force_zeros_for_empty_prompt"],
+        add_watermarker=False,
+    )
+
+
 def _build_from_config(name: str) -> StableDiffusionPipeline:
     arch = ARCHITECTURES[name]
     try:
@@ -333,18 +525,24 @@ def _build_from_config(name: str) -> StableDiffusionPipeline:
 def build_pipeline(
     name: str, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> StableDiffusionPipeline:
-    """A random-weight pipeline of a known architecture: 'tiny', 'tiny-depth', 'sd15', 'sd21' or 'sd21-base'.
+    """A random-weight pipeline of a known architecture: 'tiny', 'tiny-depth', 'tiny-sdxl', 'sd15', 'sd21',
+    'sd21-base' or 'sdxl' (about 14 GB in float32).
 
     The real layouts take about 4–5 GB in float32 and several seconds to initialise. Weights are
     random (seeded), so images are noise — but every shape, cost and hook point is the real model's.
     """
-    names = ["tiny", "tiny-depth", *ARCHITECTURES]
+    names = ["tiny", "tiny-depth", "tiny-sdxl", *ARCHITECTURES, *XL_ARCHITECTURES]
     if name not in names:
         raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(names)}")
     if name == "tiny":
         pipe = build_tiny_pipeline(seed)
     elif name == "tiny-depth":
         pipe = build_tiny_depth_pipeline(seed)
+    elif name == "tiny-sdxl":
+        pipe = build_tiny_sdxl_pipeline(seed)
+    elif name in XL_ARCHITECTURES:
+        torch.manual_seed(seed)
+        pipe = _build_xl_from_config(name)
     else:
         torch.manual_seed(seed)
         pipe = _build_from_config(name)

@@ -325,6 +325,18 @@ ZH: dict[str, str] = {
     # issue 25 (notebooks 01, 06, 09, 10): scales of heat maps and noise panels
     "own scale ±{range}": "单独色标 ±{range}",
     "attention (one scale)": "关注权重 (同一色标)",
+    # notebook 13 (v1 vs v2 vs XL): SDXL's two text encoders, micro-conditioning, the refiner
+    "MODEL is SDXL: tracing it.": "MODEL 是 SDXL: 跟踪它本身。",
+    "MODEL is not SDXL: tracing the tiny random-weight SDXL layout.": "MODEL 不是 SDXL: 跟踪一个随机权重的微型 SDXL 结构。",
+    "{encoder} ({cls}): channels {first}–{last} of the U-Net's text input, from hidden_states[{layer}] — equal to the encoder called directly: {same}":
+        "{encoder} ({cls}): U-Net 文本输入的第 {first}–{last} 个通道, 来自 hidden_states[{layer}] —— 与直接调用该编码器的结果相同: {same}",
+    "U-Net text input per token: {n} numbers = {sum}; pooled embedding: {shape} (batch, width)":
+        "U-Net 每个标记的文本输入: {n} 个数 = {sum}; 池化嵌入: {shape} (批量, 宽度)",
+    "words in the attention maps:": "注意力图中的词:",
+    "the U-Net was told:": "告诉 U-Net 的数值:",
+    "mean absolute pixel difference between the two: {d:.3f} (pixels in [0, 1])": "两张图的平均绝对像素差: {d:.3f} (像素取值 [0, 1])",
+    "base: {n} steps, timesteps {a:.0f} … {b:.0f}": "基础模型: {n} 步, 时间步 {a:.0f} … {b:.0f}",
+    "refiner: {n} steps, timesteps {a:.0f} … {b:.0f}": "精修模型 (refiner): {n} 步, 时间步 {a:.0f} … {b:.0f}",
 }
 
 

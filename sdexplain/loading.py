@@ -1,12 +1,18 @@
-"""Load a Stable Diffusion pipeline — the toy, a Hub model, a local folder or one checkpoint file.
+"""Load a Stable Diffusion pipeline (v1, v2 or XL) — the toy, a Hub model, a local folder or one checkpoint file.
 
     load_pipeline()                                   the toy model shipped in sdexplain/toy/model/
     load_pipeline("stable-diffusion-v1-5/stable-diffusion-v1-5")    a Hub id (downloaded or cached)
     load_pipeline("path/to/folder")                   a diffusers `save_pretrained` folder
     load_pipeline("model.safetensors", config=...)    one original-format checkpoint file
 
-Whatever the source, the result is a stock diffusers `StableDiffusionPipeline`: every trace and
-plot of sdexplain works on it, and so does everything diffusers documents.
+Whatever the source, the result is a stock diffusers pipeline — `StableDiffusionPipeline` for SD 1.x/2.x,
+`StableDiffusionXLPipeline` for SDXL (recognised from model_index.json, or from a checkpoint file's keys):
+every trace and plot of sdexplain works on it, and so does everything diffusers documents.
+
+SDXL in float16: SDXL's own VAE overflows in float16, so diffusers decodes with it in float32
+(`vae.config.force_upcast`), which costs memory and time; `vae="madebyollin/sdxl-vae-fp16-fix"` (`SDXL_FP16_VAE`)
+swaps in a VAE finetuned to run in float16. A VAE whose latent space doesn't fit the model (SDXL's on SD 1.x,
+or the reverse) is refused.
 
 Choices made here (all overridable through the arguments):
 - device "auto": CUDA, else Apple MPS, else CPU.
@@ -43,9 +49,12 @@ from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
 )
 
-from sdexplain.architectures import ARCHITECTURES, count_parameters
+from sdexplain.architectures import ARCHITECTURES, SDXL_FP16_VAE, XL_ARCHITECTURES, count_parameters
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 DTYPES = {
@@ -62,6 +71,12 @@ TASKS = {
     "image-to-image": StableDiffusionImg2ImgPipeline,
     "inpainting": StableDiffusionInpaintPipeline,
     "depth-to-image": StableDiffusionDepth2ImgPipeline,
+}
+# The same for SDXL components (diffusers has no SDXL depth-to-image pipeline).
+XL_TASKS = {
+    "text-to-image": StableDiffusionXLPipeline,
+    "image-to-image": StableDiffusionXLImg2ImgPipeline,
+    "inpainting": StableDiffusionXLInpaintPipeline,
 }
 # Samplers by name, each built with `Cls.from_config(pipe.scheduler.config)` (same training schedule).
 SCHEDULERS = {
@@ -148,8 +163,10 @@ def load_pipeline(
     *,
     config: str | Path | None = None,
     allow_pickle: bool = False,
+    vae: str | Path | None = None,
+    offload: bool = False,
 ) -> StableDiffusionPipeline:
-    """A `StableDiffusionPipeline` on `device`, ready to run.
+    """A `StableDiffusionPipeline` (SDXL: `StableDiffusionXLPipeline`) on `device`, ready to run.
 
     model: "toy", a Hub id ("stabilityai/stable-diffusion-2-1-base"), a diffusers folder, or a
         `.safetensors` checkpoint file in the original (CompVis/Stability) layout.
@@ -158,6 +175,11 @@ def load_pipeline(
     config: for a single checkpoint file only — a diffusers folder or Hub id holding the component
         configs that the file lacks (offline, a local folder is the only way).
     allow_pickle: also read `.ckpt`/`.bin` weights, which can run code when unpickled. Only for files you trust.
+    vae: a Hub id or diffusers folder of another VAE (AutoencoderKL) to use, e.g. `SDXL_FP16_VAE` for SDXL in
+        float16; refused when its latent space (channels, scaling factor) differs from the model's own VAE.
+    offload: keep the components in CPU memory and move each to the GPU only while it runs (diffusers'
+        `enable_model_cpu_offload`, which needs the accelerate package; CUDA only): slower, but SDXL then
+        needs GPU memory for its largest component (the U-Net) instead of all of them.
     """
     from sdexplain.toy import model as toy_model  # read at call time, so MODEL_DIR can be redirected
 
@@ -168,6 +190,10 @@ def load_pipeline(
         raise ValueError(f"config= is only used with a single .safetensors checkpoint file, not with model={str(model)!r}")
     if scheduler is not None:
         _check_scheduler_name(scheduler)  # before a long load
+    if vae is not None and is_toy:
+        raise ValueError("vae= is for real models; the toy model has its own VAE only")
+    if offload and resolved_device.type != "cuda":
+        raise ValueError(f"offload=True moves each component to a CUDA GPU while it runs; the device here is {resolved_device}")
 
     if is_toy:
         folder = Path(toy_model.MODEL_DIR)
@@ -193,10 +219,47 @@ def load_pipeline(
         else:
             pipe = _load_hub(str(model), resolved_dtype, allow_pickle)
 
-    pipe = pipe.to(resolved_device)
+    if vae is not None:
+        pipe.vae = _load_vae(vae, pipe, resolved_dtype)
+    elif is_xl(pipe) and resolved_dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):
+        warnings.warn(
+            "SDXL's VAE overflows in float16, so diffusers decodes in float32 (more memory, slower); pass "
+            f"vae={SDXL_FP16_VAE!r} to load_pipeline for a VAE finetuned to decode in float16",
+            stacklevel=2,
+        )
+    if offload:
+        pipe.enable_model_cpu_offload(device=resolved_device)  # ImportError from diffusers without accelerate
+    else:
+        pipe = pipe.to(resolved_device)
     if scheduler is not None:
         set_scheduler(pipe, scheduler)
     return pipe
+
+
+def is_xl(pipe) -> bool:
+    """Whether a pipeline is Stable Diffusion XL's (two text encoders, or the refiner's second one only)."""
+    return "text_encoder_2" in getattr(pipe, "components", {})
+
+
+def _load_vae(source, pipe, dtype: torch.dtype):
+    """The VAE at `source` (Hub id or folder), refused unless its latent space is the model's own."""
+    from diffusers import AutoencoderKL
+
+    path = Path(source).expanduser()
+    try:
+        vae = AutoencoderKL.from_pretrained(str(path) if path.is_dir() else str(source), dtype=dtype, local_files_only=path.is_dir())
+    except OSError as err:
+        raise ModelNotFoundError(f"could not load the VAE {str(source)!r} ({_short_reason(err)}); pass a Hub id or a local AutoencoderKL folder") from None
+    mine, theirs = pipe.vae.config, vae.config
+    for key in ("latent_channels", "scaling_factor"):
+        if mine.get(key) != theirs.get(key):
+            family = "SDXL" if is_xl(pipe) else "SD 1.x/2.x"
+            raise ValueError(
+                f"the VAE {str(source)!r} has {key}={theirs.get(key)}, but this {family} model's own VAE has "
+                f"{key}={mine.get(key)}: its latents would be misread. Use a VAE made for {family}"
+                + (f" (for float16: {SDXL_FP16_VAE!r})" if family == "SDXL" else f" ({SDXL_FP16_VAE!r} is for SDXL only)")
+            )
+    return vae
 
 
 def _looks_like_path(model: str) -> bool:
@@ -234,11 +297,42 @@ def _load_folder(folder: Path, dtype: torch.dtype, allow_pickle: bool) -> Stable
     return _from_pretrained(cls, folder, dtype, allow_pickle, local_files_only=True)
 
 
+_BY_CLASS_NAME = {
+    cls.__name__: cls
+    for cls in (StableDiffusionDepth2ImgPipeline, StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline)
+}
+
+
 def pipeline_class(model_index: dict):
-    """The pipeline class to load a checkpoint as: a depth checkpoint (stabilityai/stable-diffusion-2-depth)
-    is a `StableDiffusionDepth2ImgPipeline`, so its own DPT depth estimator comes with it; anything else
-    is a `StableDiffusionPipeline`."""
-    return StableDiffusionDepth2ImgPipeline if model_index.get("_class_name") == "StableDiffusionDepth2ImgPipeline" else StableDiffusionPipeline
+    """The pipeline class to load a checkpoint as, from its model_index.json: a depth checkpoint
+    (stabilityai/stable-diffusion-2-depth) is a `StableDiffusionDepth2ImgPipeline`, so its own DPT depth
+    estimator comes with it; SDXL base a `StableDiffusionXLPipeline`, SDXL's refiner (which says
+    StableDiffusionXLImg2ImgPipeline) and SDXL inpainting checkpoints their own classes; anything else —
+    SD 1.x/2.x, whatever task its index names — a `StableDiffusionPipeline`."""
+    return _BY_CLASS_NAME.get(model_index.get("_class_name"), StableDiffusionPipeline)
+
+
+def checkpoint_architecture(path: str | Path) -> str:
+    """"sd" (1.x/2.x), "sdxl" or "sdxl-refiner" for an original-layout (CompVis / Stability) checkpoint file,
+    read from its tensor names (only the file's header is read). Anything else is refused by name."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):  # OpenCLIP ViT-bigG next to CLIP ViT-L
+        return "sdxl"
+    if any(k.startswith("conditioner.embedders.0.model.") for k in keys):  # ViT-bigG alone: the refiner
+        return "sdxl-refiner"
+    if any(k.startswith("model.diffusion_model.label_emb.") for k in keys):  # SDXL's added-conditioning U-Net, text encoders left out
+        return "sdxl"
+    if any(k.startswith(("model.diffusion_model.", "cond_stage_model.", "first_stage_model.")) for k in keys):
+        return "sd"
+    shown = ", ".join(keys[:3]) or "no tensors at all"
+    raise ValueError(
+        f"{path}: its tensor names match neither an SD 1.x/2.x checkpoint (model.diffusion_model.*, "
+        f"cond_stage_model.*) nor an SDXL one (conditioner.embedders.*, model.diffusion_model.label_emb.*); "
+        f"it starts with {shown}. Is it a LoRA, an embedding or a VAE rather than a full model?"
+    )
 
 
 def _from_pretrained(cls, source, dtype: torch.dtype, allow_pickle: bool, **kwargs):
@@ -273,16 +367,22 @@ def _load_file(path: Path, dtype: torch.dtype, allow_pickle: bool, config: str |
         raise ValueError(f"{path}: unknown checkpoint type {path.suffix!r}; allowed: .safetensors (or {', '.join(PICKLE_SUFFIXES)} with allow_pickle=True)")
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
+    cls, extra = StableDiffusionPipeline, _NO_SAFETY_CHECKER
     if path.suffix == ".safetensors":
         _check_safetensors_header(path)
+        architecture = checkpoint_architecture(path)
+        if architecture != "sd":
+            cls, extra = (StableDiffusionXLPipeline if architecture == "sdxl" else StableDiffusionXLImg2ImgPipeline), {}
     local_config = config is not None and Path(config).expanduser().is_dir()
+    if local_config:
+        _check_config_family(path, cls, Path(config).expanduser())
     try:
-        return StableDiffusionPipeline.from_single_file(
+        return cls.from_single_file(
             str(path),
             config=str(Path(config).expanduser()) if local_config else config,
             dtype=dtype,
             local_files_only=local_config,
-            **_NO_SAFETY_CHECKER,
+            **extra,
         )
     except SingleFileComponentError as err:  # readable, but a component's weights are not in it
         raise ValueError(
@@ -302,6 +402,22 @@ def _load_file(path: Path, dtype: torch.dtype, allow_pickle: bool, config: str |
             "stable-diffusion-v1-5/stable-diffusion-v1-5 --include '*.json' '*.txt' --local-dir DIR`), "
             "or run once with internet access so the configs get cached."
         ) from None
+
+
+def _check_config_family(path: Path, cls, config: Path) -> None:
+    """Refuse a config folder of the other family (SD 1.x/2.x vs SDXL) than the checkpoint's keys say."""
+    index = config / "model_index.json"
+    if not index.is_file():
+        return  # diffusers names what is missing
+    config_cls = pipeline_class(StableDiffusionPipeline.load_config(config))
+    file_xl, config_xl = cls in XL_TASKS.values(), config_cls in XL_TASKS.values()
+    if file_xl != config_xl:
+        family = {True: "SDXL", False: "SD 1.x/2.x"}
+        raise ValueError(
+            f"{path} is an {family[file_xl]} checkpoint (by its tensor names) but the config folder {config} is "
+            f"{family[config_xl]} ({config_cls.__name__}); pass the configs of an {family[file_xl]} model"
+            + (f", e.g. {XL_ARCHITECTURES['sdxl']['hub_id']}'s" if file_xl else "")
+        )
 
 
 def _check_safetensors_header(path: Path) -> None:
@@ -379,7 +495,7 @@ def check_depth_unet(unet) -> None:
 
 
 _DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # pipe -> {task: derived pipeline}
-_SHARED = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+_SHARED = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "text_encoder_2", "tokenizer_2")
 
 
 def derive(pipe, task: str, scheduler: str | None = None, **components):
@@ -393,7 +509,10 @@ def derive(pipe, task: str, scheduler: str | None = None, **components):
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
-    cls = TASKS[task]
+    table = XL_TASKS if is_xl(pipe) else TASKS
+    if task not in table:
+        raise ValueError(f"{task} is not available for SDXL (diffusers has no SDXL pipeline for it); allowed for SDXL: {', '.join(XL_TASKS)}")
+    cls = table[task]
     if task == "depth-to-image":
         check_depth_unet(components.get("unet", pipe.unet))  # the U-Net the derived pipeline will run
         if not isinstance(pipe, cls):
@@ -432,7 +551,9 @@ def same_progress_bar(derived, pipe):
 
 def describe(pipe) -> dict:
     """A short summary of a pipeline's architecture, for notebooks and `sdexplain info`."""
-    unet, text = pipe.unet.config, pipe.text_encoder.config
+    encoders = [e for e in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if e is not None]
+    unet, text = pipe.unet.config, encoders[0].config
+    tokenizer = pipe.tokenizer if getattr(pipe, "tokenizer", None) is not None else pipe.tokenizer_2
     factor = pipe.vae_scale_factor  # diffusers': 2 ** (VAE levels - 1), 8 for every SD VAE
     return {
         "pipeline": type(pipe).__name__,
@@ -442,8 +563,9 @@ def describe(pipe) -> dict:
         "parameters": count_parameters(pipe),
         "text_width": text.hidden_size,
         "text_layers": text.num_hidden_layers,
-        "max_tokens": pipe.tokenizer.model_max_length,
-        "vocab_size": len(pipe.tokenizer),
+        "text_widths": [e.config.hidden_size for e in encoders],  # SDXL: both encoders, concatenated for the U-Net
+        "max_tokens": tokenizer.model_max_length,
+        "vocab_size": len(tokenizer),
         "unet_blocks": list(unet.down_block_types),
         "unet_channels": list(unet.block_out_channels),
         "cross_attention_dim": unet.cross_attention_dim,

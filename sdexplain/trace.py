@@ -4,12 +4,12 @@
         images = pipe("a red circle", num_inference_steps=20).images
 
 works for diffusers' StableDiffusionPipeline, ...Img2ImgPipeline, ...InpaintPipeline and
-...Depth2ImgPipeline, any batch (lists of prompts, `num_images_per_prompt`), any size, with or
+...Depth2ImgPipeline, the same three for Stable Diffusion XL (StableDiffusionXLPipeline, ...), any batch (lists of prompts, `num_images_per_prompt`), any size, with or
 without negative prompt, with classifier-free guidance on or off. The image is bit-for-bit the one
 the pipeline makes untraced: only public hook points are used (forward hooks / pre-hooks on the
 text encoder, its token embedding, the U-Net, the cross-attention projections and the VAE
 decoder's input) and the hooks only read. One thing is swapped for the duration of the `with`
-block: `pipe.tokenizer`, by a stand-in that passes every call through unchanged and remembers which text
+block: `pipe.tokenizer` (and SDXL's `pipe.tokenizer_2`), each by a stand-in that passes every call through unchanged and remembers which text
 gave which ids, so the tokens cut from a long prompt are computed by the tokenizer itself (not read
 from a log message, which another pipeline may write and a quiet log level hides). All hooks are
 removed and the tokenizer put back when the `with` block ends, also when it raises.
@@ -22,11 +22,23 @@ What `run` (a `Trace`) holds — everything on the CPU, float32:
         Tokens.ids (77 ints), .strings (77 token strings), .length (positions up to and including
         the first end token), .words (the real words), .cut (token strings that did not fit in 75),
         .filled (all 75 slots used)
+    run.tokens_2, run.negative_tokens_2   SDXL: the same from its second tokenizer ([] for SD 1.x/2.x)
     run.embeddings        Embeddings
         .token          (B, 77, D) the text encoder's input (token) embeddings of the prompt
         .token_uncond   (B, 77, D) of the negative prompt, or None
-        .hidden         (B, 77, D) the encoder hidden states the U-Net receives (conditional half)
-        .hidden_uncond  (B, 77, D) or None without CFG
+        .token_2, .token_2_uncond   SDXL: the same for the second text encoder (else None)
+        .hidden         (B, 77, D) the encoder hidden states the U-Net receives (conditional half);
+                        SDXL: both text encoders' outputs side by side (D = 768 + 1280 = 2048)
+        .hidden_uncond  (B, 77, D) or None without CFG (SDXL without a negative prompt: all zeros)
+        .parts          [TextPart] which slice of D each text encoder fills and from which of its
+                        layers ("last" = its final output; -2 = hidden_states[-2], the penultimate layer
+                        SDXL and clip_skip read), found by comparing the encoder's outputs with the
+                        U-Net's input; layer None where none matched exactly
+        .pooled, .pooled_uncond     SDXL: (B, 1280) the pooled text embedding the U-Net adds to its
+                        time embedding (the second encoder's projected end token); None otherwise
+    run.micro_conditioning, run.micro_conditioning_uncond   SDXL: [dict] per image, the numbers the
+                        U-Net is told besides the text: original_size (h, w), crops_coords_top_left
+                        (top, left), target_size (h, w) — or aesthetic_score for the refiner; [] otherwise
     run.steps             [Step] one per U-Net evaluation of the sampling loop (= the pipeline's
                           loop iterations: N for DDIM/Euler/DPM++, N+1 for PNDM; int(N·strength)
                           for image-to-image with a first-order scheduler)
@@ -54,6 +66,7 @@ only every k-th step, and says so in `run.reductions`. Each step costs one devic
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -85,11 +98,24 @@ class Tokens:
 
 
 @dataclass
+class TextPart:
+    encoder: str  # "text_encoder" or "text_encoder_2"
+    start: int  # its channels in the U-Net's text input: [start, start + width)
+    width: int
+    layer: object = None  # "last" (the encoder's output), -2 (hidden_states[-2]) …, None: not matched
+
+
+@dataclass
 class Embeddings:
     token: torch.Tensor | None = None  # (B, 77, D) text encoder input embeddings, prompt
     token_uncond: torch.Tensor | None = None  # (B, 77, D) negative prompt
     hidden: torch.Tensor | None = None  # (B, 77, D) what the U-Net receives, prompt
     hidden_uncond: torch.Tensor | None = None  # (B, 77, D) negative prompt
+    token_2: torch.Tensor | None = None  # SDXL: (B, 77, D2) second text encoder's input embeddings, prompt
+    token_2_uncond: torch.Tensor | None = None  # SDXL: negative prompt
+    pooled: torch.Tensor | None = None  # SDXL: (B, P) pooled text embedding the U-Net receives, prompt
+    pooled_uncond: torch.Tensor | None = None  # SDXL: negative prompt (zeros when there is none)
+    parts: list = field(default_factory=list)  # [TextPart]
 
 
 @dataclass
@@ -116,6 +142,10 @@ class Preview:
 class Trace:
     tokens: list = field(default_factory=list)  # [Tokens] per image
     negative_tokens: list = field(default_factory=list)  # [Tokens] per image
+    tokens_2: list = field(default_factory=list)  # SDXL: [Tokens] per image, second tokenizer
+    negative_tokens_2: list = field(default_factory=list)  # SDXL
+    micro_conditioning: list = field(default_factory=list)  # SDXL: [dict] per image
+    micro_conditioning_uncond: list = field(default_factory=list)  # SDXL: [dict] per image, with CFG
     embeddings: Embeddings = field(default_factory=Embeddings)
     steps: list = field(default_factory=list)  # [Step]
     attention: AttentionMaps = field(default_factory=AttentionMaps)
@@ -129,7 +159,7 @@ class Trace:
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor the trace holds."""
-        out = [t for t in vars(self.embeddings).values() if t is not None]
+        out = [t for t in vars(self.embeddings).values() if isinstance(t, torch.Tensor)]
         for step in self.steps:
             out += [t for t in (step.latent_in, step.noise_uncond, step.noise_cond, step.noise_guided, step.x0, step.latent_out) if t is not None]
         out += [p.images for p in self.previews]
@@ -279,9 +309,10 @@ class _Recorder:
         self.run = Trace(pipeline=type(pipe).__name__)
         self.handles: list = []
         self.attn = CrossAttentionRecorder(pipe.unet, debug=options.debug) if options.attention else None
-        self.witness: _TokenizerWitness | None = None  # stands in for pipe.tokenizer during the run
+        self.encoders = _encoders(pipe)  # [(text encoder attribute, tokenizer attribute)]
+        self.witnesses: dict[str, _TokenizerWitness] = {}  # tokenizer attribute -> its stand-in during the run
         self.known_texts: tuple[list[str], list[str] | None] | None = None  # set by generate()
-        self.text_calls: list[dict] = []  # one per text encoder call: {"ids", "token", "hidden", "texts"}
+        self.text_calls: list[dict] = []  # one per text encoder call: {"encoder", "ids", "texts", "token", "candidates"}
         self.count = 0  # U-Net calls so far
         self.plan: dict | None = None
         self.pending: dict = {}  # tensors from the current U-Net pre-hook
@@ -292,21 +323,23 @@ class _Recorder:
 
     def attach(self) -> None:
         pipe = self.pipe
-        if getattr(pipe, "text_encoder", None) is not None:
-            self.handles.append(pipe.text_encoder.register_forward_pre_hook(self._on_text_encoder, with_kwargs=True))
-            self.handles.append(pipe.text_encoder.register_forward_hook(self._on_text_encoder_output))
-            embedding = pipe.text_encoder.get_input_embeddings()
-            self.handles.append(embedding.register_forward_hook(self._on_token_embedding))
+        for k, (encoder_name, _) in enumerate(self.encoders):
+            encoder = getattr(pipe, encoder_name)
+            self.handles.append(encoder.register_forward_pre_hook(functools.partial(self._on_text_encoder, k), with_kwargs=True))
+            self.handles.append(encoder.register_forward_hook(functools.partial(self._on_text_encoder_output, k)))
+            embedding = encoder.get_input_embeddings()
+            self.handles.append(embedding.register_forward_hook(functools.partial(self._on_token_embedding, k)))
         self.handles.append(pipe.unet.register_forward_pre_hook(self._on_unet_input, with_kwargs=True))
         self.handles.append(pipe.unet.register_forward_hook(self._on_unet_output))
         vae_input = pipe.vae.post_quant_conv if getattr(pipe.vae, "post_quant_conv", None) is not None else pipe.vae.decoder
         self.handles.append(vae_input.register_forward_pre_hook(self._on_vae_decode))
         if self.attn is not None:
             self.attn.attach()
-        tokenizer = getattr(pipe, "tokenizer", None)
-        if tokenizer is not None:
-            self.witness = _TokenizerWitness(tokenizer)
-            pipe.__dict__["tokenizer"] = self.witness  # not setattr: that would rewrite the pipeline's config
+        for _, tokenizer_name in self.encoders:
+            tokenizer = getattr(pipe, tokenizer_name, None)
+            if tokenizer is not None:
+                self.witnesses[tokenizer_name] = witness = _TokenizerWitness(tokenizer)
+                pipe.__dict__[tokenizer_name] = witness  # not setattr: that would rewrite the pipeline's config
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -314,31 +347,59 @@ class _Recorder:
         self.handles.clear()
         if self.attn is not None:
             self.attn.remove()
-        if self.witness is not None and self.pipe.__dict__.get("tokenizer") is self.witness:
-            self.pipe.__dict__["tokenizer"] = self.witness.tokenizer
+        for tokenizer_name, witness in self.witnesses.items():
+            if self.pipe.__dict__.get(tokenizer_name) is witness:
+                self.pipe.__dict__[tokenizer_name] = witness.tokenizer
 
-    def _on_text_encoder(self, module, args, kwargs):
+    def _witness(self, k: int):
+        return self.witnesses.get(self.encoders[k][1])
+
+    def _tokenizer(self, k: int):
+        witness = self._witness(k)
+        return witness.tokenizer if witness is not None else getattr(self.pipe, self.encoders[k][1], None)
+
+    def _on_text_encoder(self, k, module, args, kwargs):
         if self.count:
             raise RuntimeError("one trace records one pipeline call; open a new `with trace(pipe)` for the next call")
         ids = args[0] if args else kwargs["input_ids"]  # (Bp, 77)
         ids = ids.detach().to("cpu")
-        texts = self.witness.texts_for(ids) if self.witness is not None else None
-        self.text_calls.append({"ids": ids, "texts": texts})
+        witness = self._witness(k)
+        texts = witness.texts_for(ids) if witness is not None else None
+        self.text_calls.append({"encoder": k, "ids": ids, "texts": texts})
 
-    def _on_text_encoder_output(self, module, args, output):
-        if self.text_calls and "hidden" not in self.text_calls[-1]:
-            self.text_calls[-1]["hidden"] = output[0].detach()  # (Bp, 77, D) last hidden state, on the device
+    def _last_call(self, k: int, missing: str) -> dict | None:
+        """The latest call of text encoder k that has no `missing` entry yet."""
+        for call in reversed(self.text_calls):
+            if call["encoder"] == k:
+                return call if missing not in call else None
+        return None
 
-    def _on_token_embedding(self, module, inputs, output):
-        if self.text_calls and "token" not in self.text_calls[-1]:
-            self.text_calls[-1]["token"] = output.detach().to("cpu", torch.float32)  # (Bp, 77, D)
+    def _on_text_encoder_output(self, k, module, args, output):
+        call = self._last_call(k, "candidates")
+        if call is None:
+            return
+        # What the U-Net may have been given from this call (kept on the device until the first step):
+        # the encoder's output, or one of its layers when the pipeline asked for them (SDXL, clip_skip).
+        candidates = []
+        first = output[0]
+        if isinstance(first, torch.Tensor) and first.ndim == 3:
+            candidates.append(("last", first.detach()))  # (Bp, 77, D) last_hidden_state
+        layers = getattr(output, "hidden_states", None)
+        if layers:
+            candidates += [(i - len(layers), h.detach()) for i, h in enumerate(layers)]  # (Bp, 77, D) each
+        call["candidates"] = candidates
+
+    def _on_token_embedding(self, k, module, inputs, output):
+        call = self._last_call(k, "token")
+        if call is not None:
+            call["token"] = output.detach().to("cpu", torch.float32)  # (Bp, 77, D)
 
     def _on_unet_input(self, module, args, kwargs):
         sample = args[0] if args else kwargs["sample"]  # (2B|B, C_in, h, w) scaled model input
         timestep = args[1] if len(args) > 1 else kwargs["timestep"]
         hidden = args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]  # (2B|B, 77, D)
         if self.count == 0:
-            self._start(sample, hidden)
+            self._start(sample, hidden, kwargs.get("added_cond_kwargs"))
         plan = self.plan
         index = self.count
         x_t = sample[:, : plan["channels"]]  # (2B|B, C, h, w) the latent part (inpaint/depth add channels)
@@ -360,7 +421,7 @@ class _Recorder:
 
     # -- the work -------------------------------------------------------------------------------
 
-    def _start(self, sample: torch.Tensor, hidden: torch.Tensor) -> None:
+    def _start(self, sample: torch.Tensor, hidden: torch.Tensor, added: dict | None = None) -> None:
         """First U-Net call: everything is known now — plan the memory before recording a step."""
         pipe, run = self.pipe, self.run
         cfg = bool(getattr(pipe, "do_classifier_free_guidance", False))
@@ -377,7 +438,8 @@ class _Recorder:
         run.guidance_scale = float(pipe.guidance_scale) if cfg else None
         self._tokens(batch, cfg, hidden)
         for call in self.text_calls:
-            call.pop("hidden", None)  # only needed to tell prompt from negative prompt
+            call.pop("candidates", None)  # only needed to tell prompt from negative prompt, and the layer
+        self._added_conditioning(added, batch, cfg)
         n_steps = getattr(pipe, "num_timesteps", None) or len(scheduler.timesteps)  # the loop's length
         self.plan = _plan(self.options, batch, cfg, tuple(sample.shape[-2:]), pipe, n_steps, run)
         self.plan["cond"] = slice(batch, None) if cfg else slice(None)
@@ -389,59 +451,100 @@ class _Recorder:
         self.plan["alphas_cumprod"] = scheduler.alphas_cumprod.to(sample.device)
         self.plan["hidden"] = hidden
         if self.attn is not None:
+            labels, lengths = _slot_labels(run.tokens, run.tokens_2)
             pad_mask = torch.zeros(batch, hidden.shape[1])
-            for b, tok in enumerate(run.tokens):
-                pad_mask[b, tok.length :] = 1.0
+            for b, length in enumerate(lengths):
+                pad_mask[b, length:] = 1.0
             self.plan["pad_mask"] = pad_mask.to(sample.device)
-            if run.tokens:
-                run.attention.tokens = [tok.strings[: self.plan["keep"]] for tok in run.tokens]
-                run.attention.lengths = [tok.length for tok in run.tokens]
+            if labels:
+                run.attention.tokens = [row[: self.plan["keep"]] for row in labels]
+                run.attention.lengths = lengths
             else:  # prompt_embeds passed in: positions without token strings
                 run.attention.tokens = [[f"#{p}" for p in range(self.plan["keep"])]] * batch
                 run.attention.lengths = [self.plan["keep"]] * batch
             run.attention.resolution = self.plan["attention_hw"]
 
     def _tokens(self, batch: int, cfg: bool, hidden: torch.Tensor) -> None:
-        """Token records from the text encoder calls, each matched to the prompt or the negative prompt."""
+        """Token records from the text encoder calls, each matched to the prompt or the negative prompt
+        (per text encoder: SDXL has two), and which layer of each encoder the U-Net was given."""
         run = self.run
-        tokenizer = self.witness.tokenizer if self.witness is not None else getattr(self.pipe, "tokenizer", None)
-        if not self.text_calls or tokenizer is None:  # prompt_embeds were passed in: no tokens to show
+        if not self.text_calls:  # prompt_embeds were passed in: no tokens to show
             return
-        prompt_call, negative_call = self._text_roles(batch, cfg, hidden)
+        prompt_calls, negative_calls = self._text_roles(batch, cfg, hidden)
         known_prompts, known_negatives = self.known_texts or (None, None)
-        for call, known, what in ((prompt_call, known_prompts, "prompt"), (negative_call, known_negatives, "negative prompt")):
-            if call is None:
+        for k, (encoder_name, _) in enumerate(self.encoders):
+            tokenizer = self._tokenizer(k)
+            for calls, known, what, half in ((prompt_calls, known_prompts, "prompt", "cond"), (negative_calls, known_negatives, "negative prompt", "uncond")):
+                call = calls[k] if calls else None
+                if call is None or tokenizer is None:
+                    continue
+                per_image = max(1, batch // call["ids"].shape[0])
+                texts = call["texts"] if call["texts"] is not None else known
+                rows = self._token_rows(tokenizer, call["ids"], texts, what, per_image, warn=k == 0)
+                token = call["token"].repeat_interleave(per_image, 0) if "token" in call else None  # (B, 77, D)
+                name = ("tokens", "token") if k == 0 else ("tokens_2", "token_2")
+                if what == "prompt":
+                    setattr(run, name[0], rows)
+                    setattr(run.embeddings, name[1], token)
+                else:
+                    setattr(run, "negative_" + name[0], rows)
+                    setattr(run.embeddings, name[1] + "_uncond", token)
+        parts = self._parts(hidden)
+        for k, part in enumerate(parts):
+            call = (prompt_calls or [None] * len(parts))[k]
+            if part is not None and call is not None:
+                part.layer = self._matching_layer(call, part, hidden[batch:] if cfg else hidden, batch)
+        run.embeddings.parts = [p for p in parts if p is not None]
+
+    def _parts(self, hidden: torch.Tensor) -> list[TextPart | None]:
+        """Which channels of the U-Net's text input each text encoder fills (concatenated in order), or
+        [None …] when the widths don't add up to the U-Net's."""
+        widths = [getattr(self.pipe, name).config.hidden_size for name, _ in self.encoders]
+        if sum(widths) != hidden.shape[-1]:
+            return [None] * len(widths)
+        starts = [sum(widths[:k]) for k in range(len(widths))]
+        return [TextPart(name, start, width) for (name, _), start, width in zip(self.encoders, starts, widths)]
+
+    @staticmethod
+    def _matching_layer(call: dict, part: TextPart, half: torch.Tensor, batch: int):
+        """The label of the first of this call's outputs that equals the U-Net's text input (its part of it)."""
+        target = half[..., part.start : part.start + part.width]  # (B, 77, width)
+        for label, out in call.get("candidates", []):
+            if batch % out.shape[0]:
                 continue
-            per_image = max(1, batch // call["ids"].shape[0])
-            texts = call["texts"] if call["texts"] is not None else known
-            rows = self._token_rows(tokenizer, call["ids"], texts, what, per_image)
-            token = call["token"].repeat_interleave(per_image, 0) if "token" in call else None  # (B, 77, D)
-            if what == "prompt":
-                run.tokens, run.embeddings.token = rows, token
-            else:
-                run.negative_tokens, run.embeddings.token_uncond = rows, token
+            out = out.repeat_interleave(batch // out.shape[0], 0).to(target.device, target.dtype)
+            if out.shape == target.shape and torch.equal(out, target):
+                return label
+        return None
 
-    def _text_roles(self, batch: int, cfg: bool, hidden: torch.Tensor) -> tuple[dict | None, dict | None]:
-        """(the prompt's text encoder call, the negative prompt's), None for one passed in as embeddings.
+    def _text_roles(self, batch: int, cfg: bool, hidden: torch.Tensor) -> tuple[list | None, list | None]:
+        """([the prompt's call per text encoder], [the negative prompt's]), None for one passed in as embeddings.
 
-        The pipeline encodes the prompt first, then (with guidance) the negative prompt, and skips
-        either when its embeddings are passed in (`prompt_embeds=`, `negative_prompt_embeds=`). So
-        with guidance on and a single call, its output is compared with both halves of the text
-        input the U-Net receives (hidden: (2B, 77, D), negative half first).
+        The pipeline encodes the prompt first (with every text encoder in turn), then (with guidance)
+        the negative prompt, and skips either when its embeddings are passed in (`prompt_embeds=`,
+        `negative_prompt_embeds=`; SDXL also skips the negative prompt when there is none and its
+        `force_zeros_for_empty_prompt` is set: the unconditional input is all zeros). So with guidance
+        on and a single call per encoder, its outputs are compared with both halves of the text input
+        the U-Net receives (hidden: (2B, 77, D), negative half first).
         """
-        calls = self.text_calls
+        per_encoder = [[c for c in self.text_calls if c["encoder"] == k] for k in range(len(self.encoders))]
+        if any(not calls for calls in per_encoder):
+            per_encoder = [calls or [None] for calls in per_encoder]
         if not cfg:
-            return calls[0], None
-        if len(calls) >= 2:
-            return calls[0], calls[1]
-        call = calls[0]
-        out = call.get("hidden")  # (Bp, 77, D)
-        if out is not None and batch % out.shape[0] == 0:
-            out = out.repeat_interleave(batch // out.shape[0], 0).to(hidden.device, hidden.dtype)  # (B, 77, D)
-            is_negative = out.shape == hidden[:batch].shape and torch.equal(out, hidden[:batch])
-            is_prompt = out.shape == hidden[batch:].shape and torch.equal(out, hidden[batch:])
-            if is_prompt != is_negative:
-                return (call, None) if is_prompt else (None, call)
+            return [calls[0] for calls in per_encoder], None
+        if all(len(calls) >= 2 for calls in per_encoder):
+            return [calls[0] for calls in per_encoder], [calls[1] for calls in per_encoder]
+        if all(len(calls) == 1 for calls in per_encoder):
+            parts = self._parts(hidden)
+            for k, part in enumerate(parts):
+                call = per_encoder[k][0]
+                if part is None or call is None:
+                    continue
+                is_negative = self._matching_layer(call, part, hidden[:batch], batch) is not None
+                is_prompt = self._matching_layer(call, part, hidden[batch:], batch) is not None
+                if is_prompt != is_negative:
+                    calls = [c[0] for c in per_encoder]
+                    return (calls, None) if is_prompt else (None, calls)
         warnings.warn(
             "the pipeline encoded one text but its output matches neither or both halves of the U-Net's text input; "
             "tokens are not recorded (was clip_skip used together with prompt_embeds or negative_prompt_embeds?)",
@@ -449,8 +552,24 @@ class _Recorder:
         )
         return None, None
 
-    def _token_rows(self, tokenizer, ids, texts, what, per_image) -> list[Tokens]:
-        """One Tokens per row of `ids`; `texts` (one per row, or None) give the cut tokens."""
+    def _added_conditioning(self, added: dict | None, batch: int, cfg: bool) -> None:
+        """SDXL: the pooled text embedding and the micro-conditioning numbers the U-Net receives."""
+        if not added:
+            return
+        run = self.run
+        pooled, time_ids = added.get("text_embeds"), added.get("time_ids")  # (2B|B, P), (2B|B, 6 or 5)
+        host = _to_host({k: v for k, v in (("pooled", pooled), ("time_ids", time_ids)) if isinstance(v, torch.Tensor)})
+        if "pooled" in host:
+            run.embeddings.pooled = host["pooled"][batch:] if cfg else host["pooled"]
+            run.embeddings.pooled_uncond = host["pooled"][:batch] if cfg else None
+        if "time_ids" in host:
+            rows = [_micro_conditioning(row) for row in host["time_ids"].tolist()]
+            run.micro_conditioning = rows[batch:] if cfg else rows
+            run.micro_conditioning_uncond = rows[:batch] if cfg else []
+
+    def _token_rows(self, tokenizer, ids, texts, what, per_image, warn=True) -> list[Tokens]:
+        """One Tokens per row of `ids`; `texts` (one per row, or None) give the cut tokens.
+        `warn`: say what was cut (SDXL: once, for the first tokenizer; the second cuts the same text)."""
         eos = tokenizer.eos_token_id
         rows = []
         for r, row in enumerate(ids.tolist()):
@@ -460,9 +579,9 @@ class _Recorder:
             if texts is not None and r < len(texts):
                 full = tokenizer(texts[r], verbose=False).input_ids  # untruncated, unpadded: [start, ..., end]
                 tok.cut = tokenizer.convert_ids_to_tokens(full[len(row) - 1 : -1])
-            if tok.cut:
+            if tok.cut and warn:
                 warnings.warn(f"{what} {r} is longer than {len(row) - 2} tokens; cut: {' '.join(tok.cut)}", stacklevel=2)
-            elif tok.filled and texts is None:
+            elif tok.filled and texts is None and warn:
                 warnings.warn(
                     f"{what} {r} fills all {len(row) - 2} token slots; any text beyond them was cut "
                     f"(the last kept token is {tok.strings[-2]!r})",
@@ -602,6 +721,41 @@ class _Recorder:
                 run.debug["attention_row_sums"] = dict(self.attn.row_sums)
 
 
+def _encoders(pipe) -> list[tuple[str, str]]:
+    """(text encoder, tokenizer) attribute names of the text encoders a pipeline has, in the order their
+    outputs are concatenated for the U-Net: SD 1.x/2.x one, SDXL base two, the SDXL refiner only the second."""
+    return [(e, t) for e, t in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")) if getattr(pipe, e, None) is not None]
+
+
+def _slot_labels(tokens: list, tokens_2: list) -> tuple[list, list]:
+    """([label per slot] per image, [length] per image) for the attention maps.
+
+    Slot p of the U-Net's text input carries token p of each tokenizer (SDXL: both, side by side). The
+    label is the token string; where SDXL's two tokenizers disagree (a different `prompt_2`) both are
+    given, "first | second", up to the longer prompt's end token.
+    """
+    if not tokens:
+        tokens, tokens_2 = tokens_2, []
+    if not tokens_2:
+        return [list(tok.strings) for tok in tokens], [tok.length for tok in tokens]
+    labels, lengths = [], []
+    for a, b in zip(tokens, tokens_2):
+        length = max(a.length, b.length)
+        labels.append([x if x == y or p >= length else f"{x} | {y}" for p, (x, y) in enumerate(zip(a.strings, b.strings))])
+        lengths.append(length)
+    return labels, lengths
+
+
+def _micro_conditioning(row: list[float]) -> dict:
+    """SDXL's added time ids, read back into what they mean (diffusers' _get_add_time_ids order)."""
+    values = [int(round(v)) for v in row]
+    if len(row) == 6:  # base: original_size + crops_coords_top_left + target_size
+        return {"original_size": tuple(values[0:2]), "crops_coords_top_left": tuple(values[2:4]), "target_size": tuple(values[4:6])}
+    if len(row) == 5:  # refiner: original_size + crops_coords_top_left + aesthetic_score
+        return {"original_size": tuple(values[0:2]), "crops_coords_top_left": tuple(values[2:4]), "aesthetic_score": float(row[4])}
+    return {"time_ids": tuple(row)}
+
+
 def _to_host(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """One device→host copy for many tensors: flatten, concatenate, copy, split back (float32 CPU)."""
     names = list(parts)
@@ -625,7 +779,7 @@ def _plan(options: _Options, batch: int, cfg: bool, latent_hw, pipe, n_steps: in
     channels = pipe.unet.config.out_channels
     vae_factor = pipe.vae_scale_factor  # pixels per latent cell along each side
     hidden_width = pipe.unet.config.cross_attention_dim
-    keep = max((tok.length for tok in run.tokens), default=77)
+    keep = max((tok.length for tok in run.tokens + run.tokens_2), default=77)
     budget = options.budget_bytes
 
     att_hw = (h, w)
@@ -658,7 +812,7 @@ def _plan(options: _Options, batch: int, cfg: bool, latent_hw, pipe, n_steps: in
         latent = batch * channels * h * w * 4
         n_tensors = 5 if cfg else 3  # latent_in, noise_cond, x0 (+ noise_uncond, noise_guided)
         steps = len(_every(n_steps, state["tensor_every"])) * (n_tensors * latent + 8) + latent + n_steps * 8
-        embeddings = (4 if cfg else 2) * batch * 77 * hidden_width * 4
+        embeddings = (4 if cfg else 2) * batch * 77 * hidden_width * 4  # token (≤ hidden width in total) + hidden
         previews = 0
         if state["preview_every"]:
             ph, pw = preview_latent_hw(state["preview_px"])

@@ -1,4 +1,4 @@
-"""Stable Diffusion v1 vs v2, read from the architecture configs (and the loaded model), not typed.
+"""Stable Diffusion v1 vs v2 vs XL, read from the architecture configs (and the loaded model).
 
 - `comparison_table(names)`: one row per property (text encoder width, layers, heads, resolution,
   prediction type, …) and one column per architecture, read from
@@ -13,7 +13,9 @@
       x_t = sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε     ε-target: ε     v-target: v = sqrt(ᾱ_t)·ε − sqrt(1−ᾱ_t)·x0
   (Salimans & Ho 2022, "Progressive Distillation"; SD 2's 768-px model is trained on v).
 
-Not here: the training-data differences (prose in the notebook) and the real weights.
+Not read from configs: the text encoders' names (a lookup by width, `TEXT_ENCODER_NAMES`) and the CLIP
+training-pair counts (published numbers, `CLIP_MODELS`). Not here: the training-data differences (prose in
+the notebook) and the real weights.
 """
 
 from __future__ import annotations
@@ -23,13 +25,34 @@ from dataclasses import dataclass
 import torch
 
 from sdexplain import diffusion
-from sdexplain.architectures import ARCHITECTURES
+from sdexplain.architectures import ARCHITECTURES, XL_ARCHITECTURES
 from sdexplain.latents import vae_factor
+
+
+# The text towers SD uses, told apart by their width (a lookup: the configs hold no model names).
+TEXT_ENCODER_NAMES = {768: "CLIP ViT-L/14 (OpenAI)", 1024: "OpenCLIP ViT-H/14 (LAION)", 1280: "OpenCLIP ViT-bigG/14 (LAION)"}
+NAMES = (*ARCHITECTURES, *XL_ARCHITECTURES)
 
 
 def _text_encoder_name(text: dict) -> str:
     width = text["hidden_size"]
-    return {768: "CLIP ViT-L/14 (OpenAI)", 1024: "OpenCLIP ViT-H/14 (LAION)"}.get(width, f"CLIP-style, width {width}")
+    return TEXT_ENCODER_NAMES.get(width, f"CLIP-style, width {width}")
+
+
+def _arch(name: str) -> dict:
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    if name in XL_ARCHITECTURES:
+        return XL_ARCHITECTURES[name]
+    raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(NAMES)}")
+
+
+def _joined(values: list, total: bool = False):
+    """One value as itself; SDXL's two encoders as "a + b" (and "= a+b" with `total`)."""
+    if len(values) == 1:
+        return values[0]
+    text = " + ".join(str(v) for v in values)
+    return f"{text} = {sum(values)}" if total else text
 
 
 def _heads(unet: dict) -> str:
@@ -41,29 +64,48 @@ def _heads(unet: dict) -> str:
     return f"{', '.join(str(h) for h in heads)} ({'/'.join(str(c) for c in sorted(per_head))} channels each)"
 
 
-def config_row(name: str) -> dict[str, object]:
-    """The comparable properties of one architecture in `ARCHITECTURES`."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(ARCHITECTURES)}")
-    arch = ARCHITECTURES[name]
-    unet, text, vae, scheduler = arch["unet"], arch["text_encoder"], arch["vae"], arch["scheduler"]
-    factor = vae_factor(arch)
+def _row(hub_id, texts: list[dict], unet: dict, vae: dict, factor: int, size: int, prediction: str, scheduler: str) -> dict[str, object]:
+    """The comparable properties, from the configs of one model's text encoder(s), U-Net and VAE."""
+    pooled, micro = "—", "—"
+    if unet.get("addition_embed_type") == "text_time":
+        pooled = texts[-1]["projection_dim"]  # the last encoder's projected end token
+        micro = (unet["projection_class_embeddings_input_dim"] - pooled) // unet["addition_time_embed_dim"]
     return {
-        "Hub id": arch["hub_id"],
-        "text encoder": _text_encoder_name(text),
-        "text width (embedding size)": text["hidden_size"],
-        "text encoder layers": text["num_hidden_layers"],
-        "text attention heads": text["num_attention_heads"],
-        "max tokens": text["max_position_embeddings"],
+        "Hub id": hub_id,
+        "text encoder": " + ".join(_text_encoder_name(t) for t in texts),
+        "text width (embedding size)": _joined([t["hidden_size"] for t in texts], total=True),
+        "text encoder layers": _joined([t["num_hidden_layers"] for t in texts]),
+        "text attention heads": _joined([t["num_attention_heads"] for t in texts]),
+        "max tokens": texts[0]["max_position_embeddings"],
         "U-Net cross-attention width": unet["cross_attention_dim"],
+        "pooled text width added to the time embedding": pooled,
+        "micro-conditioning numbers": micro,
         "U-Net channels": "/".join(str(c) for c in unet["block_out_channels"]),
+        "U-Net attention layers per level": _attention_layers(unet),
         "U-Net attention heads": _heads(unet),
-        "native resolution (px)": unet["sample_size"] * factor,
-        "latent (C×h×w)": f"{vae['latent_channels']}×{unet['sample_size']}×{unet['sample_size']}",
-        "prediction type": scheduler["prediction_type"],
-        "default scheduler": scheduler["_class_name"],
+        "native resolution (px)": size * factor,
+        "latent (C×h×w)": f"{vae['latent_channels']}×{size}×{size}",
+        "prediction type": prediction,
+        "default scheduler": scheduler,
         "VAE scaling factor": vae["scaling_factor"],
     }
+
+
+def _attention_layers(unet: dict) -> str:
+    """Transformer (self- + cross-attention) layers per block at each down level, 0 where the level has none."""
+    per_level = unet.get("transformer_layers_per_block", 1)
+    blocks = unet["down_block_types"]
+    if isinstance(per_level, int):
+        per_level = [per_level] * len(blocks)
+    return "/".join(str(n if "CrossAttn" in block else 0) for block, n in zip(blocks, per_level))
+
+
+def config_row(name: str) -> dict[str, object]:
+    """The comparable properties of one architecture in `ARCHITECTURES` or `XL_ARCHITECTURES`."""
+    arch = _arch(name)
+    texts = [arch[k] for k in ("text_encoder", "text_encoder_2") if k in arch]
+    unet, scheduler = arch["unet"], arch["scheduler"]
+    return _row(arch["hub_id"], texts, unet, arch["vae"], vae_factor(arch), unet["sample_size"], scheduler["prediction_type"], scheduler["_class_name"])
 
 
 @dataclass
@@ -71,29 +113,31 @@ class _Parts:
     vae: torch.nn.Module
     text_encoder: torch.nn.Module
     unet: torch.nn.Module
+    text_encoder_2: torch.nn.Module | None = None
 
 
 def _build_parts(name: str) -> _Parts:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    arch = ARCHITECTURES[name]
+    arch = _arch(name)
     return _Parts(
         vae=AutoencoderKL(**arch["vae"]),
         text_encoder=CLIPTextModel(CLIPTextConfig(**arch["text_encoder"])),
         unet=UNet2DConditionModel(**arch["unet"]),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**arch["text_encoder_2"])) if "text_encoder_2" in arch else None,
     )
 
 
 def parameter_counts(name: str) -> dict[str, int]:
-    """Parameters per component (unet, text_encoder, vae) and 'total' of an architecture, without weights.
+    """Parameters per component (unet, text_encoder, [text_encoder_2,] vae) and 'total', without weights.
 
     The modules are built on the "meta" device: every parameter has its shape, none has storage.
     """
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(ARCHITECTURES)}")
+    _arch(name)  # a clear error for an unknown name
     parts = meta_build(lambda: _build_parts(name))
-    counts = {part: sum(p.numel() for p in getattr(parts, part).parameters()) for part in ("unet", "text_encoder", "vae")}
+    names = ("unet", "text_encoder", "text_encoder_2", "vae") if parts.text_encoder_2 is not None else ("unet", "text_encoder", "vae")
+    counts = {part: sum(p.numel() for p in getattr(parts, part).parameters()) for part in names}
     counts["total"] = sum(counts.values())
     return counts
 
@@ -142,35 +186,31 @@ def comparison_table(names=("sd15", "sd21"), counts: bool = True) -> tuple[list[
         for name in names:
             for part, value in parameter_counts(name).items():
                 rows_by_name[name][f"parameters: {part}"] = f"{value:,}"
-    keys = list(rows_by_name[names[0]])
+    keys = list(dict.fromkeys(key for name in names for key in rows_by_name[name]))  # SDXL adds text_encoder_2
+    keys.sort(key=lambda k: (k.startswith("parameters"), k == "parameters: total"))  # stable: counts last, total at the end
     header = ["property", *names]
-    return header, [[key, *(rows_by_name[name][key] for name in names)] for key in keys]
+    return header, [[key, *(rows_by_name[name].get(key, "—") for name in names)] for key in keys]
 
 
 def pipeline_row(pipe) -> dict[str, object]:
     """The same properties as `config_row`, read from a loaded pipeline's own configs."""
     from sdexplain.architectures import count_parameters
 
-    unet, text, vae = pipe.unet.config, pipe.text_encoder.config, pipe.vae.config
-    factor = pipe.vae_scale_factor
-    size = unet.sample_size if isinstance(unet.sample_size, int) else unet.sample_size[0]
-    heads = unet.attention_head_dim
-    row = {
-        "Hub id": _source_name(pipe),
-        "text encoder": _text_encoder_name({"hidden_size": text.hidden_size}),
-        "text width (embedding size)": text.hidden_size,
-        "text encoder layers": text.num_hidden_layers,
-        "text attention heads": text.num_attention_heads,
-        "max tokens": text.max_position_embeddings,
-        "U-Net cross-attention width": unet.cross_attention_dim,
-        "U-Net channels": "/".join(str(c) for c in unet.block_out_channels),
-        "U-Net attention heads": _heads({"attention_head_dim": heads if isinstance(heads, int) else list(heads), "block_out_channels": list(unet.block_out_channels)}),
-        "native resolution (px)": size * factor,
-        "latent (C×h×w)": f"{vae.latent_channels}×{size}×{size}",
-        "prediction type": pipe.scheduler.config.get("prediction_type", "epsilon"),
-        "default scheduler": type(pipe.scheduler).__name__,
-        "VAE scaling factor": vae.scaling_factor,
-    }
+    texts = [dict(getattr(pipe, k).config.to_dict()) for k in ("text_encoder", "text_encoder_2") if getattr(pipe, k, None) is not None]
+    unet = dict(pipe.unet.config)
+    heads = unet["attention_head_dim"]
+    unet.update(attention_head_dim=heads if isinstance(heads, int) else list(heads), block_out_channels=list(unet["block_out_channels"]))
+    size = unet["sample_size"] if isinstance(unet["sample_size"], int) else unet["sample_size"][0]
+    row = _row(
+        _source_name(pipe),
+        texts,
+        unet,
+        dict(pipe.vae.config),
+        pipe.vae_scale_factor,
+        size,
+        pipe.scheduler.config.get("prediction_type", "epsilon"),
+        type(pipe.scheduler).__name__,
+    )
     for part, value in count_parameters(pipe).items():
         row[f"parameters: {part}"] = f"{value:,}"
     return row
@@ -219,3 +259,21 @@ def prediction_targets(x0: torch.Tensor, timestep: int, scheduler, seed: int = 0
     x_t = diffusion.q_sample(x0[None], timestep, noise[None], scheduler)[0]
     v = diffusion.v_target(x0, noise, alpha_bar)
     return PredictionTargets(int(timestep), alpha_bar, x0, noise, x_t, noise.clone(), v)
+
+
+def x0_error_gains(targets: PredictionTargets, seed: int = 1, size: float = 0.1) -> tuple[float, float]:
+    """(ε-model, v-model): how much an error in the model's output grows when turned into x̂₀, measured.
+
+    The same small random error (RMS `size`) is added to the ε-target and to the v-target, x̂₀ is
+    computed from each with `diffusion.predict_x0` (the formulas the samplers use), and the RMS error of
+    x̂₀ is divided by the RMS of the error put in. Closed forms, for comparison:
+        ε-model  x̂₀ = (x_t − √(1−ᾱ)·ε̂)/√ᾱ   → gain √(1−ᾱ)/√ᾱ   (large when ᾱ → 0, i.e. at high noise)
+        v-model  x̂₀ = √ᾱ·x_t − √(1−ᾱ)·v̂     → gain √(1−ᾱ)      (never above 1)
+    """
+    error = size * torch.randn(targets.noise.shape, generator=torch.Generator().manual_seed(seed))
+    rms = error.pow(2).mean().sqrt()
+    gains = []
+    for output, kind in ((targets.eps_target, "epsilon"), (targets.v_target, "v_prediction")):
+        x0_hat = diffusion.predict_x0(targets.x_t, output + error, targets.alpha_bar, kind)
+        gains.append(float((x0_hat - targets.x0).pow(2).mean().sqrt() / rms))
+    return gains[0], gains[1]

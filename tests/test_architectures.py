@@ -49,8 +49,8 @@ def test_sd21_and_base_differ_where_the_published_models_do():
 
 
 def test_unknown_architecture_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown architecture 'sdxl'; allowed: tiny, tiny-depth, sd15, sd21, sd21-base"):
-        build_pipeline("sdxl")
+    with pytest.raises(ValueError, match=r"unknown architecture 'sd3'; allowed: tiny, tiny-depth, tiny-sdxl, sd15, sd21, sd21-base, sdxl"):
+        build_pipeline("sd3")
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -141,3 +141,36 @@ def test_real_architecture_runs_one_step(name, width, counts):
     finally:
         del pipe
         gc.collect()
+
+
+# ----------------------------------------------------------------------------- SDXL
+
+
+def test_sdxl_config_is_accepted_by_its_classes_and_consistent():
+    from sdexplain.architectures import XL_ARCHITECTURES
+    from sdexplain.latents import latent_geometry
+
+    arch = XL_ARCHITECTURES["sdxl"]
+    for cls, key in ((UNet2DConditionModel, "unet"), (AutoencoderKL, "vae")):
+        _, unused, _ = cls.extract_init_dict(dict(arch[key]))
+        assert not unused, f"sdxl.{key}: keys its class doesn't know: {unused}"
+    text, text_2, unet = CLIPTextConfig(**arch["text_encoder"]), CLIPTextConfig(**arch["text_encoder_2"]), arch["unet"]
+    assert (text.hidden_size, text_2.hidden_size) == (768, 1280)  # CLIP ViT-L + OpenCLIP ViT-bigG
+    assert text.hidden_size + text_2.hidden_size == unet["cross_attention_dim"] == 2048
+    # the U-Net's added embedding: 6 micro-conditioning numbers × 256 + the pooled 1280-wide text embedding
+    assert unet["projection_class_embeddings_input_dim"] == 6 * unet["addition_time_embed_dim"] + text_2.projection_dim
+    geometry = latent_geometry(arch)
+    assert (geometry.height, geometry.width) == (1024, 1024) and geometry.latent_shape == (4, 128, 128)
+
+
+def test_tiny_sdxl_has_sdxls_parts():
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    pipe = build_pipeline("tiny-sdxl")
+    assert isinstance(pipe, StableDiffusionXLPipeline) and isinstance(pipe.text_encoder_2, CLIPTextModelWithProjection)
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
+    assert pipe.unet.config.addition_embed_type == "text_time" and pipe.vae.config.scaling_factor == 0.13025
+    assert pipe.tokenizer_2.pad_token == "!" and pipe.tokenizer.pad_token == "<|endoftext|>"
+    counts = count_parameters(pipe)
+    assert set(counts) == {"unet", "vae", "text_encoder", "text_encoder_2", "total"} and counts["total"] < 2_000_000

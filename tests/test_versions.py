@@ -46,7 +46,7 @@ def test_meta_counts_equal_counts_of_real_random_weight_instances(name):
 
 
 def test_unknown_architecture_is_refused():
-    with pytest.raises(ValueError, match="unknown architecture 'sd3'"):
+    with pytest.raises(ValueError, match="unknown architecture .sd3.; allowed: sd15, sd21, sd21-base, sdxl"):
         versions.parameter_counts("sd3")
 
 
@@ -74,3 +74,53 @@ def test_whole_clip_models_have_their_published_sizes():
     v1, v2 = counts.values()
     assert 427e6 < v1 < 429e6  # openai/clip-vit-large-patch14: 428 M parameters (model card)
     assert 985e6 < v2 < 988e6  # laion/CLIP-ViT-H-14-laion2B-s32B-b79K: 986 M (OpenCLIP's results table)
+
+
+# ----------------------------------------------------------------------------- SDXL
+
+
+def test_xl_table_reads_sdxls_published_layout():
+    header, rows = versions.comparison_table(("sd15", "sd21", "sdxl"), counts=False)
+    table = {row[0]: row[1:] for row in rows}
+    assert header == ["property", "sd15", "sd21", "sdxl"]
+    assert table["text encoder"][2] == "CLIP ViT-L/14 (OpenAI) + OpenCLIP ViT-bigG/14 (LAION)"
+    assert table["text width (embedding size)"] == [768, 1024, "768 + 1280 = 2048"]
+    assert table["U-Net cross-attention width"] == [768, 1024, 2048]  # the two encoders side by side
+    assert table["text encoder layers"] == [12, 23, "12 + 32"]
+    assert table["native resolution (px)"] == [512, 768, 1024]
+    assert table["latent (C×h×w)"][2] == "4×128×128"
+    assert table["pooled text width added to the time embedding"] == ["—", "—", 1280]
+    assert table["micro-conditioning numbers"] == ["—", "—", 6]
+    assert table["U-Net channels"][2] == "320/640/1280"
+    assert table["U-Net attention layers per level"] == ["1/1/1/0", "1/1/1/0", "0/2/10"]  # SDXL: none at the first level
+    assert table["VAE scaling factor"] == [0.18215, 0.18215, 0.13025]
+
+
+def test_sdxl_parameter_counts_match_the_paper():
+    counts = versions.parameter_counts("sdxl")
+    # Podell et al. 2023 (SDXL), §2.1: a 2.6 B-parameter U-Net; 817 M parameters in the two text encoders
+    assert 2.55e9 < counts["unet"] < 2.65e9
+    assert counts["text_encoder"] == 123_060_480  # the same CLIP ViT-L/14 text tower as SD v1
+    assert round((counts["text_encoder"] + counts["text_encoder_2"]) / 1e6) == 818  # 817.7 M: "817 M" in the paper
+    assert counts["total"] == counts["unet"] + counts["text_encoder"] + counts["text_encoder_2"] + counts["vae"]
+
+
+def test_pipeline_row_of_a_tiny_sdxl_equals_its_config_reading():
+    pipe = build_pipeline("tiny-sdxl")
+    row = versions.pipeline_row(pipe)
+    assert row["text width (embedding size)"] == "32 + 48 = 80" == f"32 + 48 = {pipe.unet.config.cross_attention_dim}"
+    assert row["pooled text width added to the time embedding"] == 48
+    assert row["micro-conditioning numbers"] == 6
+    assert row["parameters: text_encoder_2"] == f"{count_parameters(pipe)['text_encoder_2']:,}"
+
+
+
+@pytest.mark.parametrize("t", [1, 250, 500, 999])
+def test_x0_error_gains_match_their_closed_forms(t):
+    scheduler = DDPMScheduler.from_config(SD_SCHEDULE)
+    x0 = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(2))
+    targets = versions.prediction_targets(x0, t, scheduler, seed=0)
+    eps_gain, v_gain = versions.x0_error_gains(targets)
+    a = targets.alpha_bar
+    assert eps_gain == pytest.approx(((1 - a) / a) ** 0.5, rel=1e-3)  # not 1/√ᾱ: at t = 1 it is 0.04, not 1.00
+    assert v_gain == pytest.approx((1 - a) ** 0.5, rel=1e-3) and v_gain <= 1
