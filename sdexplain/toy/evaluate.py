@@ -270,15 +270,41 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def load_any_vae(path: Path):
+    """A diffusers AutoencoderKL folder, or a committed training stage (`toy-stages/v*/vae*.safetensors`)."""
+    from diffusers import AutoencoderKL
+    from safetensors import safe_open
+
+    from sdexplain.toy.model import make_vae
+
+    if path.is_dir():
+        return AutoencoderKL.from_pretrained(path, local_files_only=True).eval()
+    vae = make_vae()
+    with safe_open(path, "pt") as f:
+        vae.load_state_dict({key.removeprefix("model."): f.get_tensor(key) for key in f.keys() if key.startswith("model.")})
+        if path.stem == "vae_decoder":  # the EMA decoder is the one shipped
+            vae.load_state_dict({key.removeprefix("ema."): f.get_tensor(key) for key in f.keys() if key.startswith("ema.")}, strict=False)
+    return vae.eval()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=MODEL_DIR)
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--round-trips", nargs="+", type=Path, default=None, metavar="VAE",
+                        help="only measure these VAEs (diffusers folders, or committed stages such as toy-stages/v2/vae.safetensors) on 256 held-out one- and 256 two-object scenes")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.round_trips:
+        for path in args.round_trips:
+            vae = load_any_vae(path)
+            for kind, scenes in (("one object", held_out_scenes(256)), ("two objects", held_out_pairs(256))):
+                r = round_trip_report(vae, scenes)
+                print(f"{path} · {kind}: PSNR {r['psnr_db']:.1f} dB, L1 {r['l1']:.3f}, face contrast kept {r['face_contrast_kept']:.0%} ({r['faces']} cats and dogs)")
+        return
     report = evaluate(args.model, args.prompts)
     print(format_report(report))
     if args.json:

@@ -72,7 +72,9 @@ from sdexplain.toy.train_common import (
     require_checkpoint,
     resumable_loop,
     resume,
+    load_stage,
     save_checkpoint,
+    save_stage,
     text_model,
     tokenize,
 )
@@ -340,16 +342,51 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
     print(f"seeded {workdir} from {model_dir} (unet at step {unet_step}, unet_noisy at step {noisy_step}; continue with --part unet-noisy --noisy-steps N)")
 
 
+STAGES_DIR = Path(__file__).resolve().parents[2] / "toy-stages"  # in a clone: committed finished stages of a retrain in progress, toy-stages/v<world>/
+STAGES = ("vae", "vae_decoder", "judge", "judge_crisp")  # the parts that can be committed as stages, in order
+
+
+def save_stages(workdir: Path, folder: Path) -> list[Path]:
+    """Every finished stage in `workdir` (in STAGES order, stopping at the first one missing) → `folder`."""
+    saved = []
+    for name in STAGES:
+        if not (workdir / f"{name}.pt").exists():
+            break
+        saved.append(save_stage(workdir, name, folder))
+        print(f"saved {saved[-1]}")
+    return saved
+
+
+def load_stages(folder: Path, workdir: Path, spec: world.WorldSpec) -> None:
+    """Recreate the checkpoints of the stages committed in `folder`, so the next stage resumes from them."""
+    for name in STAGES:
+        path = folder / f"{name}.safetensors"
+        if not path.exists():
+            break
+        if name == "vae":
+            vae = toy_model.make_vae()
+            load_stage(path, workdir, {"model": vae}, list(vae.parameters()))
+        elif name == "vae_decoder":
+            vae = toy_model.make_vae()
+            ema = copy.deepcopy(decoder_parts(vae))
+            load_stage(path, workdir, {"model": vae, "ema": ema}, decoder_parameters(vae))
+        else:
+            judge = toy_model.Judge() if spec.version == 1 else toy_model.SlotJudge()
+            load_stage(path, workdir, {"model": judge}, list(judge.parameters()))
+        print(f"{workdir / (name + '.pt')} from {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--part",
-        choices=["all", "vae", "vae-decoder", "export-vae-decoder", "judge", "judge-crisp", "unet", "unet-noisy", "export", "export-judge", "classifier", "depth", "export-extras", "seed-from-shipped"],
+        choices=["all", "vae", "vae-decoder", "export-vae-decoder", "judge", "judge-crisp", "unet", "unet-noisy", "export", "export-judge", "classifier", "depth", "export-extras", "seed-from-shipped", "save-stages", "load-stages"],
         default="all",
     )
     parser.add_argument("--world", type=int, choices=sorted(world.WORLDS), default=1, help="1: the shipped model's world; 2: one or two objects, synonyms (the next toy)")
     parser.add_argument("--workdir", type=Path, default=None, help=f"default {DEFAULT_WORKDIR} (world 1), {DEFAULT_WORKDIR}-v2 (world 2)")
     parser.add_argument("--out", type=Path, default=toy_model.MODEL_DIR)
+    parser.add_argument("--stages-dir", type=Path, default=STAGES_DIR, help="save-stages / load-stages: the committed stages live in <this>/v<world>/")
     parser.add_argument("--extras-out", type=Path, default=toy_model.EXTRAS_DIR)
     parser.add_argument("--classifier-steps", type=int, default=3000)
     parser.add_argument("--depth-estimator-steps", type=int, default=800)
@@ -373,6 +410,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    stages = args.stages_dir / f"v{spec.version}"
+    if args.part == "save-stages":  # commit these, so the next stage can resume on another machine
+        save_stages(args.workdir, stages)
+        return
+    if args.part == "load-stages":
+        load_stages(stages, args.workdir, spec)
+        return
     if args.part == "seed-from-shipped":
         seed_from_shipped(args.workdir, args.out, args.unet_stop_at, args.noisy_steps)
         return

@@ -303,3 +303,46 @@ CLEAN = UNetStage("unet", peak_lr=5e-4, warmup=500)
 NOISY_STEPS = 1000
 DEPTH_UNET_STEPS = 1200  # the depth U-Net's fine-tuning (train_extras), from the last stage's U-Net
 NOISY = UNetStage("unet_noisy", peak_lr=1e-4, warmup=100, caption_noise=world.CAPTION_NOISE, base=CLEAN, train_text=False)
+
+
+# ----------------------------------------------------------------------------- finished stages, committed
+
+
+def save_stage(workdir: Path, name: str, folder: Path) -> Path:
+    """Write the finished part `workdir/<name>.pt` as `folder/<name>.safetensors`: its weights only
+    (every module's state dict, flattened as "<module>.<key>"), the step in the metadata.
+
+    A retrain longer than one working session is split into stages; a finished stage is committed
+    this way so the next stage can resume on another machine (`load_stage`). Optimiser state is not
+    kept: a finished stage is never trained again.
+    """
+    from safetensors.torch import save_file
+
+    state = require_checkpoint(workdir / f"{name}.pt", name.replace("_", "-"))
+    tensors = {f"{module}.{key}": value.contiguous() for module, weights in state.items() if module != "opt" and isinstance(weights, dict) for key, value in weights.items() if isinstance(value, torch.Tensor)}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.safetensors"
+    save_file(tensors, path, metadata={"step": str(state["step"])})
+    return path
+
+
+def load_stage(path: Path, workdir: Path, modules: dict[str, torch.nn.Module], params: list[torch.nn.Parameter]) -> None:
+    """Recreate `workdir/<name>.pt` from a committed stage (`save_stage`): `modules` ({checkpoint key:
+    a module of the right class}) get the weights, with a fresh optimiser state over `params` (the
+    parameters the part's own optimiser covers), so `resume` reads it and the part's loop sees it
+    finished. Refuses to overwrite a checkpoint that exists."""
+    from safetensors import safe_open
+
+    target = workdir / f"{path.stem}.pt"
+    if target.exists():
+        raise FileExistsError(f"{target} exists: loading {path} would overwrite a real checkpoint; use another --workdir")
+    with safe_open(path, "pt") as f:
+        step = int(f.metadata()["step"])
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    state = {}
+    for name, module in modules.items():
+        weights = {key[len(name) + 1 :]: value for key, value in tensors.items() if key.startswith(name + ".")}
+        module.load_state_dict(weights)
+        state[name] = module.state_dict()
+    workdir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(target, {**state, "opt": torch.optim.AdamW(params).state_dict(), "step": step})
