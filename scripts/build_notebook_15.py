@@ -91,7 +91,8 @@ ratio = (weighted[0].norm(dim=-1) / plain[0].norm(dim=-1))  # per slot: how much
 print(t("length ratio, 'red' slot: {red:.3f} · every other slot: {other:.3f} · mean before {before:.4f}, after {after:.4f}").format(
     red=float(ratio[2]), other=float(ratio[1]), before=float(plain.mean()), after=float(weighted.mean())))
 assert abs(float(ratio[2]) - 1.5 * float(ratio[1])) < 1e-3 and torch.allclose(ratio[[0, 1, 3]], ratio[1].expand(3), atol=1e-5)
-assert abs(float(weighted.mean() - plain.mean())) < 1e-6 and float(ratio[1]) > 1  # the common factor lengthens here
+assert abs(float(weighted.mean() - plain.mean())) < 1e-6
+assert MODEL != "toy" or float(ratio[1]) > 1  # on the toy the common factor lengthens every slot
 """),
     ("md", """
 How much the U-Net then looks at the word, and whether the picture shows it: for each weight, the
@@ -260,9 +261,12 @@ if needs_toy(MODEL, "objects counted at 2× (hires fix)", "compare a direct 1024
     display(plots.image_grid(list(direct[:4]) + list(hires[:4]), [t("direct, {n} obj.").format(n=n) for n in counts_direct[:4]] + [t("hires fix, {n} obj.").format(n=n) for n in counts_hires[:4]], ncols=4, cell=1.6))
 """),
     ("md", """
-Directly at 128×128 more images come out with two or more objects than through hires fix (asserted
-above). The denoising strength decides how much of the small image survives: below, for each
-strength, how many of the 8 hires results hold more than one object, and one seed across the strengths.
+Directly at 128×128 more images come out with two or more separate objects than through hires fix
+(asserted above). The count sees separate regions only: objects that touch count as one, and the
+fourth hires picture has a second head growing out of the first. On the toy, hires fix at 0.7 makes
+repetition rarer and smaller, not impossible. The denoising strength decides how much of the small
+image survives: below, for each strength, how many of the 8 hires results hold more than one separate
+object, and one seed across the strengths.
 """),
     ("code", """
 if needs_toy(MODEL, "the hires strength sweep", "try a few denoising strengths by eye"):
@@ -277,8 +281,8 @@ if needs_toy(MODEL, "the hires strength sweep", "try a few denoising strengths b
     display(plots.image_grid(first_seed, [t("strength {s}").format(s=s) for s in STRENGTHS], ncols=5, cell=1.5))
 """),
     ("md", """
-Up to 0.7 (the WebUI's default) no hires result holds more than one object; at the top of the range
-repeated objects come back (asserted above): a strength near 1 throws the small image away and brings
+Up to 0.7 (the WebUI's default) no hires result holds two separate objects; at the top of the range
+separate repeated objects come back (asserted above): a strength near 1 throws the small image away and brings
 back the large-size problem hires fix is there to avoid.
 
 ## 8. Variation seed
@@ -313,7 +317,7 @@ REMEMBER = [
     "The WebUI chunks long prompts (75 tokens per chunk, 77·k slots), so nothing is cut; plain diffusers cuts after 75. `BREAK` starts a new chunk, encoded without the words before it.",
     "Prompt editing `[a:b:k]` and alternation `[a|b]` switch the conditioning during sampling; the first steps fix the layout, so an early switch changes the picture and a late one hardly does.",
     "Clip skip N = the text encoder's output N−1 layers early; use the one the checkpoint was trained with (SD 1.5: 1, NovelAI-derived anime models: 2).",
-    "Hires fix = generate small, upscale, image-to-image with a denoising strength: the composition comes from the small image, so subjects are not repeated.",
+    "Hires fix = generate small, upscale, image-to-image with a denoising strength: the composition comes from the small image, so subjects repeat far less (on the toy: no separate repeats up to strength 0.7); near strength 1 the repeats come back.",
     "A variation seed slerps two starting noises; strength 0 and 1 give the two seeds' own images.",
 ]
 
