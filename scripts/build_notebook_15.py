@@ -247,6 +247,8 @@ generates at the base size, upscales the image (here a Lanczos pixel upscaler, o
 choices; its default "Latent" upscales the latent instead), then runs image-to-image at the larger
 size with the **Denoising strength** (WebUI's default 0.7). The toy's training size is 64×64; below,
 128×128 directly against hires fix from 64×64, with the separate objects counted in each image.
+Sources: AUTOMATIC1111 WebUI wiki, *Features* (Hires. fix); WebUI `modules/ui.py` (hires "Denoising
+strength" 0.7, "Upscale by" 2).
 """),
     ("code", """
 if needs_toy(MODEL, "objects counted at 2× (hires fix)", "compare a direct 1024×1024 SD 1.5 image with a hires-fixed one by eye"):
@@ -292,6 +294,8 @@ the seed and the noise of the variation seed and interpolates *on the sphere* (s
 strength. A straight average of two independent noises would be too weak (its standard deviation
 falls to about 0.7 at the midpoint, printed below); slerp keeps it at 1, what the model expects. The slider moves from the
 seed's image (strength 0) to the variation seed's (strength 1).
+Sources: AUTOMATIC1111 WebUI wiki, *Features* (Variations); WebUI `modules/processing.py` (`slerp`,
+`create_random_tensors`).
 """),
     ("code", """
 if needs_toy(MODEL, "the variation-seed slider", "set Variation seed and strength in the WebUI"):
