@@ -136,6 +136,27 @@ print(t("WebUI: {k} chunks of {sizes} tokens → conditioning {shape}").format(k
 print(t("plain diffusers: keeps {kept}, cuts {n}: {cut}").format(kept=len(kept), n=len(cut), cut=" ".join(cut)))
 assert z.shape[1] == 154 and len(cut) == 6 and chunks[1].strings[1:7] == cut
 """),
+    ("md", """
+Does the U-Net read the second chunk? `webui.slot_attention` measures the prompt's share of the
+cross-attention on each of the 154 slots during one run (hooks on the query and key projections
+read q and k; the shares are computed beside the run). The red line separates the two chunks.
+"""),
+    ("code", """
+if needs_toy(MODEL, "attention over the 154 slots", "webui.slot_attention(pipe, LONG) measures it on any model"):
+    shares = webui.slot_attention(pipe, LONG, 0, steps=STEPS, cfg=CFG)
+    words = [(s.removesuffix("</w>"), float(shares[78 + i])) for i, s in enumerate(chunks[1].strings[1:7])]
+    print(t("share of the attention: chunk 1 {a:.0%}, chunk 2 {b:.0%} (sum {s:.4f}); a filler slot {f:.4f} on average").format(
+        a=float(shares[:77].sum()), b=float(shares[77:].sum()), s=float(shares.sum()), f=float(shares[1:76].mean())))
+    print(t("chunk 2's words: {w}").format(w=" · ".join(f"{w} {v:.4f}" for w, v in words)))
+    assert abs(float(shares.sum()) - 1) < 1e-4 and float(shares[77:].sum()) > 0.25
+    assert max(v for _, v in words) > 2 * float(shares[1:76].mean())
+    display(webui.slot_figure(shares, [s for c in chunks for s in c.strings]))
+"""),
+    ("md", """
+The attention spreads over both chunks: the second one, six words and its padding, draws more than a
+quarter of it, and one of its words draws more than twice what an average filler slot gets (both
+asserted above). Nothing was cut, and the U-Net uses what the second chunk holds.
+"""),
     ("code", """
 if needs_toy(MODEL, "the judge's reading of the long prompt", "generate the long prompt both ways and look"):
     def correct(pictures):

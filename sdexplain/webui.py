@@ -140,6 +140,56 @@ def emphasis_curve(pipe, judge, template: str, word_position: int, attribute: st
     return curve
 
 
+# ----------------------------------------------------------------------------- 2b. attention over every slot
+
+
+@torch.no_grad()
+def slot_attention(pipe, prompt: str, seed: int = 0, *, steps: int = 10, cfg: float = 3.0) -> torch.Tensor:
+    """(S,) the prompt's share of cross-attention per conditioning slot (S = 77·k), averaged over
+    pixels, heads, layers and steps of one run — for any number of chunks (the trace keeps 77).
+
+    Forward hooks on each cross-attention layer's query and key projections read q and k; the
+    shares softmax(q·kᵀ·scale) are computed beside the run, which they do not change. Each pixel's
+    shares sum to 1, so the returned vector sums to 1.
+    """
+    from sdexplain.attention import cross_attention_layers
+
+    layers = cross_attention_layers(pipe.unet)
+    cond = webui_conditioning(pipe, prompt, "", steps=steps)
+    total, count, seen = None, 0, {}
+    handles = []
+
+    def on_query(name):
+        def hook(module, inputs, output):
+            seen[name] = output.detach()
+        return hook
+
+    def on_key(name, attn):
+        def hook(module, inputs, output):
+            nonlocal total, count
+            q, k = seen.pop(name), output.detach()  # (2B, N, inner), (2B, S, inner); the prompt's half is the second
+            q, k = q[q.shape[0] // 2:], k[k.shape[0] // 2:]
+            b, n, inner = q.shape
+            heads = attn.heads
+            q = q.reshape(b, n, heads, inner // heads).transpose(1, 2).float()
+            k = k.reshape(b, -1, heads, inner // heads).transpose(1, 2).float()
+            shares = ((q @ k.transpose(-1, -2)) * attn.scale).softmax(-1).mean(dim=(0, 1, 2))  # (S,)
+            total = shares if total is None else total + shares
+            count += 1
+        return hook
+
+    try:
+        for name, attn in layers.items():
+            handles.append(attn.to_q.register_forward_hook(on_query(name)))
+            handles.append(attn.to_k.register_forward_hook(on_key(name, attn)))
+        generator = torch.Generator(device=pipe.device).manual_seed(int(seed))
+        pipe(**cond.pipe_kwargs(), num_inference_steps=steps, guidance_scale=cfg, generator=generator, output_type="latent")
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (total / count).cpu()
+
+
 # ----------------------------------------------------------------------------- 3. prompt editing
 
 
@@ -249,5 +299,24 @@ def line_plot(x, series: dict[str, list[float]], xlabel: str, ylabel: str, title
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def slot_figure(shares: torch.Tensor, strings: list[str], title: str = "cross-attention share per slot", figsize=(7.0, 2.6)):
+    """Bars of `shares` (S,) over the conditioning slots, a line between 77-slot chunks, prompt words named."""
+    figure = Figure(figsize=figsize)
+    ax = figure.add_subplot(1, 1, 1)
+    values = shares.numpy()
+    ax.bar(range(len(values)), values, width=1.0, color="#93c5fd")
+    for boundary in range(77, len(values), 77):
+        ax.axvline(boundary - 0.5, color="#b91c1c", linewidth=1)
+    for i, token in enumerate(strings):
+        word = token.removesuffix("</w>")
+        if word and not word.startswith("<|") and i % 77 not in (0, 76) and (i >= 77 or i < 2):
+            ax.text(i, values[i], word, rotation=90, fontsize=7, ha="center", va="bottom")
+    ax.set_xlabel("conditioning slot (77 per chunk)")
+    ax.set_ylabel("share")
+    ax.set_title(title, fontsize=10)
     figure.tight_layout()
     return figure

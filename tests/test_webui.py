@@ -83,3 +83,21 @@ def test_crossing():
     assert webui.crossing([1.0, 1.0, 0.0]) == 1.5
     assert webui.crossing([1.0, 0.5, 0.25]) == pytest.approx(1.0 + 0.0 / 0.25)
     assert webui.crossing([1.0, 0.9]) == math.inf
+
+
+def test_slot_attention_agrees_with_the_trace_and_covers_every_chunk(toy):
+    import sdexplain
+    from sdexplain.attention import cross_attention_layers
+
+    shares = webui.slot_attention(toy, "a red cat on the left", 0, steps=4)
+    cond = webui_conditioning(toy, "a red cat on the left", steps=4)
+    with sdexplain.trace(toy, preview_every=0) as run:  # the trace's recorder: an independent computation
+        toy(**cond.pipe_kwargs(), num_inference_steps=4, guidance_scale=3.0, generator=torch.Generator().manual_seed(0), output_type="latent")
+    recorded = torch.stack(run.attention.per_step).mean(dim=(0, 1, 3, 4))[:77]  # (77,) per slot, over steps and pixels
+    assert shares.shape == (77,) and abs(float(shares.sum()) - 1) < 1e-4
+    assert float((shares - recorded).abs().max()) < 0.005  # layers weighted alike up to the maps' resizing
+    assert float(shares[2]) > float(shares[70])  # a word draws more than a padding slot
+    long_shares = webui.slot_attention(toy, " ".join(["a"] * 75) + " a blue dog", 0, steps=2)
+    assert long_shares.shape == (154,) and abs(float(long_shares.sum()) - 1) < 1e-4
+    for attn in cross_attention_layers(toy.unet).values():  # hooks removed
+        assert not attn.to_q._forward_hooks and not attn.to_k._forward_hooks
