@@ -3,7 +3,13 @@
     panel = widgets.ControlPanel(pipe)   # last line of a cell shows it
 
 Knobs: prompt, negative prompt, seed, steps, CFG scale, sampler, width and height (multiples of
-the VAE factor), and — with an input image — denoising strength (image-to-image). The Generate
+the VAE factor), and — with an input image — denoising strength (image-to-image), under the WebUI's
+own labels (AUTOMATIC1111 txt2img/img2img: "Sampling method", "Sampling steps", "CFG Scale", …; in
+Chinese the WebUI's Chinese labels — 采样方法, 迭代步数, 提示词引导系数, 随机数种子, 重绘幅度,
+反向提示词 — with the article's terms beside them). The sampler menu lists the WebUI's sampler names
+(`sdexplain.webui.WEBUI_SAMPLERS`: Euler a, DPM++ 2M Karras, DDIM, …). Defaults are the WebUI's
+(20 steps, CFG 7) except on the toy, whose CFG default is its own measured one (notebook 09): the
+toy follows its prompt at a lower scale than SD, and SD's 7 pushes it past its best. The Generate
 button runs `sdexplain.generate` with exactly these settings (a progress bar counts U-Net calls);
 the result is shown, and a step slider (`sdexplain.widgets.StepScrubber`) scrubs the captured run.
 Bad settings (a size that isn't a multiple of 8, strength too small for the steps, …) are shown as
@@ -23,7 +29,7 @@ import ipywidgets as widgets
 
 from sdexplain import images
 from sdexplain.generate import generate
-from sdexplain.loading import SCHEDULERS
+from sdexplain.webui import WEBUI_CFG, WEBUI_SAMPLERS, WEBUI_STEPS, webui_sampler_name, webui_scheduler
 from sdexplain.widgets.base import View, titled, upload_image
 from sdexplain.widgets.button import RunProgress, unet_progress
 from sdexplain.widgets.scrubbers import StepScrubber
@@ -50,7 +56,7 @@ class ControlPanel(View):
     After a run: ``images``, ``run`` and ``settings_used``.
     """
 
-    def __init__(self, pipe, prompt: str = "a red cat", steps: int = 20, cfg: float = 7.5, seed: int = 0, input_image=None):
+    def __init__(self, pipe, prompt: str = "a red cat", steps: int = WEBUI_STEPS, cfg: float = WEBUI_CFG, seed: int = 0, input_image=None, sampler: str | None = None):
         super().__init__()
         self.pipe = pipe
         self.factor = pipe.vae_scale_factor  # pixels per latent cell along each side
@@ -60,16 +66,16 @@ class ControlPanel(View):
         style = {"description_width": "130px"}
         layout = widgets.Layout(width="420px")
         self.controls = {
-            "prompt": widgets.Text(value=prompt, description=t("prompt"), style=style, layout=layout),
-            "negative_prompt": widgets.Text(value="", description=t("negative prompt"), style=style, layout=layout),
-            "seed": widgets.IntText(value=seed, description=t("seed"), style=style),
-            "steps": widgets.IntSlider(value=steps, min=1, max=100, description=t("steps"), style=style),
-            "cfg": widgets.FloatSlider(value=cfg, min=0.0, max=20.0, step=0.5, description=t("CFG scale"), style=style),
-            "scheduler": widgets.Dropdown(options=list(SCHEDULERS), value=_scheduler_name(pipe), description=t("sampler"), style=style),
-            "width": widgets.IntText(value=width, step=self.factor, description=t("width"), style=style),
-            "height": widgets.IntText(value=height, step=self.factor, description=t("height"), style=style),
+            "prompt": widgets.Text(value=prompt, description=t("Prompt"), style=style, layout=layout),
+            "negative_prompt": widgets.Text(value="", description=t("Negative prompt"), style=style, layout=layout),
+            "seed": widgets.IntText(value=seed, description=t("Seed"), style=style),
+            "steps": widgets.IntSlider(value=steps, min=1, max=150, description=t("Sampling steps"), style=style),
+            "cfg": widgets.FloatSlider(value=cfg, min=0.0, max=30.0, step=0.5, description=t("CFG Scale"), style=style),
+            "scheduler": widgets.Dropdown(options=list(WEBUI_SAMPLERS), value=sampler or _sampler_name(pipe), description=t("Sampling method"), style=style),
+            "width": widgets.IntText(value=width, step=self.factor, description=t("Width"), style=style),
+            "height": widgets.IntText(value=height, step=self.factor, description=t("Height"), style=style),
             "use_image": widgets.Checkbox(value=input_image is not None, description=t("use the input image (image-to-image)"), style=style),
-            "strength": widgets.FloatSlider(value=0.6, min=0.0, max=1.0, step=0.05, description=t("denoising strength"), style=style),
+            "strength": widgets.FloatSlider(value=0.75, min=0.0, max=1.0, step=0.01, description=t("Denoising strength"), style=style),
             "upload": widgets.FileUpload(accept="image/*", multiple=False, description=t("input image")),
         }
         self.runner = RunProgress("Generate")
@@ -156,13 +162,17 @@ class ControlPanel(View):
             self.show_message(str(error))
             return
         total = settings["steps"] if "image" not in settings else max(int(settings["steps"] * settings["strength"]), 1)
-        options = {k: v for k, v in settings.items() if k != "prompt"}
+        options = {k: v for k, v in settings.items() if k not in ("prompt", "scheduler")}
+        own = self.pipe.scheduler
         try:
+            self.pipe.scheduler = webui_scheduler(self.pipe, settings["scheduler"])  # for this run only
             with self.runner.running(), unet_progress(self.pipe, self.runner.report, total):
                 pictures, run = generate(self.pipe, settings["prompt"], **options, preview_every=0)
         except (ValueError, TypeError) as error:  # refused by generate's own checks: a plain message
             self.show_message(str(error))
             return
+        finally:
+            self.pipe.scheduler = own
         # Any other error went on to the button's guard: named in the status line, traceback in `output`.
         self.images, self.run, self.settings_used = pictures, run, settings
         picture = images.to_uint8(pictures[0])
@@ -181,11 +191,9 @@ class ControlPanel(View):
         self.output.outputs = ({"output_type": "display_data", "data": {"text/plain": f"Can't generate: {text}"}, "metadata": {}},)
 
 
-def _scheduler_name(pipe) -> str:
-    for name, cls in SCHEDULERS.items():
-        if type(pipe.scheduler) is cls:
-            return name
-    return "pndm"
+def _sampler_name(pipe) -> str:
+    """The WebUI name of the pipeline's own sampler; "Euler a" (the WebUI's long-time default) when it has none."""
+    return webui_sampler_name(pipe.scheduler) or "Euler a"
 
 
 def _with_note(control, note: str) -> widgets.Widget:
