@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cfg",
         type=_non_negative_float,
         default=None,
-        help="classifier-free guidance scale (default: the model's own, sdexplain.default_guidance: 7.5 as SD's WebUIs, the toy's measured scale for --model toy)",
+        help="classifier-free guidance scale (default: the model's own, sdexplain.default_guidance: 7, the WebUI's default, the toy's measured scale for --model toy)",
     )
     gen.add_argument("--seed", type=_seed, default=0, help="0 … 2**64 - 1 (default 0)")
     gen.add_argument("--scheduler", default=None, help="a scheduler name from sdexplain.loading.SCHEDULERS")

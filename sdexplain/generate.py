@@ -28,11 +28,11 @@ from sdexplain.loading import check_depth_unet, derive
 from sdexplain.toy.model import DEFAULT_GUIDANCE
 from sdexplain.trace import trace_with_prompts
 
-SD_GUIDANCE = 7.5  # Stable Diffusion's usual CFG scale (the WebUIs' default)
+SD_GUIDANCE = 7.0  # the WebUI's default CFG scale (AUTOMATIC1111 and Forge, txt2img "CFG Scale"); diffusers' pipelines default to 7.5
 
 
 def default_guidance(model: str) -> float:
-    """The CFG scale for `model` (a load_pipeline name): the toy's measured default, else SD's usual 7.5."""
+    """The CFG scale for `model` (a load_pipeline name): the toy's measured default, else the WebUI's 7."""
     return DEFAULT_GUIDANCE if model == "toy" else SD_GUIDANCE
 
 

@@ -23,6 +23,7 @@ import torch
 
 from sdexplain import images
 from sdexplain.conditioning import encode, webui_conditioning
+from sdexplain.generate import SD_GUIDANCE, default_guidance
 from sdexplain.i18n import Figure
 from sdexplain.loading import derive
 
@@ -40,15 +41,9 @@ WEBUI_SAMPLERS = {
     "DDIM": ("DDIMScheduler", {}),
     "PLMS": ("PNDMScheduler", {"skip_prk_steps": True}),
 }
-WEBUI_CFG = 7.0  # txt2img "CFG Scale" default (modules/ui.py)
+WEBUI_CFG = SD_GUIDANCE  # txt2img "CFG Scale" default (modules/ui.py): 7
 WEBUI_STEPS = 20  # "Sampling steps" default
-
-
-def default_cfg(model: str) -> float:
-    """The CFG scale to use: the toy's measured default (`toy.model.DEFAULT_GUIDANCE`), else the WebUI's 7."""
-    from sdexplain.toy.model import DEFAULT_GUIDANCE
-
-    return DEFAULT_GUIDANCE if model == "toy" else WEBUI_CFG
+default_cfg = default_guidance  # the CFG scale to use: the toy's measured default, else the WebUI's 7
 
 
 def webui_scheduler(pipe, name: str):

@@ -40,7 +40,7 @@ def test_generate_writes_the_strip_and_a_summary(tiny_folder, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "PNDMScheduler" in printed and "tokens    3: a</w> red</w> circle</w>" in printed
     assert "steps     3 U-Net evaluations" in printed  # PNDM: N + 1 evaluations
-    assert "guidance  7.5" in printed and "MiB of tensors" in printed and f"wrote     {out}" in printed
+    assert "guidance  7\n" in printed and "MiB of tensors" in printed and f"wrote     {out}" in printed
     strip = Image.open(out)
     assert strip.format == "PNG" and strip.mode == "RGB"
     assert strip.height == 4 + 34 + 2 * (64 + 4)  # top margin, labels, two rows of 64-px tiles (+ gaps)
@@ -51,7 +51,7 @@ def test_generate_writes_the_strip_and_a_summary(tiny_folder, tmp_path, capsys):
 def test_guidance_defaults_to_the_models_own_scale(tiny_folder, tmp_path, capsys):
     from sdexplain.toy.model import DEFAULT_GUIDANCE
 
-    assert sdexplain.default_guidance("toy") == DEFAULT_GUIDANCE and sdexplain.default_guidance(str(tiny_folder)) == 7.5
+    assert sdexplain.default_guidance("toy") == DEFAULT_GUIDANCE and sdexplain.default_guidance(str(tiny_folder)) == 7.0
     assert cli.main(["generate", "--prompt", "a red cat", "--device", "cpu", "--steps", "2", "--out", str(tmp_path / "toy.png")]) == 0
     assert f"guidance  {DEFAULT_GUIDANCE:g}" in capsys.readouterr().out
     assert cli.main(["generate", "--prompt", "a red cat", "--device", "cpu", "--steps", "2", "--cfg", "2", "--out", str(tmp_path / "toy.png")]) == 0

@@ -145,6 +145,24 @@ def round_trip_report(vae, scenes: list, faces_only: bool = False) -> dict[str, 
     }
 
 
+def slot_accuracy(judge, scenes: list, vae=None) -> dict[str, float]:
+    """A SlotJudge on renders of `scenes` (or, given a `vae`, their round trips): the share of scenes whose
+    occupied places it finds exactly, and per attribute the share of objects read right at their place."""
+    pictures = world.to_tensor(np.stack([world.render(s)[0] for s in scenes]))
+    if vae is not None:
+        pictures = torch.cat([vae_round_trip(vae, p) for p in pictures.split(250)])
+    with torch.no_grad():
+        logits = judge.slots(pictures)
+    labels = [world.slot_labels(s) for s in scenes]
+    present = torch.from_numpy(np.stack([l["present"] for l in labels]))  # (N, 5)
+    result = {"places": ((logits["present"] > 0).long() == present).all(1).float().mean().item()}
+    for name in judge.SLOT_HEADS:
+        truth = torch.from_numpy(np.stack([l[name] for l in labels]))  # (N, 5), -100 where no object
+        occupied = truth != -100
+        result[name] = (logits[name].argmax(-1)[occupied] == truth[occupied]).float().mean().item()
+    return result
+
+
 def judge_accuracy(judge: Judge, n: int = 1000, vae=None) -> dict[str, float]:
     """Per attribute, the judge's accuracy on held-out renders — or, given the model's `vae`, on their
     VAE round trips (encode → decode), which is what every generated image looks like."""
@@ -273,17 +291,17 @@ def format_report(report: dict) -> str:
 def load_any_vae(path: Path):
     """A diffusers AutoencoderKL folder, or a committed training stage (`toy-stages/v*/vae*.safetensors`)."""
     from diffusers import AutoencoderKL
-    from safetensors import safe_open
 
     from sdexplain.toy.model import make_vae
+    from sdexplain.toy.train_common import read_stage
 
     if path.is_dir():
         return AutoencoderKL.from_pretrained(path, local_files_only=True).eval()
     vae = make_vae()
-    with safe_open(path, "pt") as f:
-        vae.load_state_dict({key.removeprefix("model."): f.get_tensor(key) for key in f.keys() if key.startswith("model.")})
-        if path.stem == "vae_decoder":  # the EMA decoder is the one shipped
-            vae.load_state_dict({key.removeprefix("ema."): f.get_tensor(key) for key in f.keys() if key.startswith("ema.")}, strict=False)
+    weights, _ = read_stage(path)
+    vae.load_state_dict(weights["model"])
+    if "ema" in weights:  # the decoder stage: its EMA decoder is the one shipped
+        vae.load_state_dict(weights["ema"], strict=False)
     return vae.eval()
 
 

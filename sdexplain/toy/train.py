@@ -343,15 +343,15 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
 
 
 STAGES_DIR = Path(__file__).resolve().parents[2] / "toy-stages"  # in a clone: committed finished stages of a retrain in progress, toy-stages/v<world>/
-STAGES = ("vae", "vae_decoder", "judge", "judge_crisp")  # the parts that can be committed as stages, in order
+STAGES = ("vae", "vae_decoder", "judge", "judge_crisp")  # the parts that can be committed as stages
 
 
 def save_stages(workdir: Path, folder: Path) -> list[Path]:
-    """Every finished stage in `workdir` (in STAGES order, stopping at the first one missing) → `folder`."""
+    """Every stage in `workdir` → `folder` (run it when they are finished: a stage is committed once)."""
     saved = []
     for name in STAGES:
         if not (workdir / f"{name}.pt").exists():
-            break
+            continue
         saved.append(save_stage(workdir, name, folder))
         print(f"saved {saved[-1]}")
     return saved
@@ -362,7 +362,7 @@ def load_stages(folder: Path, workdir: Path, spec: world.WorldSpec) -> None:
     for name in STAGES:
         path = folder / f"{name}.safetensors"
         if not path.exists():
-            break
+            continue
         if name == "vae":
             vae = toy_model.make_vae()
             load_stage(path, workdir, {"model": vae}, list(vae.parameters()))

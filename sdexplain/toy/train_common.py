@@ -326,23 +326,31 @@ def save_stage(workdir: Path, name: str, folder: Path) -> Path:
     return path
 
 
+def read_stage(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
+    """A committed stage (`save_stage`): ({module: its state dict}, the step it finished at)."""
+    from safetensors import safe_open
+
+    weights: dict[str, dict[str, torch.Tensor]] = {}
+    with safe_open(path, "pt") as f:
+        step = int(f.metadata()["step"])
+        for key in f.keys():
+            module, name = key.split(".", 1)
+            weights.setdefault(module, {})[name] = f.get_tensor(key)
+    return weights, step
+
+
 def load_stage(path: Path, workdir: Path, modules: dict[str, torch.nn.Module], params: list[torch.nn.Parameter]) -> None:
     """Recreate `workdir/<name>.pt` from a committed stage (`save_stage`): `modules` ({checkpoint key:
     a module of the right class}) get the weights, with a fresh optimiser state over `params` (the
     parameters the part's own optimiser covers), so `resume` reads it and the part's loop sees it
     finished. Refuses to overwrite a checkpoint that exists."""
-    from safetensors import safe_open
-
     target = workdir / f"{path.stem}.pt"
     if target.exists():
         raise FileExistsError(f"{target} exists: loading {path} would overwrite a real checkpoint; use another --workdir")
-    with safe_open(path, "pt") as f:
-        step = int(f.metadata()["step"])
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    weights, step = read_stage(path)
     state = {}
     for name, module in modules.items():
-        weights = {key[len(name) + 1 :]: value for key, value in tensors.items() if key.startswith(name + ".")}
-        module.load_state_dict(weights)
+        module.load_state_dict(weights[name])
         state[name] = module.state_dict()
     workdir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(target, {**state, "opt": torch.optim.AdamW(params).state_dict(), "step": step})
