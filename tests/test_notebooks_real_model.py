@@ -143,10 +143,7 @@ def test_notebook_runs_on_a_non_toy_model(path, tiny_folder, monkeypatch):
 # others too. Strict: when one is made SDXL-aware the test XPASSes and fails until it is taken off the list.
 SD_ONLY_ON_SDXL = {
     "02": "the notebook calls pipe.unet(...) without SDXL's added_cond_kwargs",
-    "04": "latents.resolution_sweep calls the U-Net without SDXL's added_cond_kwargs",
-    "05": "tokens.encode calls pipe.encode_prompt(prompts, device, 1, False): SDXL's second argument is prompt_2",
     "07": "the notebook calls pipe.encode_prompt positionally and pipe.unet without added_cond_kwargs",
-    "09": "guidance.cfg_sweep calls pipe.check_inputs / encode_prompt with SD 1.x's positional arguments",
     "14": "guidance.cfg_sweep (as in 09)",
 }
 # Cells that run on SDXL and print no "Skipped section" there: their guard asks for an SDXL model.
