@@ -144,7 +144,6 @@ def test_notebook_runs_on_a_non_toy_model(path, tiny_folder, monkeypatch):
 SD_ONLY_ON_SDXL = {
     "02": "the notebook calls pipe.unet(...) without SDXL's added_cond_kwargs",
     "07": "the notebook calls pipe.encode_prompt positionally and pipe.unet without added_cond_kwargs",
-    "14": "guidance.cfg_sweep (as in 09)",
 }
 # Cells that run on SDXL and print no "Skipped section" there: their guard asks for an SDXL model.
 SDXL_SECTIONS = {"e0a4d5f6", "a2c6f7b8"}  # 13: micro-conditioning, the refiner hand-over
