@@ -68,16 +68,21 @@ def text_inputs(pipe, prompt: str, negative_prompt: str | None = None, *, guidan
         if not is_xl(pipe):
             cond, uncond = pipe.encode_prompt(prompt, device, 1, guidance, negative_prompt)
             return TextInputs(cond, uncond if guidance else None)
-        if getattr(pipe, "text_encoder_2", None) is None or pipe.unet.config.get("addition_time_embed_dim") is None:
-            raise ValueError("text_inputs handles the SDXL base layout (two text encoders, 6 time ids); this pipeline "
-                             f"({type(pipe).__name__}) is the refiner's, whose time ids carry an aesthetic score")  # fmt: skip
+        if pipe.config.get("requires_aesthetics_score", False) or getattr(pipe, "text_encoder", None) is None:
+            raise ValueError("text_inputs builds SDXL base's inputs (two text encoders; time ids original_size, crop, target_size); "
+                             f"this {type(pipe).__name__} has the refiner's layout, whose time ids carry an aesthetic score")  # fmt: skip
         cond, uncond, pooled, pooled_uncond = pipe.encode_prompt(
             prompt=prompt, device=device, num_images_per_prompt=1, do_classifier_free_guidance=guidance, negative_prompt=negative_prompt
         )
         default_h, default_w = default_size(pipe)
-        size = (height or default_h, width or default_w)
-        # diffusers' pipeline_stable_diffusion_xl.py (0.42) __call__, step 7: original_size = target_size = (height, width)
-        time_ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=cond.dtype, text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim).to(device)
+        size = [height or default_h, width or default_w]
+        # diffusers' pipeline_stable_diffusion_xl.py (0.42) __call__ and _get_add_time_ids: original_size = target_size
+        # = (height, width), crops_coords_top_left = (0, 0), for both halves
+        time_ids = torch.tensor([size + [0, 0] + size], device=device, dtype=cond.dtype)  # (1, 6)
+        expected = pipe.unet.config.projection_class_embeddings_input_dim
+        if pipe.unet.config.addition_time_embed_dim * time_ids.shape[1] + pooled.shape[-1] != expected:
+            raise ValueError(f"this SDXL U-Net expects {expected} added-embedding numbers, not 6 time ids × "
+                             f"{pipe.unet.config.addition_time_embed_dim} + a pooled text of {pooled.shape[-1]}")  # fmt: skip
         added = {"text_embeds": pooled, "time_ids": time_ids}
         if not guidance:
             return TextInputs(cond, None, added)

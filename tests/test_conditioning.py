@@ -106,3 +106,14 @@ def test_time_unet_step_and_resolution_sweep_run_on_sdxl(xl):
     assert result.image.shape == (64, 64, 3)
     stock = (_stock(xl, "a cat", 7.5, steps=2, height=64, width=64) * 255).round()
     assert np.abs(result.image.astype(np.float32) - stock).max() <= 1
+
+
+def test_a_refiner_layout_is_refused_by_name(xl):
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    refiner = StableDiffusionXLImg2ImgPipeline(
+        vae=xl.vae, text_encoder=None, text_encoder_2=xl.text_encoder_2, tokenizer=None, tokenizer_2=xl.tokenizer_2,
+        unet=xl.unet, scheduler=xl.scheduler, requires_aesthetics_score=True,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="StableDiffusionXLImg2ImgPipeline has the refiner's layout"):
+        conditioning.text_inputs(refiner, "a cat")
