@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from sdexplain.conditioning import text_inputs
+from sdexplain.unet_inputs import text_inputs
 from sdexplain.diffusion import check_steps
 from sdexplain.images import vae_decode
 from sdexplain.loading import is_xl

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from sdexplain import images
-from sdexplain.conditioning import placeholder_extra
+from sdexplain.unet_inputs import placeholder_extra
 from sdexplain.toy import world
 
 

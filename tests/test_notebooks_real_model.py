@@ -139,7 +139,7 @@ def test_notebook_runs_on_a_non_toy_model(path, tiny_folder, monkeypatch):
 
 # Notebooks whose code (or the package function they call) is written for SD 1.x/2.x's pipeline only and so
 # fails on SDXL (strict xfail, with the reason): none now. SDXL's U-Net needs `added_cond_kwargs` (pooled text +
-# micro-conditioning) and its `encode_prompt` takes other arguments: `sdexplain.conditioning.text_inputs` builds
+# micro-conditioning) and its `encode_prompt` takes other arguments: `sdexplain.unet_inputs.text_inputs` builds
 # both halves for either. Strict: a notebook listed here that passes XPASSes and fails until taken off the list.
 SD_ONLY_ON_SDXL: dict[str, str] = {}
 # Cells that run on SDXL and print no "Skipped section" there: their guard asks for an SDXL model.

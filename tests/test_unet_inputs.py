@@ -1,11 +1,11 @@
-"""The U-Net's text inputs built by hand (conditioning.text_inputs) give the stock pipeline's image, on SD and SDXL;
+"""The U-Net's text inputs built by hand (unet_inputs.text_inputs) give the stock pipeline's image, on SD and SDXL;
 the package functions that use them (cfg_sweep, tokens.encode, time_unet_step) run on SDXL."""
 
 import numpy as np
 import pytest
 import torch
 
-from sdexplain import conditioning, guidance, latents, tokens
+from sdexplain import guidance, latents, tokens, unet_inputs
 from sdexplain.architectures import TINY_SDXL_WIDTHS, build_pipeline
 
 
@@ -23,8 +23,8 @@ def _stock(pipe, prompt, scale, steps=3, seed=0, **kwargs):
 
 def _by_hand(pipe, prompt, scale, steps=3, seed=0, height=None, width=None):
     """The denoising loop written out with text_inputs, as notebook 07 does."""
-    height, width = height or conditioning.default_size(pipe)[0], width or conditioning.default_size(pipe)[1]
-    text = conditioning.text_inputs(pipe, prompt, height=height, width=width)
+    height, width = height or unet_inputs.default_size(pipe)[0], width or unet_inputs.default_size(pipe)[1]
+    text = unet_inputs.text_inputs(pipe, prompt, height=height, width=width)
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
     scheduler.set_timesteps(steps)
     generator = torch.Generator().manual_seed(seed)
@@ -54,7 +54,7 @@ def test_a_loop_by_hand_with_text_inputs_gives_the_stock_sd_image(tiny_pipe):
 
 
 def test_sdxl_text_inputs_hold_the_pooled_text_and_the_image_size(xl):
-    text = conditioning.text_inputs(xl, "a red cat", height=64, width=96)
+    text = unet_inputs.text_inputs(xl, "a red cat", height=64, width=96)
     assert text.cond.shape[-1] == sum(TINY_SDXL_WIDTHS)
     assert text.added_cond["time_ids"].tolist() == [[64, 96, 0, 0, 64, 96]]
     assert text.added_cond["text_embeds"].shape == (1, TINY_SDXL_WIDTHS[1])
@@ -62,17 +62,17 @@ def test_sdxl_text_inputs_hold_the_pooled_text_and_the_image_size(xl):
     extra = text.extra(3)["added_cond_kwargs"]
     assert extra["text_embeds"].shape == (6, TINY_SDXL_WIDTHS[1]) and text.hidden(3).shape[0] == 6
     assert torch.equal(extra["text_embeds"][3:], text.added_cond["text_embeds"].expand(3, -1))  # [uncond × 3, cond × 3]
-    alone = conditioning.text_inputs(xl, "a red cat", guidance=False)
+    alone = unet_inputs.text_inputs(xl, "a red cat", guidance=False)
     assert alone.uncond is None and alone.hidden(2).shape[0] == 2 and alone.extra(2)["added_cond_kwargs"]["time_ids"].shape == (2, 6)
     assert torch.equal(alone.cond, text.cond)
 
 
 def test_sd_text_inputs_add_nothing_and_bad_input_is_refused(tiny_pipe, xl):
-    assert conditioning.text_inputs(tiny_pipe, "a cat").extra(2) == {}
+    assert unet_inputs.text_inputs(tiny_pipe, "a cat").extra(2) == {}
     with pytest.raises(TypeError, match="one string"):
-        conditioning.text_inputs(xl, ["a cat"])
+        unet_inputs.text_inputs(xl, ["a cat"])
     with pytest.raises(ValueError, match="n must be >= 1, got 0"):
-        conditioning.text_inputs(xl, "a cat").extra(0)
+        unet_inputs.text_inputs(xl, "a cat").extra(0)
 
 
 def test_cfg_sweep_on_sdxl_matches_the_stock_pipeline_per_scale(xl):
@@ -116,4 +116,4 @@ def test_a_refiner_layout_is_refused_by_name(xl):
         unet=xl.unet, scheduler=xl.scheduler, requires_aesthetics_score=True,
     )  # fmt: skip
     with pytest.raises(ValueError, match="StableDiffusionXLImg2ImgPipeline has the refiner's layout"):
-        conditioning.text_inputs(refiner, "a cat")
+        unet_inputs.text_inputs(refiner, "a cat")
