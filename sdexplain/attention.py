@@ -158,10 +158,8 @@ class CrossAttentionRecorder:
     (returns the step's reduced maps, still on the device), `finish()` for per-resolution means.
     """
 
-    def __init__(self, unet: torch.nn.Module, debug: bool = False):
+    def __init__(self, unet: torch.nn.Module):
         self.layers = cross_attention_layers(unet)
-        self.debug = debug
-        self.row_sums: dict[str, tuple[float, float]] = {}  # debug: {layer: (min, max)} of raw rows
         self.layer_res: dict[str, tuple[int, int]] = {}
         self.layer_calls = {name: 0 for name in self.layers}
         self.handles: list = []
@@ -213,9 +211,6 @@ class CrossAttentionRecorder:
         probs = (q.float() @ k.float().transpose(-1, -2) * (1.0 if self.unscaled else attn.scale)).softmax(-1)  # (B, H, N, 77)
         if self.kept_probs is not None:  # check_against_processor compares them with the layer's own output
             self.kept_probs[name] = probs
-        if self.debug and name not in self.row_sums:
-            sums = probs.sum(-1)  # (B, H, N): each query's weights over the tokens
-            self.row_sums[name] = (float(sums.min()), float(sums.max()))
         if name not in self.layer_res:
             self.layer_res[name] = resolution_of(n, self.latent_hw)
         h, w = self.layer_res[name]

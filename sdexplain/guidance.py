@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
+from sdexplain.unet_inputs import text_inputs
 from sdexplain.diffusion import check_steps
 from sdexplain.images import vae_decode
+from sdexplain.loading import is_xl
 
 
 @dataclass
@@ -68,7 +70,7 @@ def cfg_sweep(
     progress: bool = True,
 ) -> CFGSweep:
     """Generate `prompt` at every guidance scale in `scales` from the same noise, in one batch."""
-    # Adapted from diffusers pipeline_stable_diffusion.py (0.42), __call__, steps 1–8
+    # Adapted from diffusers pipeline_stable_diffusion.py and pipeline_stable_diffusion_xl.py (0.42), __call__
     scales = check_scales(scales)
     check_steps(steps)
     if not isinstance(prompt, str):
@@ -76,12 +78,19 @@ def cfg_sweep(
     n = len(scales)
     height = height or pipe.unet.config.sample_size * pipe.vae_scale_factor
     width = width or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    pipe.check_inputs(prompt, height, width, None, negative_prompt, None, None)
+    negative = negative_prompt or None  # "" is the stock default (None): SD encodes "", SDXL gives zeros
+    if is_xl(pipe):
+        pipe.check_inputs(prompt, None, height, width, None, negative)
+    else:
+        pipe.check_inputs(prompt, height, width, None, negative, None, None)
     device = pipe._execution_device
 
-    # 1. encode the prompt and the unconditional (negative) prompt once: (1, 77, D) each
-    cond, uncond = pipe.encode_prompt(prompt, device, 1, True, negative_prompt)
-    context = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])  # (2N, 77, D)
+    # 1. encode the prompt and the unconditional (negative) prompt once: (1, 77, D) each; SDXL adds the
+    #    pooled text and the micro-conditioning (`added_cond_kwargs`)
+    text = text_inputs(pipe, prompt, negative, height=height, width=width)
+    cond = text.cond
+    context = text.hidden(n)  # (2N, 77, D): N unconditional, then N conditional
+    extra_inputs = text.extra(n)
 
     # 2. timesteps, and ONE starting latent (as the stock pipeline draws it) repeated N times
     pipe.scheduler.set_timesteps(steps, device=device)
@@ -95,7 +104,7 @@ def cfg_sweep(
     for t in pipe.progress_bar(pipe.scheduler.timesteps) if progress else pipe.scheduler.timesteps:
         # 3. one U-Net call for all N latents, unconditional and conditional halves together
         model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)  # (2N, 4, h, w)
-        noise = pipe.unet(model_input, t, encoder_hidden_states=context, return_dict=False)[0]
+        noise = pipe.unet(model_input, t, encoder_hidden_states=context, **extra_inputs, return_dict=False)[0]
         noise_uncond, noise_cond = noise.chunk(2)  # 2 × (N, 4, h, w)
         # 4. each latent guided with its own scale: ε̂ = ε_∅ + w·(ε_c − ε_∅)
         guided = noise_uncond + w * (noise_cond - noise_uncond)

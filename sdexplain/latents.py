@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from sdexplain import images
+from sdexplain.unet_inputs import placeholder_extra
 from sdexplain.toy import world
 
 
@@ -228,12 +229,13 @@ def time_unet_step(pipe, height: int, width: int, repeats: int = 3, guidance: bo
     latent = torch.randn((batch, *geo.latent_shape), generator=generator).to(unet.device, unet.dtype)  # (b, C, h, w)
     width_text = unet.config.cross_attention_dim
     hidden = torch.zeros(batch, pipe.tokenizer.model_max_length, width_text, device=unet.device, dtype=unet.dtype)  # (b, 77, D)
+    extra = placeholder_extra(pipe, batch, height, width)  # SDXL: zero pooled text + micro-conditioning; SD: nothing
     t = torch.tensor(500, device=unet.device)
     times = []
     for i in range(repeats + 1):
         _sync(unet.device)
         start = time.perf_counter()
-        unet(latent, t, encoder_hidden_states=hidden)
+        unet(latent, t, encoder_hidden_states=hidden, **extra)
         _sync(unet.device)
         if i:  # the first call warms up
             times.append(time.perf_counter() - start)
@@ -321,13 +323,15 @@ def pixel_vs_latent_cost(pipe, repeats: int = 5) -> PixelLatentCost:
     pixel_unet = torch.nn.Module.to(UNet2DConditionModel.from_config(config), pipe.unet.device, pipe.unet.dtype).eval()
     text = torch.zeros(1, pipe.tokenizer.model_max_length, pipe.unet.config.cross_attention_dim, device=pipe.unet.device, dtype=pipe.unet.dtype)
 
+    extra = placeholder_extra(pipe, 1, height, width)  # SDXL: zero pooled text + micro-conditioning; SD: nothing
+
     def median_seconds(unet, sample):
         times = []
         with torch.no_grad():
-            unet(sample, 500, encoder_hidden_states=text)  # warm-up call, not timed
+            unet(sample, 500, encoder_hidden_states=text, **extra)  # warm-up call, not timed
             for _ in range(repeats):
                 start = time.perf_counter()
-                unet(sample, 500, encoder_hidden_states=text)
+                unet(sample, 500, encoder_hidden_states=text, **extra)
                 if sample.device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)

@@ -262,14 +262,26 @@ def encode(pipe, prompts) -> tuple[torch.Tensor, torch.Tensor]:
 
     Token embeddings: the embedding table's rows for the prompt's ids (the transformer's input, before
     position embeddings are added). Hidden states: `pipe.encode_prompt` — exactly what the U-Net receives.
+    SDXL has two text encoders whose hidden states the U-Net gets side by side (D = 768 + 1280 on the real
+    model): the token embeddings are likewise both tables' rows, each for its own tokenizer's ids, side by side.
     """
+    from sdexplain.loading import is_xl
+
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
-                         return_tensors="pt").input_ids  # (B, 77)  # fmt: skip
-    device = pipe.text_encoder.device
-    token = pipe.text_encoder.get_input_embeddings()(ids.to(device))  # (B, 77, D)
-    hidden, _ = pipe.encode_prompt(prompts, device, 1, False)  # (B, 77, D)
-    return token.to("cpu", torch.float32), hidden.to("cpu", torch.float32)
+    pairs = [(getattr(pipe, t), getattr(pipe, e)) for t, e in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")) if getattr(pipe, e, None) is not None]
+    rows = []
+    for tokenizer, encoder in pairs:
+        ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids  # (B, 77)
+        rows.append(encoder.get_input_embeddings()(ids.to(encoder.device)).to("cpu", torch.float32))  # (B, 77, D_i)
+    token = torch.cat(rows, dim=-1)  # (B, 77, D)
+    with torch.no_grad():
+        if is_xl(pipe):
+            hidden = pipe.encode_prompt(prompt=prompts, device=pipe._execution_device, num_images_per_prompt=1, do_classifier_free_guidance=False)[0]
+        else:
+            hidden, _ = pipe.encode_prompt(prompts, pipe._execution_device, 1, False)  # (B, 77, D)
+    if hidden.shape[-1] != token.shape[-1]:
+        raise ValueError(f"the text encoders' token embeddings are {token.shape[-1]} wide but the hidden states {hidden.shape[-1]}: not a layout tokens.encode knows")
+    return token.detach(), hidden.to("cpu", torch.float32)
 
 
 @dataclass

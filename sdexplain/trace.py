@@ -56,7 +56,6 @@ What `run` (a `Trace`) holds — everything on the CPU, float32:
                           the pipeline's VAE every `preview_every` steps and at the last step
     run.reductions        [str] what the memory budget made the trace leave out
     run.nbytes()          bytes of tensor data the trace keeps
-    run.debug             {"attention_row_sums": {layer: (min, max)}} with debug=True
 
 Memory: `budget_bytes` (default 256 MiB) is checked before the first step, once batch, latent
 size, number of steps and prompt length are known; attention maps get at most a quarter of it.
@@ -155,7 +154,6 @@ class Trace:
     scheduler: str = ""  # scheduler class name
     prediction_type: str = "epsilon"
     guidance_scale: float | None = None  # None without CFG
-    debug: dict = field(default_factory=dict)
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor the trace holds."""
@@ -183,7 +181,6 @@ def trace(
     preview_every: int = 5,
     preview_size: int = 128,
     budget_bytes: int = DEFAULT_BUDGET,
-    debug: bool = False,
 ):
     """Context manager recording one pipeline call into a `Trace` (see the module docstring).
 
@@ -191,7 +188,6 @@ def trace(
     preview_every: decode a preview every k steps (and at the last); 0 turns previews off.
     preview_size: longest side of previews in pixels.
     budget_bytes: the most tensor bytes the trace may keep.
-    debug: also store the raw row sums of one attention map per layer (they must be 1).
     """
     for name in ("unet", "vae", "scheduler"):
         if getattr(pipe, name, None) is None:
@@ -204,7 +200,7 @@ def trace(
         raise ValueError(f"preview_size must be an int >= 8 pixels, got {preview_size!r}")
     if not isinstance(budget_bytes, int) or budget_bytes < 1:
         raise ValueError(f"budget_bytes must be a positive int, got {budget_bytes!r}")
-    return TraceContext(pipe, _Options(attention, attention_size, preview_every, preview_size, budget_bytes, debug), texts=None)
+    return TraceContext(pipe, _Options(attention, attention_size, preview_every, preview_size, budget_bytes), texts=None)
 
 
 def trace_with_prompts(pipe, texts: tuple[list[str], list[str] | None], **options):
@@ -224,7 +220,6 @@ class _Options:
     preview_every: int
     preview_size: int
     budget_bytes: int
-    debug: bool
 
 
 class TraceContext:
@@ -308,7 +303,7 @@ class _Recorder:
         self.options = options
         self.run = Trace(pipeline=type(pipe).__name__)
         self.handles: list = []
-        self.attn = CrossAttentionRecorder(pipe.unet, debug=options.debug) if options.attention else None
+        self.attn = CrossAttentionRecorder(pipe.unet) if options.attention else None
         self.encoders = _encoders(pipe)  # [(text encoder attribute, tokenizer attribute)]
         self.witnesses: dict[str, _TokenizerWitness] = {}  # tokenizer attribute -> its stand-in during the run
         self.known_texts: tuple[list[str], list[str] | None] | None = None  # set by generate()
@@ -717,8 +712,6 @@ class _Recorder:
                 host = _to_host({"maps": maps, "padding": padding})
                 run.attention.per_resolution[res] = host["maps"]
                 run.attention.padding_per_resolution[res] = host["padding"]
-            if self.options.debug:
-                run.debug["attention_row_sums"] = dict(self.attn.row_sums)
 
 
 def _encoders(pipe) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ PROMPT = "a red circle on the left"
 
 def _traced(pipe, height=64, width=64, **options):
     pipe.set_progress_bar_config(disable=True)
-    with trace(pipe, debug=True, **options) as run:
+    with trace(pipe, **options) as run:
         pipe(PROMPT, num_inference_steps=3, height=height, width=width, output_type="pt", generator=torch.Generator().manual_seed(0))
     return run
 
@@ -33,17 +33,15 @@ def test_resolution_of_follows_the_unet_rounding():
         resolution_of(7, (8, 8))
 
 
-def test_every_layer_records_maps_whose_rows_sum_to_one(tiny_pipe):
+def test_every_layer_records_maps_at_every_step(tiny_pipe):
+    """That the recorded weights are the layers' own is checked against their output in
+    test_recorded_weights_reproduce_every_layers_real_output (check_against_processor)."""
     run = _traced(tiny_pipe)
     att = run.attention
     assert set(att.layer_calls) == set(cross_attention_layers(tiny_pipe.unet))
     assert all(calls == len(run.steps) for calls in att.layer_calls.values())  # every layer, every step
     assert att.layers["down_blocks.0.attentions.0.transformer_blocks.0.attn2"] == (8, 8)
     assert att.layers["mid_block.attentions.0.transformer_blocks.0.attn2"] == (4, 4)
-    row_sums = run.debug["attention_row_sums"]
-    assert set(row_sums) == set(att.layers)
-    for low, high in row_sums.values():
-        assert low == pytest.approx(1.0, abs=1e-5) and high == pytest.approx(1.0, abs=1e-5)
 
 
 def test_reduced_maps_are_still_a_distribution_over_the_77_tokens(tiny_pipe):

@@ -52,7 +52,7 @@ def traced():
     from sdexplain.architectures import build_tiny_pipeline
 
     pipe = build_tiny_pipeline(seed=0)
-    images, run = generate(pipe, ["a red cat on the left", "a blue dog"], steps=3, cfg=3.0, seed=0, height=64, width=64, debug=True)
+    images, run = generate(pipe, ["a red cat on the left", "a blue dog"], steps=3, cfg=3.0, seed=0, height=64, width=64)
     return images, run
 
 

@@ -5,8 +5,8 @@ The "real" model here is the package's tiny random-weight Stable Diffusion pipel
 notebooks it is a local diffusers folder like any downloaded checkpoint, so every `MODEL == "toy"`
 branch takes its real-model side. Each notebook's first cell reads MODEL from SDEXPLAIN_MODEL.
 Every notebook runs a second time on a tiny SDXL folder (`build_pipeline("tiny-sdxl")`): two text
-encoders, the pooled embedding and micro-conditioning, SDXL's pipeline classes. The notebooks that
-still call SD 1.x/2.x-only code are listed in `SD_ONLY_ON_SDXL` (strict xfail, with the reason).
+encoders, the pooled embedding and micro-conditioning, SDXL's pipeline classes. A notebook that
+calls SD 1.x/2.x-only code goes in `SD_ONLY_ON_SDXL` (strict xfail, with the reason); none does now.
 
 What fails the test:
 1. an error output in any cell;
@@ -137,18 +137,11 @@ def test_notebook_runs_on_a_non_toy_model(path, tiny_folder, monkeypatch):
     _check_runs_on(path, tiny_folder, monkeypatch)
 
 
-# Notebooks whose code (or the package function they call) is written for SD 1.x/2.x's pipeline only:
-# SDXL's `encode_prompt(prompt, prompt_2, device, …)` takes other positional arguments and returns four
-# tensors, its U-Net needs `added_cond_kwargs` (pooled text + micro-conditioning), its `check_inputs`
-# others too. Strict: when one is made SDXL-aware the test XPASSes and fails until it is taken off the list.
-SD_ONLY_ON_SDXL = {
-    "02": "the notebook calls pipe.unet(...) without SDXL's added_cond_kwargs",
-    "04": "latents.resolution_sweep calls the U-Net without SDXL's added_cond_kwargs",
-    "05": "tokens.encode calls pipe.encode_prompt(prompts, device, 1, False): SDXL's second argument is prompt_2",
-    "07": "the notebook calls pipe.encode_prompt positionally and pipe.unet without added_cond_kwargs",
-    "09": "guidance.cfg_sweep calls pipe.check_inputs / encode_prompt with SD 1.x's positional arguments",
-    "14": "guidance.cfg_sweep (as in 09)",
-}
+# Notebooks whose code (or the package function they call) is written for SD 1.x/2.x's pipeline only and so
+# fails on SDXL (strict xfail, with the reason): none now. SDXL's U-Net needs `added_cond_kwargs` (pooled text +
+# micro-conditioning) and its `encode_prompt` takes other arguments: `sdexplain.unet_inputs.text_inputs` builds
+# both halves for either. Strict: a notebook listed here that passes XPASSes and fails until taken off the list.
+SD_ONLY_ON_SDXL: dict[str, str] = {}
 # Cells that run on SDXL and print no "Skipped section" there: their guard asks for an SDXL model.
 SDXL_SECTIONS = {"e0a4d5f6", "a2c6f7b8"}  # 13: micro-conditioning, the refiner hand-over
 
