@@ -193,7 +193,7 @@ def test_sdxl_trace_at_1024_fits_the_default_budget():
         unet=types.SimpleNamespace(config=types.SimpleNamespace(**arch["unet"])), vae_scale_factor=8
     )
     run = Trace()
-    plan = _plan(_Options(True, 64, 5, 128, DEFAULT_BUDGET, False), 1, True, (128, 128), pipe, 30, run)
+    plan = _plan(_Options(True, 64, 5, 128, DEFAULT_BUDGET), 1, True, (128, 128), pipe, 30, run)
     assert run.reductions == [] and len(plan["tensor_steps"]) == 30 and plan["attention_hw"] == (64, 64)
     latent = 4 * 128 * 128 * 4  # bytes of one float32 latent
     assert 30 * 5 * latent < plan["estimate"] < DEFAULT_BUDGET  # every step's five tensors, and still under
@@ -207,7 +207,7 @@ def test_tiny_sdxl_at_1024_keeps_what_the_plan_says(xl):
     assert run.attention.resolution == (64, 64) and len(run.previews) == 2
     kept = run.nbytes()
     assert kept >= 2 * 5 * 4 * 128 * 128 * 4  # all five tensors of both steps are there
-    plan = _plan(_Options(True, 64, 5, 128, DEFAULT_BUDGET, False), 1, True, (128, 128), xl, 2, Trace(tokens=run.tokens))
+    plan = _plan(_Options(True, 64, 5, 128, DEFAULT_BUDGET), 1, True, (128, 128), xl, 2, Trace(tokens=run.tokens))
     assert kept <= plan["estimate"] < DEFAULT_BUDGET  # the plan's estimate is an upper bound of what is kept
 
 
