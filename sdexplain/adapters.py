@@ -89,20 +89,24 @@ def shadow_share(images: torch.Tensor) -> torch.Tensor:
     return grey.float().flatten(1).mean(1)
 
 
-def reference_shadow_share(vae=None, n: int = 64, seed: int = world.HELD_OUT_SEED) -> float:
-    """The shadow share of shadowed renders of held-out scenes — after a round trip through `vae` when given
-    (what a generated picture can show at most, since every one is decoded by it): style strength 1 means this much."""
+def shadow_references(vae=None, n: int = 64, seed: int = world.HELD_OUT_SEED) -> tuple[float, float]:
+    """(plain, shadowed): the shadow share of plain and of shadowed renders of the same held-out scenes —
+    after a round trip through `vae` when given, since every generated picture is decoded by it."""
     from sdexplain.toy.model import vae_round_trip
 
-    images, _ = styled_batch(n, seed, "shadowed")
-    if vae is not None:
-        images = vae_round_trip(vae, images.to(vae.device, vae.dtype)).float().cpu()
-    return float(shadow_share(images).mean())
+    shares = []
+    for style in ("plain", "shadowed"):
+        images, _ = styled_batch(n, seed, style)
+        if vae is not None:
+            images = vae_round_trip(vae, images.to(vae.device, vae.dtype)).float().cpu()
+        shares.append(float(shadow_share(images).mean()))
+    return shares[0], shares[1]
 
 
-def style_strength(images: torch.Tensor, reference: float | None = None) -> torch.Tensor:
-    """(B,) each image's shadow share as a fraction of the training pictures' (0: no shadow, 1: as much as they have)."""
-    return shadow_share(images) / (reference if reference is not None else reference_shadow_share())
+def style_strength(images: torch.Tensor, references: tuple[float, float] | None = None) -> torch.Tensor:
+    """(B,) where each image's shadow share lies between plain pictures' (0) and shadowed ones' (1)."""
+    plain, shadowed = references if references is not None else shadow_references()
+    return (shadow_share(images) - plain) / (shadowed - plain)
 
 
 # ----------------------------------------------------------------------------- textual inversion
@@ -537,3 +541,89 @@ def lora_metadata(path: str | Path) -> dict:
         metadata = f.metadata() or {}
     stored = json.loads(metadata.get("lora_adapter_metadata", "{}"))  # {"unet.r": 4, "unet.lora_alpha": 4, …}
     return {key.split(".", 1)[1]: value for key, value in stored.items() if key.startswith("unet.")}
+
+
+# ----------------------------------------------------------------------------- measures the notebook shows
+
+
+def frozen_report(pipe, ti: TextualInversion) -> dict:
+    """Compare the trained text encoder copy with the pipeline's own, weight by weight: which rows of the
+    token table moved, and how many other weights changed (an independent check of the freezing)."""
+    before, after = pipe.text_encoder.state_dict(), ti.text_encoder.state_dict()
+    table_key = next(k for k in after if k.endswith("token_embedding.weight"))
+    old = before[table_key].shape[0]
+    moved_rows = [i for i in range(old) if not torch.equal(after[table_key][i], before[table_key][i])]
+    other = sum(int((after[k] != before[k]).sum()) for k in before if k != table_key)
+    return {
+        "old_rows_moved": moved_rows,
+        "new_rows": after[table_key].shape[0] - old,
+        "other_weights_changed": other,
+        "trained_values": int(after[table_key].shape[1]),
+        "frozen_values": sum(v.numel() for v in before.values()) + sum(p.numel() for p in pipe.unet.parameters()),
+    }
+
+
+def generate(pipe, prompts: list[str], *, steps: int = 20, guidance_scale: float = 3.0, seed: int = 0) -> torch.Tensor:
+    """Images in [-1, 1] (N, 3, H, W) from the stock pipeline, one generator seeded per call (same noise for the same seed)."""
+    from sdexplain.toy.evaluate import generate_latents_to_images
+
+    return generate_latents_to_images(pipe, prompts, guidance_scale, steps, seed)
+
+
+def concept_contexts(places=("top", "bottom"), sizes=world.SIZE_NAMES, repeats: int = 4) -> list[world.Scene]:
+    """Scenes of the concept in contexts its training pictures never showed (by default: places)."""
+    return [world.make_scene("cat", MY_CAT_COLOUR, p, s) for _ in range(repeats) for p in places for s in sizes]
+
+
+def judged_as(judge, images: torch.Tensor, scenes: list[world.Scene]) -> dict[str, float]:
+    """Share of images the judge reads as each scene's colour, shape, position and size, and all four at once."""
+    from sdexplain.toy.evaluate import judge_images
+
+    verdict = judge_images(judge, images)
+    hits = {name: verdict[name]["predicted"] == torch.tensor([s.labels[name] for s in scenes]) for name in ("colour", "shape", "position", "size")}
+    shares = {name: hit.float().mean().item() for name, hit in hits.items()}
+    shares["all"] = torch.stack(list(hits.values())).all(0).float().mean().item()
+    return shares
+
+
+@dataclass
+class WeightSweep:
+    """One LoRA at several weights, the same prompts and seed: images, style strength and judged adherence per weight."""
+
+    weights: list[float]
+    images: list[torch.Tensor]  # per weight (N, 3, H, W) in [-1, 1]
+    strength: list[float]  # mean style strength per weight
+    adherence: list[dict[str, float]]  # judged_as per weight
+
+
+def weight_sweep(pipe, name: str, weights, scenes: list[world.Scene], judge, *, steps: int = 20, guidance_scale: float = 3.0, seed: int = 0, references=None) -> WeightSweep:
+    """Generate the scenes' captions with adapter `name` set to each weight (`pipe.set_adapters`, WebUI's
+    <lora:name:w>), then put the weight back to 1."""
+    references = references or shadow_references(pipe.vae)
+    prompts = [s.caption() for s in scenes]
+    result = WeightSweep([float(w) for w in weights], [], [], [])
+    try:
+        for w in result.weights:
+            pipe.set_adapters([name], adapter_weights=[w])
+            images = generate(pipe, prompts, steps=steps, guidance_scale=guidance_scale, seed=seed)
+            result.images.append(images)
+            result.strength.append(float(style_strength(images, references).mean()))
+            result.adherence.append(judged_as(judge, images, scenes))
+    finally:
+        pipe.set_adapters([name], adapter_weights=[1.0])
+    return result
+
+
+def lora_share(lora: Lora) -> float:
+    """LoRA parameters as a share of the U-Net's."""
+    return lora.parameters / lora.unet_parameters
+
+
+def pictures(images: torch.Tensor) -> list[np.ndarray]:
+    """Images (N, 3, H, W) in [-1, 1] -> uint8 (H, W, 3) arrays, for figures and sliders."""
+    return list(((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+
+
+def carried_by(strengths: dict[str, float]) -> str:
+    """Which of 'cross' and 'self' attention reaches more of the 'both' LoRA's style strength."""
+    return max(("cross", "self"), key=lambda k: strengths[k])
