@@ -47,8 +47,7 @@ from sdexplain.toy import world
 STYLES = ("plain", "shadowed")
 SHADOW_OFFSET = 3  # pixels down and to the right
 SHADOW = (170, 170, 165)  # a grey drop shadow on the floor
-# a pixel is shadow-grey when it is nearly colourless and between these luminances (floor ≈ 0.92, shadow ≈ 0.67)
-GREY_SATURATION, GREY_LUMA = 0.1, (0.5, 0.8)
+FLOOR_LUMA, FLOOR_SATURATION = 0.85, 0.1  # bare floor: lighter than this and less colourful (max − min of RGB, 0–1)
 
 
 class AdapterFileError(ValueError):
@@ -79,34 +78,37 @@ def styled_batch(n: int, seed: int, style: str = "shadowed") -> tuple[torch.Tens
     return world.to_tensor(np.stack([render_styled(s, style) for s in scenes])), [s.caption() for s in scenes]
 
 
-def shadow_share(images: torch.Tensor) -> torch.Tensor:
-    """(B,) share of each image's pixels that are shadow-grey (colourless, darker than the floor, lighter than
-    a face's eyes); images (B, 3, H, W) in [-1, 1]. Plain pictures have a few at their objects' blurred edges."""
-    pictures = (images.float().clamp(-1, 1) + 1) / 2
-    saturation = pictures.amax(1) - pictures.amin(1)  # (B, H, W)
-    luma = (pictures * torch.tensor((0.299, 0.587, 0.114)).view(1, 3, 1, 1)).sum(1)
-    grey = (saturation < GREY_SATURATION) & (luma > GREY_LUMA[0]) & (luma < GREY_LUMA[1])
-    return grey.float().flatten(1).mean(1)
+def _luma(pictures: torch.Tensor) -> torch.Tensor:
+    return (pictures * torch.tensor((0.299, 0.587, 0.114)).view(1, 3, 1, 1)).sum(1)  # (B, H, W)
 
 
-def shadow_references(vae=None, n: int = 64, seed: int = world.HELD_OUT_SEED) -> tuple[float, float]:
-    """(plain, shadowed): the shadow share of plain and of shadowed renders of the same held-out scenes —
-    after a round trip through `vae` when given, since every generated picture is decoded by it."""
+def darkening(images: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """(B,) how much darker each image is than `base` (the same prompt and seed without the style) on the
+    pixels that are bare floor in `base` (light and colourless) — where a shadow can only darken.
+    Images (B, 3, H, W) in [-1, 1]; luminance on a 0–1 scale."""
+    now, before = (images.float().clamp(-1, 1) + 1) / 2, (base.float().clamp(-1, 1) + 1) / 2
+    floor = (_luma(before) > FLOOR_LUMA) & ((before.amax(1) - before.amin(1)) < FLOOR_SATURATION)
+    drop = (_luma(before) - _luma(now)) * floor
+    return drop.flatten(1).sum(1) / floor.flatten(1).sum(1).clamp(min=1)
+
+
+def shadow_reference(vae=None, n: int = 64, seed: int = world.HELD_OUT_SEED) -> float:
+    """The darkening of shadowed renders against plain renders of the same held-out scenes — both through
+    `vae` when given, since every generated picture is decoded by it. Style strength 1 means this much."""
     from sdexplain.toy.model import vae_round_trip
 
-    shares = []
-    for style in ("plain", "shadowed"):
+    pair = []
+    for style in ("shadowed", "plain"):
         images, _ = styled_batch(n, seed, style)
         if vae is not None:
             images = vae_round_trip(vae, images.to(vae.device, vae.dtype)).float().cpu()
-        shares.append(float(shadow_share(images).mean()))
-    return shares[0], shares[1]
+        pair.append(images)
+    return float(darkening(*pair).mean())
 
 
-def style_strength(images: torch.Tensor, references: tuple[float, float] | None = None) -> torch.Tensor:
-    """(B,) where each image's shadow share lies between plain pictures' (0) and shadowed ones' (1)."""
-    plain, shadowed = references if references is not None else shadow_references()
-    return (shadow_share(images) - plain) / (shadowed - plain)
+def style_strength(images: torch.Tensor, base: torch.Tensor, reference: float | None = None) -> torch.Tensor:
+    """(B,) each image's darkening against `base`, as a share of the shadowed training pictures' (1)."""
+    return darkening(images, base) / (reference if reference is not None else shadow_reference())
 
 
 # ----------------------------------------------------------------------------- textual inversion
@@ -596,18 +598,21 @@ class WeightSweep:
     adherence: list[dict[str, float]]  # judged_as per weight
 
 
-def weight_sweep(pipe, name: str, weights, scenes: list[world.Scene], judge, *, steps: int = 20, guidance_scale: float = 3.0, seed: int = 0, references=None) -> WeightSweep:
+def weight_sweep(pipe, name: str, weights, scenes: list[world.Scene], judge, *, steps: int = 20, guidance_scale: float = 3.0, seed: int = 0, reference: float | None = None) -> WeightSweep:
     """Generate the scenes' captions with adapter `name` set to each weight (`pipe.set_adapters`, WebUI's
-    <lora:name:w>), then put the weight back to 1."""
-    references = references or shadow_references(pipe.vae)
+    <lora:name:w>), then put the weight back to 1. The first weight must be 0: the base pictures the style
+    strength is measured against."""
+    reference = reference or shadow_reference(pipe.vae)
     prompts = [s.caption() for s in scenes]
     result = WeightSweep([float(w) for w in weights], [], [], [])
+    if not result.weights or result.weights[0] != 0.0:
+        raise ValueError(f"weights must start with 0 (the base pictures), got {list(weights)}")
     try:
         for w in result.weights:
             pipe.set_adapters([name], adapter_weights=[w])
             images = generate(pipe, prompts, steps=steps, guidance_scale=guidance_scale, seed=seed)
             result.images.append(images)
-            result.strength.append(float(style_strength(images, references).mean()))
+            result.strength.append(float(style_strength(images, result.images[0], reference).mean()))
             result.adherence.append(judged_as(judge, images, scenes))
     finally:
         pipe.set_adapters([name], adapter_weights=[1.0])

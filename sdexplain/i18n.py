@@ -342,6 +342,7 @@ ZH: dict[str, str] = {
     "w = {w:4.2f}: style strength {s:5.2f}; judged colour {c:.0%}, shape {h:.0%}, place {p:.0%}, size {z:.0%}":
         "w = {w:4.2f}: 风格强度 {s:5.2f}; 判定颜色 {c:.0%}, 形状 {h:.0%}, 位置 {p:.0%}, 大小 {z:.0%}",
     "adherence kept at w = 1 (share of w = 0's): ": "w = 1 时保留的提示遵循度 (占 w = 0 时的比例): ",
+    "lowest: {k} ({v:.0%})": "最低: {k} ({v:.0%})",
     "fused: the weights moved by up to {m:.2e}; the image differs from the unfused one by at most {d:.2e}; after unfusing the weights are back to within {b:.1e}":
         "融合后: 权重最多变动 {m:.2e}; 图像与未融合时最多相差 {d:.2e}; 解除融合后权重回到原值 (误差不超过 {b:.1e})",
     "{k:>5}: {n:,} parameters, trained in {s:.0f} s, style strength {v:.2f}, judged colour {c:.0%}":
