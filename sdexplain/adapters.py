@@ -59,8 +59,14 @@ def render_styled(scene: world.Scene, style: str = "shadowed") -> np.ndarray:
 
     "plain" is the world's own render; "shadowed" adds a grey drop shadow on the floor, SHADOW_OFFSET
     pixels down and right of the object. The world's defaults are untouched: the base model has only ever
-    seen objects without shadows. (Stripes and a night background were tried first: the toy's VAE, trained
-    on flat objects on a light floor, decodes both away; a shadow survives its round trip.)
+    seen objects without shadows. Other styles were tried first, each through the VAE round trip
+    (`sdexplain.toy.model.vae_round_trip`): stripes, a night background, the lower half of each object in
+    its shade colour (0.6× or 0.4×), the whole object at 0.6×, pastel colours, a 1- or 2-pixel dark outline,
+    an inner outline, eyes and a nose on every object, a longer and darker shadow. The toy's VAE, trained only
+    on the world's flat renders, decodes all of them back to a plain object of a palette colour (or smears
+    them into the object); cat ears on every object survive as bumps, but a LoRA trained on them turns
+    squares into cats and triangles into squares. The 3-pixel grey shadow survives faintly (about half of
+    its floor darkening), the most any of them kept.
     """
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; allowed: {', '.join(STYLES)}")

@@ -325,6 +325,8 @@ ZH: dict[str, str] = {
     # notebook 16 (embeddings and LoRA: sdexplain.adapters)
     "plain": "无阴影",
     "shadowed": "带阴影",
+    "shadowed, through the VAE": "带阴影, 经过 VAE",
+    "the floor's darkening under the shadows, through the VAE: {k:.0%} of the rendered one": "影子让地面变暗的程度, 经过 VAE 之后: 只剩渲染图的 {k:.0%}",
     "trained in {s:.0f} s ({n} steps); loss {a:.4f} → {b:.4f} (mean of the first and last 20 steps)":
         "训练用时 {s:.0f} 秒 ({n} 步); 损失 {a:.4f} → {b:.4f} (前 20 步与后 20 步的平均)",
     "new rows: {n}; old rows moved: {rows}; other text-encoder weights changed: {other}":
