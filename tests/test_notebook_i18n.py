@@ -12,7 +12,7 @@ ENGLISH = i18n.english_notebooks()
 
 
 def test_every_english_notebook_has_a_zh_edition():
-    assert len(ENGLISH) == 16
+    assert len(ENGLISH) == 17
     assert sorted(p.name for p in i18n.ZH.glob("[0-9][0-9]_*.ipynb")) == [p.name for p in ENGLISH]
 
 
