@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sdexplain.loading import is_xl
 from sdexplain.prompts import BREAK, parse_attention, prompt_schedule, schedule_index
 
 COMMA_BACKTRACK = 20  # WebUI's default "Prompt word wrap length limit" (comma_padding_backtrack)
@@ -144,6 +145,11 @@ def emphasize(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def encode(pipe, text: str, clip_skip: int = 1, emphasis: bool = True) -> tuple[torch.Tensor, list[Chunk]]:
     """(1, 77·k, D) conditioning of one plain text the WebUI way, and its chunks."""
+    if is_xl(pipe):
+        raise ValueError(
+            f"the WebUI's conditioning is built here for SD 1.x/2.x (one text encoder); this {type(pipe).__name__} is SDXL, "
+            "whose WebUI conditioning (each chunk through both encoders, the pooled embedding from the second's first chunk) is not built yet"
+        )
     _check_clip_skip(pipe.text_encoder, clip_skip)
     chunks = make_chunks(pipe.tokenizer, text)
     device, dtype = pipe.text_encoder.device, pipe.text_encoder.dtype

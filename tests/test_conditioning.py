@@ -177,3 +177,11 @@ def test_bad_input_is_refused(toy):
         webui_conditioning(toy, "a cat", None)
     with pytest.raises(ValueError, match="not a finite number"):
         webui_conditioning(toy, "(cat:" + "9" * 400 + ")")
+
+
+def test_sdxl_is_refused_by_name_not_half_built():
+    from sdexplain.architectures import build_pipeline
+
+    xl = build_pipeline("tiny-sdxl")
+    with pytest.raises(ValueError, match="StableDiffusionXLPipeline is SDXL.*not built yet"):
+        encode(xl, "a (red:1.5) cat")
