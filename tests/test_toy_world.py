@@ -165,3 +165,20 @@ def test_v1_world_is_unchanged_by_v2():
     assert all(isinstance(s, world.Scene) for s in world.sample_scenes(200, seed=9))
     assert "and" not in world.all_words() and "kitty" not in world.all_words()
     assert set(world.all_words()) < set(world.all_words(world.V2))
+
+
+def test_vary_floor_recolours_only_the_floor_of_the_chosen_share():
+    data = world.batch(64, seed=5, spec=world.V2)
+    images, masks = data["images"], data["masks"]
+    varied = world.vary_floor(images, masks, 0.5, seed=1)
+    changed = (varied != images).flatten(1).any(1)
+    assert 16 <= int(changed.sum()) <= 48  # about half of 64
+    assert torch.equal(varied.permute(0, 2, 3, 1)[masks], images.permute(0, 2, 3, 1)[masks])  # objects untouched
+    for i in torch.nonzero(changed).flatten().tolist():  # each chosen floor is one flat colour, unlike the world's
+        floor = varied[i].permute(1, 2, 0)[~masks[i]]
+        assert torch.equal(floor.amin(0), floor.amax(0))
+    assert torch.equal(world.vary_floor(images, masks, 0.5, seed=1), varied)  # deterministic in the seed
+    assert world.vary_floor(images, masks, 0.0, seed=1) is images  # world 1's recipe draws nothing
+    assert world.V1.floor_variety == 0.0 and world.V2.floor_variety > 0
+    with pytest.raises(ValueError, match="1.5"):
+        world.vary_floor(images, masks, 1.5, seed=1)

@@ -98,7 +98,7 @@ def train_vae(workdir: Path, steps: int, batch_size: int, checkpoint_every: int,
 
     def train_step(step: int) -> dict[str, str]:
         data = world.batch(batch_size, seed=seed * 7919 + step, spec=spec)
-        x = data["images"]  # (B, 3, 64, 64)
+        x = world.vary_floor(data["images"], data["masks"], spec.floor_variety, seed=seed * 7919 + step)  # (B, 3, 64, 64)
         weight = 1.0 + 2.0 * data["masks"].unsqueeze(1).float()  # the object matters more than the floor
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample

@@ -97,10 +97,31 @@ class WorldSpec:
     version: int
     pair_rate: float  # share of scenes with two objects
     synonyms: bool  # captions draw each word from its synonym group
+    floor_variety: float = 0.0  # share of the VAE's training pictures drawn on a floor of a random colour
 
 
 V1 = WorldSpec(1, 0.0, False)  # the shipped model's world: one object, no synonyms
-V2 = WorldSpec(2, 0.5, True)  # one or two objects, synonyms
+V2 = WorldSpec(2, 0.5, True, floor_variety=0.25)  # one or two objects, synonyms; a VAE that can draw any floor
+NIGHT_FLOOR = (24, 28, 52)  # a dark blue-black floor: a style no caption names and the U-Net never sees
+
+
+def vary_floor(images: torch.Tensor, masks: torch.Tensor, rate: float, seed: int) -> torch.Tensor:
+    """`images` (B, 3, H, W) in [-1, 1] with a share `rate` of them redrawn on a floor of a uniformly random
+    colour (the objects, `masks` (B, H, W), untouched). Deterministic in `seed`; rate 0 returns `images`.
+
+    Only the VAE (encoder and decoder) trains on these. Stable Diffusion's VAE was trained on far more
+    kinds of picture than any prompt asks for, so it can draw a style the U-Net was never taught; a VAE
+    trained only on this world's light floor could not (it decoded every style tried back to the plain
+    render), and a LoRA (notebook 16) would have nothing to show. No caption names the floor."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"floor variety rate {rate} is not in [0, 1]")
+    if rate == 0.0:
+        return images
+    rng = np.random.default_rng(seed)
+    chosen = torch.from_numpy(rng.random(len(images)) < rate)
+    floors = torch.from_numpy(rng.integers(0, 256, size=(len(images), 3))).float().div(127.5).sub(1.0)
+    floor = chosen.view(-1, 1, 1) & ~masks  # (B, H, W)
+    return torch.where(floor.unsqueeze(1), floors.view(-1, 3, 1, 1).to(images.dtype), images)
 WORLDS = {1: V1, 2: V2}
 
 # Depth as MiDaS reports it: relative inverse depth ("nearness"), larger = closer, in [0, 1].
