@@ -10,6 +10,8 @@ Prints a table (and writes it as JSON with `--json`):
                position and size — at several guidance scales, CFG 1 (no guidance) included
     uncond     empty-prompt samples: share judged confidently (a cat OR a dog, never in between)
     forward    cat-vs-dog accuracy of the judge on decoded x_t, falling to chance as t grows
+    (world 2)  two-object adherence and binding, synonyms, embedding neighbours, per-object attention:
+               `sdexplain.toy.evaluate_pairs`, added when the model's judge is a SlotJudge
 
 Everything is computed from the loaded model and freshly rendered held-out scenes; the functions
 are reused by the notebooks and the tests.
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from sdexplain.toy import world
-from sdexplain.toy.model import DEFAULT_GUIDANCE, EXTRAS_DIR, JUDGE_CRISP, MODEL_DIR, Judge, vae_round_trip
+from sdexplain.toy.model import DEFAULT_GUIDANCE, EXTRAS_DIR, JUDGE_CRISP, MODEL_DIR, Judge, SlotJudge, vae_round_trip
 from sdexplain.toy.world import HELD_OUT_SEED
 
 
@@ -265,6 +267,10 @@ def evaluate(model: str | Path = MODEL_DIR, prompts: int = 200, scales=(1.0, 2.0
         "uncond": unconditional(pipe, judge, prompts),
         "forward": forward_accuracy(pipe, judge),
     }
+    if isinstance(judge, SlotJudge):  # world 2: two objects, synonyms, attention per object
+        from sdexplain.toy.evaluate_pairs import pair_report
+
+        report.update(pair_report(pipe, judge, prompts, scales=(1.0, DEFAULT_GUIDANCE)))
     return report
 
 
@@ -285,6 +291,10 @@ def format_report(report: dict) -> str:
     shares = ", ".join(f"{k} {v:.0%}" for k, v in report["uncond"]["shares"].items())
     lines.append(f"Unconditional samples: judge confident (p ≥ 0.9) on {report['uncond']['confident']:.1%}; shapes: {shares}")
     lines.append("Forward diffusion, judge cat-vs-dog accuracy on decoded x_t: " + ", ".join(f"t={t}: {a:.0%}" for t, a in report["forward"].items()))
+    if "pairs" in report:
+        from sdexplain.toy.evaluate_pairs import format_pair_report
+
+        lines.append(format_pair_report(report))
     return "\n".join(lines)
 
 

@@ -1,0 +1,88 @@
+"""World v2's measures (`sdexplain.toy.evaluate_pairs`), each against ground truth it did not compute."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sdexplain.toy import evaluate, evaluate_pairs, model as toy_model, world
+from sdexplain.toy.tokenizer import build_tokenizer
+from sdexplain.toy.train_common import read_stage
+
+CRISP_STAGE = Path(__file__).resolve().parents[1] / "toy-stages" / "v2" / "judge_crisp.safetensors"
+CAT_L = world.make_scene("cat", "red", "left", "large", np.random.default_rng(0))
+DOG_R = world.make_scene("dog", "blue", "right", "small", np.random.default_rng(1))
+PAIR = world.Pair(CAT_L, DOG_R)
+
+
+def reading(**places):
+    return {place: dict(zip(("shape", "colour", "size"), value.split())) for place, value in places.items()}
+
+
+def test_score_pair_right_swapped_missing_and_extra():
+    right = evaluate_pairs.score_pair(PAIR, reading(left="cat red large", right="dog blue small"))
+    assert right == {"place": True, "shape": True, "colour": True, "both": True, "swapped": False, "extra": False}
+    swapped = evaluate_pairs.score_pair(PAIR, reading(left="cat blue large", right="dog red small"))
+    assert swapped["swapped"] and not swapped["colour"] and swapped["shape"] and not swapped["both"]
+    one_missing = evaluate_pairs.score_pair(PAIR, reading(left="cat red large", center="dog blue small"))
+    assert not one_missing["place"] and not one_missing["both"] and one_missing["extra"]
+    same_colour = world.Pair(CAT_L, world.make_scene("dog", "red", "right", "small", np.random.default_rng(1)))
+    assert not evaluate_pairs.score_pair(same_colour, reading(left="cat red large", right="dog red small"))["swapped"]
+
+
+def test_synonym_caption_changes_every_word_with_a_synonym_and_nothing_else():
+    rng = np.random.default_rng(0)
+    caption = evaluate_pairs.synonym_caption(PAIR, rng)
+    assert caption is not None and caption != PAIR.caption()
+    for canonical, synonym in zip(PAIR.caption().split(), caption.split()):
+        assert (synonym != canonical) == (canonical in world.SYNONYMS)
+        assert world.CANONICAL.get(synonym, synonym) == canonical
+    plain = world.make_scene("square", "green", "center", "small", rng)  # only "small" has a synonym
+    assert evaluate_pairs.synonym_caption(plain, rng) == "a little green square in the center"
+
+
+@pytest.fixture(scope="module")
+def crisp_judge():
+    judge = toy_model.SlotJudge()
+    judge.load_state_dict(read_stage(CRISP_STAGE)[0]["model"])
+    return judge.eval()
+
+
+def test_read_places_on_renders_matches_the_world_ground_truth(crisp_judge):
+    pairs = evaluate.held_out_pairs(64) + evaluate.held_out_scenes(64)
+    renders = world.to_tensor(np.stack([world.render(s)[0] for s in pairs]))
+    for scene, found in zip(pairs, evaluate_pairs.read_places(crisp_judge, renders)):
+        truth = {o.position: {"shape": o.shape, "colour": o.colour, "size": o.size} for o in scene.objects}
+        assert found == truth
+    with pytest.raises(TypeError, match="SlotJudge"):
+        evaluate_pairs.read_places(toy_model.Judge(), renders)
+
+
+def test_object_masks_from_picture_are_the_rendered_objects():
+    for pair in evaluate.held_out_pairs(20):
+        picture = world.render(pair)[0]
+        masks = evaluate_pairs.object_masks_from_picture(picture, pair)
+        truth = world.object_masks(pair)
+        for got, want in zip(masks, truth):  # the object's pixels (its near-floor dark shade aside)
+            assert (got & want).sum() / want.sum() > 0.9 and (got & ~want).sum() == 0
+    lone = world.render(CAT_L)[0]
+    assert evaluate_pairs.object_masks_from_picture(lone, PAIR) is None  # nothing on the right
+
+
+def test_embedding_neighbours_finds_planted_partners_and_refuses_other_vocabularies():
+    tokenizer = build_tokenizer(world.all_words(world.V2))
+    encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    table = encoder.get_input_embeddings().weight
+    torch.manual_seed(0)
+    with torch.no_grad():
+        table.normal_()
+        kitty = tokenizer("kitty", add_special_tokens=False)["input_ids"][0]
+        cat = tokenizer("cat", add_special_tokens=False)["input_ids"][0]
+        table[kitty] = table[cat] + 0.01 * torch.randn(table.shape[1])  # planted: kitty ≈ cat
+    found = {n.word: n for n in evaluate_pairs.embedding_neighbours(tokenizer, encoder)}
+    assert found["kitty"].nearest == "cat" and found["kitty"].partner and found["kitty"].cosine > 0.99
+    assert found["cat"].nearest == "kitty"
+    assert sum(n.partner for n in found.values()) < len(found)  # random rows: most words have no partner nearest
+    with pytest.raises(ValueError, match="tokens in this tokenizer"):
+        evaluate_pairs.embedding_neighbours(build_tokenizer(world.all_words()), encoder)
