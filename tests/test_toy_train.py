@@ -178,14 +178,20 @@ def test_world_2_trains_the_whole_chain_and_exports_a_pipeline_that_reads_its_wo
     for name in train.STAGES:
         original, loaded = (torch.load(d / f"{name}.pt", weights_only=True) for d in (workdir, fresh))
         assert loaded["step"] == original["step"]
-        for module in ("model", "ema"):
+        modules = ("ema_unet", "ema_text") if name.startswith("unet") else ("model", "ema")  # a U-Net stage keeps its EMA
+        for module in modules:
             for key, value in original.get(module, {}).items():
                 assert torch.equal(loaded[module][key], value), (name, module, key)
+        if name.startswith("unet"):
+            assert loaded["scaling_factor"] == original["scaling_factor"] and torch.equal(loaded["unet"]["conv_in.weight"], original["ema_unet"]["conv_in.weight"])
     with pytest.raises(FileExistsError, match="overwrite"):
         train.main(["--world", "2", "--part", "load-stages", "--workdir", str(fresh), "--stages-dir", str(stages)])
-    for part in ("vae", "vae-decoder", "judge"):  # the loaded stages count as finished; their optimiser state loads
+    for part in ("vae", "vae-decoder", "judge", "unet-noisy"):  # the loaded stages count as finished; their optimiser state loads
         train.main(["--world", "2", "--part", part, "--workdir", str(fresh), *TINY_RUN])
     assert torch.load(fresh / "vae.pt", weights_only=True)["step"] == 3
+    train.main(["--world", "2", "--part", "export", "--workdir", str(fresh), "--out", str(tmp_path / "from-stages"), *TINY_RUN])
+    again = StableDiffusionPipeline.from_pretrained(tmp_path / "from-stages", local_files_only=True)
+    assert all(torch.equal(a, b) for a, b in zip(again.unet.state_dict().values(), pipe.unet.state_dict().values()))  # export from stages = the original export
 
 
 def test_the_committed_world_2_vae_stage_loads_and_draws_pairs_better_than_world_1s_first_vae():

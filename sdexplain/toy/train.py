@@ -73,6 +73,7 @@ from sdexplain.toy.train_common import (
     resumable_loop,
     resume,
     load_stage,
+    read_stage,
     save_checkpoint,
     save_stage,
     text_model,
@@ -343,7 +344,8 @@ def seed_from_shipped(workdir: Path, model_dir: Path = toy_model.MODEL_DIR, unet
 
 
 STAGES_DIR = Path(__file__).resolve().parents[2] / "toy-stages"  # in a clone: committed finished stages of a retrain in progress, toy-stages/v<world>/
-STAGES = ("vae", "vae_decoder", "judge", "judge_crisp")  # the parts that can be committed as stages
+STAGES = ("vae", "vae_decoder", "judge", "judge_crisp", "unet", "unet_noisy")  # the parts that can be committed as stages
+UNET_STAGE_MODULES = ("ema_unet", "ema_text")  # a U-Net stage keeps its EMA weights only: what export and the next stage read
 
 
 def save_stages(workdir: Path, folder: Path) -> list[Path]:
@@ -352,7 +354,7 @@ def save_stages(workdir: Path, folder: Path) -> list[Path]:
     for name in STAGES:
         if not (workdir / f"{name}.pt").exists():
             continue
-        saved.append(save_stage(workdir, name, folder))
+        saved.append(save_stage(workdir, name, folder, keep=UNET_STAGE_MODULES if name.startswith("unet") else None))
         print(f"saved {saved[-1]}")
     return saved
 
@@ -370,6 +372,16 @@ def load_stages(folder: Path, workdir: Path, spec: world.WorldSpec) -> None:
             vae = toy_model.make_vae()
             ema = copy.deepcopy(decoder_parts(vae))
             load_stage(path, workdir, {"model": vae, "ema": ema}, decoder_parameters(vae))
+        elif name.startswith("unet"):  # the EMA weights stand for the raw ones too, as in seed_from_shipped
+            _, text_encoder = text_model(spec)
+            unet = toy_model.make_unet()
+            metadata: dict = {}
+            read_stage(path, metadata)
+            stage = CLEAN if name == CLEAN.name else NOISY
+            params = list(unet.parameters()) + (list(text_encoder.parameters()) if stage.train_text else [])
+            load_stage(path, workdir, {"ema_unet": unet, "ema_text": text_encoder}, params, extra={"history": [], "scaling_factor": float(metadata["scaling_factor"])})
+            state = torch.load(workdir / f"{name}.pt", weights_only=True)
+            save_checkpoint(workdir / f"{name}.pt", {**state, "unet": state["ema_unet"], "text_encoder": state["ema_text"]})
         else:
             judge = toy_model.Judge() if spec.version == 1 else toy_model.SlotJudge()
             load_stage(path, workdir, {"model": judge}, list(judge.parameters()))

@@ -308,9 +308,10 @@ NOISY = UNetStage("unet_noisy", peak_lr=1e-4, warmup=100, caption_noise=world.CA
 # ----------------------------------------------------------------------------- finished stages, committed
 
 
-def save_stage(workdir: Path, name: str, folder: Path) -> Path:
+def save_stage(workdir: Path, name: str, folder: Path, keep: tuple[str, ...] | None = None) -> Path:
     """Write the finished part `workdir/<name>.pt` as `folder/<name>.safetensors`: its weights only
-    (every module's state dict, flattened as "<module>.<key>"), the step in the metadata.
+    (every module's state dict, or only the modules in `keep`, flattened as "<module>.<key>"), the step
+    (and the U-Net's latent scaling factor, where the checkpoint has one) in the metadata.
 
     A retrain longer than one working session is split into stages; a finished stage is committed
     this way so the next stage can resume on another machine (`load_stage`). Optimiser state is not
@@ -319,27 +320,34 @@ def save_stage(workdir: Path, name: str, folder: Path) -> Path:
     from safetensors.torch import save_file
 
     state = require_checkpoint(workdir / f"{name}.pt", name.replace("_", "-"))
-    tensors = {f"{module}.{key}": value.contiguous() for module, weights in state.items() if module != "opt" and isinstance(weights, dict) for key, value in weights.items() if isinstance(value, torch.Tensor)}
+    modules = {module: weights for module, weights in state.items() if module != "opt" and isinstance(weights, dict) and (keep is None or module in keep)}
+    tensors = {f"{module}.{key}": value.contiguous() for module, weights in modules.items() for key, value in weights.items() if isinstance(value, torch.Tensor)}
+    metadata = {"step": str(state["step"])}
+    if "scaling_factor" in state:
+        metadata["scaling_factor"] = repr(float(state["scaling_factor"]))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.safetensors"
-    save_file(tensors, path, metadata={"step": str(state["step"])})
+    save_file(tensors, path, metadata=metadata)
     return path
 
 
-def read_stage(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
-    """A committed stage (`save_stage`): ({module: its state dict}, the step it finished at)."""
+def read_stage(path: Path, metadata: dict | None = None) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
+    """A committed stage (`save_stage`): ({module: its state dict}, the step it finished at); the file's
+    metadata (strings) is copied into `metadata` when given."""
     from safetensors import safe_open
 
     weights: dict[str, dict[str, torch.Tensor]] = {}
     with safe_open(path, "pt") as f:
         step = int(f.metadata()["step"])
+        if metadata is not None:
+            metadata.update(f.metadata())
         for key in f.keys():
             module, name = key.split(".", 1)
             weights.setdefault(module, {})[name] = f.get_tensor(key)
     return weights, step
 
 
-def load_stage(path: Path, workdir: Path, modules: dict[str, torch.nn.Module], params: list[torch.nn.Parameter]) -> None:
+def load_stage(path: Path, workdir: Path, modules: dict[str, torch.nn.Module], params: list[torch.nn.Parameter], extra: dict | None = None) -> None:
     """Recreate `workdir/<name>.pt` from a committed stage (`save_stage`): `modules` ({checkpoint key:
     a module of the right class}) get the weights, with a fresh optimiser state over `params` (the
     parameters the part's own optimiser covers), so `resume` reads it and the part's loop sees it
@@ -353,4 +361,4 @@ def load_stage(path: Path, workdir: Path, modules: dict[str, torch.nn.Module], p
         module.load_state_dict(weights[name])
         state[name] = module.state_dict()
     workdir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(target, {**state, "opt": torch.optim.AdamW(params).state_dict(), "step": step})
+    save_checkpoint(target, {**state, "opt": torch.optim.AdamW(params).state_dict(), "step": step, **(extra or {})})
