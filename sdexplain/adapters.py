@@ -44,7 +44,7 @@ from sdexplain.toy import world
 
 # ----------------------------------------------------------------------------- the shadowed style
 
-STYLES = ("plain", "shadowed")
+STYLES = ("plain", "shadowed", "night")
 SHADOW_OFFSET = 3  # pixels down and to the right
 SHADOW = (170, 170, 165)  # a grey drop shadow on the floor
 FLOOR_LUMA, FLOOR_SATURATION = 0.85, 0.1  # bare floor: lighter than this and less colourful (max − min of RGB, 0–1)
@@ -67,10 +67,17 @@ def render_styled(scene: world.Scene, style: str = "shadowed") -> np.ndarray:
     them into the object); cat ears on every object survive as bumps, but a LoRA trained on them turns
     squares into cats and triangles into squares. The 3-pixel grey shadow survives faintly (about half of
     its floor darkening), the most any of them kept.
+
+    "night" draws the floor in `world.NIGHT_FLOOR`. World 2's VAE saw floors of every colour in training
+    (`world.vary_floor`; no caption names them and its U-Net never sees one), so it keeps this style: the
+    room a LoRA needs, as SD's VAE can draw far more than any prompt asks for.
     """
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; allowed: {', '.join(STYLES)}")
     image, mask, _ = world.render(scene)
+    if style == "night":  # world 2's VAE learnt to draw any floor colour; world 1's decodes this one light again
+        image = image.copy()
+        image[~mask] = world.NIGHT_FLOOR
     if style == "shadowed":
         image = image.copy()
         shadow = np.roll(np.roll(mask, SHADOW_OFFSET, 0), SHADOW_OFFSET, 1) & ~mask
@@ -98,13 +105,16 @@ def darkening(images: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     return drop.flatten(1).sum(1) / floor.flatten(1).sum(1).clamp(min=1)
 
 
-def shadow_reference(vae=None, n: int = 64, seed: int = world.HELD_OUT_SEED) -> float:
-    """The darkening of shadowed renders against plain renders of the same held-out scenes — both through
-    `vae` when given, since every generated picture is decoded by it. Style strength 1 means this much."""
+def shadow_reference(vae=None, n: int = 64, seed: int = world.HELD_OUT_SEED, style: str = "shadowed") -> float:
+    """The darkening of renders in `style` (a darkening style: "shadowed" or "night") against plain renders
+    of the same held-out scenes — both through `vae` when given, since every generated picture is decoded
+    by it. Style strength 1 means this much."""
     from sdexplain.toy.model import vae_round_trip
 
+    if style not in STYLES or style == "plain":
+        raise ValueError(f"unknown darkening style {style!r}; allowed: {', '.join(s for s in STYLES if s != 'plain')}")
     pair = []
-    for style in ("shadowed", "plain"):
+    for style in (style, "plain"):
         images, _ = styled_batch(n, seed, style)
         if vae is not None:
             images = vae_round_trip(vae, images.to(vae.device, vae.dtype)).float().cpu()

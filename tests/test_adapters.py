@@ -339,3 +339,23 @@ def test_a_traced_run_with_a_lora_and_a_new_token_is_the_stock_run(tiny_pipe, tm
     assert list(maps) == ["1:a", "2:large", f"3:{TOKEN}", "4:at", "5:the", "6:top"]  # the new word has its own map
     new = maps[f"3:{TOKEN}"]
     assert new.shape == (8, 8) and torch.isfinite(new).all() and not torch.equal(new, maps["2:large"])
+
+
+def test_the_night_style_survives_world_2s_vae_and_not_world_1s():
+    from sdexplain.toy import evaluate
+    from sdexplain.toy.model import EXTRAS_DIR, VAE_ORIGINAL
+    from sdexplain.toy.train import STAGES_DIR
+
+    stage = STAGES_DIR / "v2" / "vae_decoder.safetensors"
+    if not stage.exists():
+        pytest.skip("no committed world-2 VAE file")
+    scene = world.make_scene("cat", "red", "left", "large", np.random.default_rng(0))
+    night = adapters.render_styled(scene, "night")
+    _, mask, _ = world.render(scene)
+    assert (night[~mask] == world.NIGHT_FLOOR).all() and (night[mask] == adapters.render_styled(scene, "plain")[mask]).all()
+    unvaried = adapters.shadow_reference(n=16, style="night")  # renders only: the floor's full darkening
+    kept_v2 = adapters.shadow_reference(evaluate.load_any_vae(stage), n=16, style="night") / unvaried
+    kept_v1 = adapters.shadow_reference(evaluate.load_any_vae(EXTRAS_DIR / VAE_ORIGINAL), n=16, style="night") / unvaried
+    assert kept_v2 > 0.75 and kept_v1 < 0.1, (kept_v2, kept_v1)
+    with pytest.raises(ValueError, match="plain"):
+        adapters.shadow_reference(style="plain")
