@@ -248,13 +248,13 @@ def forward_accuracy(pipe, judge: Judge, timesteps=(0, 100, 200, 300, 400, 500, 
     return result
 
 
-def evaluate(model: str | Path = MODEL_DIR, prompts: int = 200, scales=(1.0, 2.0, DEFAULT_GUIDANCE, 4.0, 7.5)) -> dict:
+def evaluate(model: str | Path = MODEL_DIR, prompts: int = 200, scales=(1.0, 2.0, DEFAULT_GUIDANCE, 4.0, 7.5), extras: str | Path = EXTRAS_DIR) -> dict:
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(model, local_files_only=True, safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     judge = Judge.load(Path(model) / "judge")
-    crisp = Judge.load(EXTRAS_DIR / JUDGE_CRISP)  # never saw a decoded picture: do decoded pictures look like renders?
+    crisp = Judge.load(Path(extras) / JUDGE_CRISP)  # never saw a decoded picture: do decoded pictures look like renders?
     judged = {scale: adherence(pipe, {"judge": judge, "crisp": crisp}, prompts, scale) for scale in scales}
     report = {
         "vae": vae_error(pipe.vae),
@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=MODEL_DIR)
     parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--extras", type=Path, default=EXTRAS_DIR, help="the folder holding the model's judge-crisp/")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--round-trips", nargs="+", type=Path, default=None, metavar="VAE",
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
                 r = round_trip_report(vae, scenes)
                 print(f"{path} · {kind}: PSNR {r['psnr_db']:.1f} dB, L1 {r['l1']:.3f}, face contrast kept {r['face_contrast_kept']:.0%} ({r['faces']} cats and dogs)")
         return
-    report = evaluate(args.model, args.prompts)
+    report = evaluate(args.model, args.prompts, extras=args.extras)
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
