@@ -33,7 +33,9 @@ binding test) or a colour. Every object has its own ground-truth mask (`object_m
 attention map can be measured against *its* object. Captions also use synonyms interchangeably
 (`SYNONYMS`: big = large, little = small, crimson = scarlet = red, navy = blue, kitty = cat,
 puppy = dog, ball = circle), each word of a group drawn with equal chance; `parse_caption` reads them
-back to the canonical value. Single-object captions are the same grammar as V1.
+back to the canonical value. Single-object captions are the same grammar as V1. A quarter of the
+VAE's training pictures in world 2 lie on a floor of a random colour (`vary_floor`): no caption names
+it and the U-Net never sees one, so the VAE can draw what a LoRA may teach later (`NIGHT_FLOOR`).
 
 Not here: the model itself (`sdexplain.toy.model`), training (`sdexplain.toy.train`).
 """
