@@ -86,3 +86,23 @@ def test_embedding_neighbours_finds_planted_partners_and_refuses_other_vocabular
     assert sum(n.partner for n in found.values()) < len(found)  # random rows: most words have no partner nearest
     with pytest.raises(ValueError, match="tokens in this tokenizer"):
         evaluate_pairs.embedding_neighbours(build_tokenizer(world.all_words()), encoder)
+
+
+def test_pair_word_attention_assigns_words_to_their_object_and_scores_planted_maps():
+    masks = world.object_masks(PAIR)  # (2, 64, 64): the cat on the left, the dog on the right
+    caption = PAIR.caption().split()  # a large red cat on the left and a small blue dog on the right
+    left, right = torch.zeros(8, 8), torch.zeros(8, 8)
+    left[:, :4], right[:, 4:] = 1.0, 1.0
+    planted = {"cat": left, "dog": right, "red": right}  # "red" planted on the wrong object
+    maps = {f"{i + 1}:{w}": planted.get(w, torch.ones(8, 8)) for i, w in enumerate(caption)}
+
+    class Attention:
+        def word_maps(self, batch_index=0, step=None):
+            return maps
+
+    run = type("Run", (), {"attention": Attention()})()
+    rows = {r.word: r for r in evaluate_pairs.pair_word_attention(run, PAIR, masks) if r.word in ("cat", "dog", "red", "blue")}
+    assert [rows[w].owner for w in ("red", "cat", "blue", "dog")] == [0, 0, 1, 1]
+    assert rows["cat"].score > 100 and rows["dog"].score > 100  # all mass on its own object, none on the other
+    assert rows["red"].score < 0.01 and abs(rows["blue"].score - 1) < 1e-6  # the wrong object; a uniform map
+    assert "and" not in {r.word for r in evaluate_pairs.pair_word_attention(run, PAIR, masks)}

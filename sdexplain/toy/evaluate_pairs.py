@@ -152,6 +152,35 @@ def object_masks_from_picture(picture: np.ndarray, pair: world.Pair) -> np.ndarr
     return masks if masks.any(axis=(1, 2)).all() else None
 
 
+@dataclass
+class WordOnObjects:
+    position: int  # the token's slot
+    word: str
+    owner: int  # 0: the first object's phrase, 1: the second's
+    own: float  # attention density on its own object's mask (1 = no preference)
+    other: float  # ... on the other object's mask
+
+    @property
+    def score(self) -> float:
+        return self.own / max(self.other, 1e-6)
+
+
+def pair_word_attention(run, pair: world.Pair, masks: np.ndarray, batch_index: int = 0, step: int | None = None) -> list[WordOnObjects]:
+    """For every word of `pair`'s caption in a traced run, its attention density (`attention_metrics.overlap`'s
+    ratio) on each object's mask (`masks` (2, H, W) in caption order); words before "and" belong to the
+    first object, after it to the second. `step=None`: maps averaged over steps."""
+    from sdexplain.attention_metrics import overlap
+
+    rows, owner = [], 0
+    for label, heat in run.attention.word_maps(batch_index=batch_index, step=step).items():
+        position, word = label.split(":", 1)
+        if word == "and":
+            owner = 1
+            continue
+        rows.append(WordOnObjects(int(position), word, owner, overlap(heat, masks[owner]).ratio, overlap(heat, masks[1 - owner]).ratio))
+    return rows
+
+
 def word_attention(pipe, n: int = 100, guidance_scale: float = DEFAULT_GUIDANCE, steps: int = 25, seed: int = 0, batch_size: int = 25) -> dict:
     """Per word role of two-object prompts, its cross-attention on its own object against the other object.
 
@@ -162,7 +191,6 @@ def word_attention(pipe, n: int = 100, guidance_scale: float = DEFAULT_GUIDANCE,
     objects compare fairly. Returns {role: geometric mean score, role + "_n": words}, with roles shape,
     colour, size, and "pictures": prompts measured of n."""
     from sdexplain import images as sd_images
-    from sdexplain.attention_metrics import overlap
     from sdexplain.trace import trace
 
     pairs = held_out_pairs(n)
@@ -178,18 +206,10 @@ def word_attention(pipe, n: int = 100, guidance_scale: float = DEFAULT_GUIDANCE,
             if masks is None:
                 continue
             measured += 1
-            maps = run.attention.word_maps(batch_index=b)
-            owner = 0
-            for label, heat in maps.items():
-                word = label.split(":", 1)[1]
-                if word == "and":
-                    owner = 1
-                    continue
-                role = _role(world.CANONICAL.get(word, word))
-                if role is None:
-                    continue
-                own, other = overlap(heat, masks[owner]).ratio, overlap(heat, masks[1 - owner]).ratio
-                scores[role].append(own / max(other, 1e-6))
+            for row in pair_word_attention(run, pair, masks, batch_index=b):
+                role = _role(world.CANONICAL.get(row.word, row.word))
+                if role is not None:
+                    scores[role].append(row.score)
     result: dict = {"pictures": measured, "of": n}
     for role, values in scores.items():
         result[role] = float(np.exp(np.mean(np.log(values)))) if values else float("nan")
