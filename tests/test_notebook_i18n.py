@@ -101,3 +101,43 @@ def test_marker_line_round_trips():
     line = i18n.marker("abc123", "Some English.")
     match = i18n.MARKER.match(line)
     assert match["id"] == "abc123" and match["hash"] == i18n.source_hash("Some English.")
+
+
+# Printed output (issue 26): what the zh notebooks print for the reader is Chinese. Notebooks 05, 06, 09
+# and 11 are being rewritten for the new toy model by the lead; they join the test when they are redone.
+# EMPTY THIS LIST then — it is the only exclusion.
+NOT_YET_TRANSLATED_OUTPUT = ("05", "06", "09", "11")
+
+
+def test_printed_output_of_the_zh_notebooks_is_chinese():
+    total, english = 0, []
+    for notebook in ENGLISH:
+        if notebook.stem[:2] in NOT_YET_TRANSLATED_OUTPUT:
+            continue
+        counted, lines = i18n.untranslated_lines(i18n.ZH / notebook.name)
+        total += counted
+        english += [f"{notebook.stem[:2]} {cell}: {line}" for cell, line in lines]
+    assert total > 100  # the notebooks print text at all (an unexecuted series would pass vacuously)
+    share = len(english) / total
+    listing = "\n".join(english[:40])
+    assert share <= 0.10, f"{len(english)} of {total} printed lines are still English ({share:.0%}; at most 10 %); see `python -m sdexplain.notebook_i18n english`:\n{listing}"
+
+
+def test_english_words_leave_out_prompts_identifiers_and_numbers():
+    assert i18n.english_words("'a large red cat on the left' → PNDMScheduler, 21 steps") == ["steps"]
+    assert i18n.english_words("slot 2: red</w>  vs blue</w>  before -0.079") == ["slot", "vs", "before"]
+    assert i18n.english_words("a large red cat on the left   cat   shape   0.257") == ["shape"]
+    assert i18n.english_words("the judge reads cat red left large = the prompt") == ["judge", "reads", "prompt"]
+    assert i18n.english_words("CFG 3 · VAE · SD 1.5 · width=67 · x_t") == []
+
+
+def test_a_printed_english_sentence_is_counted_and_a_chinese_one_is_not(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(...)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="seed 0 twice: max pixel difference 0 / 255\n种子 0 两次: 最大像素差 0 / 255\n0.1 0.2 0.3\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="a library warning in English words\n")]
+    nb.cells.append(cell)
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    counted, english = i18n.untranslated_lines(path)
+    assert counted == 2 and english == [(cell.id, "seed 0 twice: max pixel difference 0 / 255")]
