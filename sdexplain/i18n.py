@@ -350,6 +350,7 @@ ZH: dict[str, str] = {
     "on": "开",
     "off": "关",
     "Upload": "上传",
+    "{value} (of {lo}–{hi})": "{value} (范围 {lo}–{hi})",
     "; shown at {summary}": "; 图中的设置: {summary}",
     "[{name}: run the notebook to use it{shown}]": "[{name}: 运行笔记本才能使用{shown}]",
     "Generate sweep": "生成一组",

@@ -363,7 +363,7 @@ def _controls(widget: widgets.Widget):
     if value is not None:
         label = getattr(widget, "description", "") or "value"
         if isinstance(widget, (widgets.IntSlider, widgets.FloatSlider)):
-            value = f"{value} (of {widget.min:g}–{widget.max:g})"
+            value = t("{value} (of {lo}–{hi})").format(value=value, lo=f"{widget.min:g}", hi=f"{widget.max:g}")
         elif isinstance(widget, (widgets.Text, widgets.Textarea)):
             value = repr(value)
         yield f"{label} = {value}"
