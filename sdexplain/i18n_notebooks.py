@@ -247,4 +247,16 @@ NOTEBOOK_ZH: dict[str, str] = {
     "a real model with your files": "用你自己的文件跑真实模型",
     "a real SD model and SDEXPLAIN_EMBEDDING / SDEXPLAIN_LORA set to an embedding or LoRA file": "一个真实的 SD 模型, 并把 SDEXPLAIN_EMBEDDING / SDEXPLAIN_LORA 设为嵌入或 LoRA 文件",
     "the toy's files above show the same calls": "上面玩具模型的文件演示的是同样的调用",
+    # ---- figure titles the notebooks pass in (02, 04, 07, 10, 12)
+    "error ε̂ − ε": "误差 ε̂ − ε",
+    "predicted ε̂ (trained U-Net)": "预测的 ε̂ (训练好的 U-Net)",
+    "encoded → decoded": "编码 → 解码",
+    "predicted noise ε̂": "预测的噪声 ε̂",
+    "img2img, strength 1": "图像转图像, 去噪强度 1",
+    "txt2img from x_start": "从 x_start 出发的文本转图像",
+    "txt2img from ε": "从 ε 出发的文本转图像",
+    "txt2img, same seed": "文本转图像, 同一个种子",
+    "estimated depth": "估计的深度",
+    "true depth (toy world)": "真实深度 (玩具世界)",
+    "depth from {source}": "由{source}估计的深度",
 }
