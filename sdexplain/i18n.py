@@ -354,6 +354,11 @@ ZH: dict[str, str] = {
     "; shown at {summary}": "; 图中的设置: {summary}",
     "[{name}: run the notebook to use it{shown}]": "[{name}: 运行笔记本才能使用{shown}]",
     "Generate sweep": "生成一组",
+    "Run sweep": "运行一组",
+    "Inpaint": "修图 (局部重绘)",
+    "your image": "你的图像",
+    "mask": "蒙版",
+    "scale": "尺度",
     "strength": "去噪强度",
     "t": "t",
     # tokens.py: the token table (printed and in the token inspector)
