@@ -240,6 +240,8 @@ ZH: dict[str, str] = {
     "Noise schedule": "噪音表 (噪声调度)",
     "Training loss": "训练损失",
     "Accuracy against timestep": "准确率与时间步",
+    "step {k}/{n}\nt={t}": "第 {k}/{n} 步\nt={t}",
+    "clean": "干净",
     # schedules.py
     "timestep t of each U-Net call (noisy → clean)": "每次调用 U-Net 的时间步 t (由噪到净)",
     "noise level": "噪声水平",
