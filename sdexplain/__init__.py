@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from sdexplain.i18n import set_language
+from sdexplain.i18n import say, set_language, t
 from sdexplain.quiet import quiet_libraries
 
 with quiet_libraries():  # diffusers' pipeline imports make transformers warn about torchvision

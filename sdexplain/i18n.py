@@ -16,6 +16,9 @@ formatted ones: the key ``"diversity across {n} seeds"`` matches "diversity acro
 plotting code itself stays as it is. Figures need a CJK font: without one, ``set_language`` says so
 once and figures keep their English texts; printed text is Chinese.
 
+Notebooks print their messages with ``say(template, **values)`` (``sdexplain.say``): the template
+is the key, so a notebook's code is the same in both languages.
+
 What it is not: a general translation system. ``tests/test_i18n.py`` checks that every text the
 package writes into a figure or a widget has its Chinese here, and that a Chinese figure renders
 without a missing glyph.
@@ -121,8 +124,17 @@ def _use_font(name: str) -> None:
 
 
 def t(text: str) -> str:
-    """``text`` in the chosen language (printed messages, widget labels)."""
-    return ZH.get(text, text) if _language == "zh" else text
+    """``text`` in the chosen language (printed messages, widget labels): with Chinese chosen, what
+    ``translate`` gives — the catalogue's entry, or a formatted key's ("strength 0.5" by "strength {s}")."""
+    return translate(text) if _language == "zh" else text
+
+
+def say(template: str, **values) -> None:
+    """Print a message for the reader in the chosen language: ``template`` is the catalogue's key,
+    filled with ``values`` as ``str.format`` does — ``say("{n} steps in {s:.1f} s", n=20, s=1.23)``
+    prints "20 steps in 1.2 s", or "20 步, 用时 1.2 秒" with Chinese chosen. The notebooks print their
+    messages through it, so their code is the same in both languages."""
+    print(t(template).format(**values))
 
 
 def translate(text: str) -> str:
@@ -153,11 +165,17 @@ def _patterns() -> list[tuple[re.Pattern, str]]:
         for english, chinese in ZH.items():
             if _PLACEHOLDER.search(english):
                 parts, last = [], 0
+                seen = set()
                 for m in _PLACEHOLDER.finditer(english):
-                    parts.append(re.escape(english[last : m.start()]) + f"(?P<{m[1]}>.+?)")
+                    group = f"(?P={m[1]})" if m[1] in seen else f"(?P<{m[1]}>.+?)"  # a name used twice holds the same text
+                    parts.append(re.escape(english[last : m.start()]) + group)
+                    seen.add(m[1])
                     last = m.end()
                 parts.append(re.escape(english[last:]))
-                _compiled.append((re.compile("".join(parts), re.DOTALL), _PLACEHOLDER.sub(r"{\1}", chinese)))
+                literal = len(_PLACEHOLDER.sub("", english))
+                _compiled.append((literal, re.compile("".join(parts), re.DOTALL), _PLACEHOLDER.sub(r"{\1}", chinese)))
+        # the most specific key first: "seed {s} again" before "seed {s}"
+        _compiled = [(pattern, chinese) for _, pattern, chinese in sorted(_compiled, key=lambda entry: -entry[0])]
     return _compiled
 
 
@@ -222,6 +240,8 @@ ZH: dict[str, str] = {
     "Noise schedule": "噪音表 (噪声调度)",
     "Training loss": "训练损失",
     "Accuracy against timestep": "准确率与时间步",
+    "step {k}/{n}\nt={t}": "第 {k}/{n} 步\nt={t}",
+    "clean": "干净",
     # schedules.py
     "timestep t of each U-Net call (noisy → clean)": "每次调用 U-Net 的时间步 t (由噪到净)",
     "noise level": "噪声水平",
@@ -268,16 +288,16 @@ ZH: dict[str, str] = {
     "No GPU found: {model} would run on the CPU, which takes minutes per image. In Colab: Runtime → Change runtime type → GPU.":
         "没有找到 GPU: {model} 将在 CPU 上运行, 每张图要几分钟。在 Colab 中: 代码执行程序 → 更改运行时类型 → GPU。",
     # widgets/ (descriptions and titles; the browser renders Chinese by itself)
-    "Generate": "生成 (Generate)",
+    "Generate": "生成",
     "a prompt": "输入提示",
     "type a prompt": "输入提示",
     "prompt": "提示",
-    "negative prompt": "反向提示",
+    "negative prompt": "反向提示词",
     "word": "词",
     "step": "步",
     "steps": "采样步数",
     "all steps": "全部步",
-    "seed": "种子",
+    "seed": "随机数种子",
     "CFG scale": "CFG 值",
     "guidance s": "指引尺度 s",
     "sampler": "采样器",
@@ -303,19 +323,71 @@ ZH: dict[str, str] = {
     "conditional ε̂(x_t, prompt)": "有条件 ε̂(x_t, prompt)",
     "difference cond − uncond (own colour scale)": "差值 有条件 − 无条件 (单独色标)",
     "guided = uncond + s·(cond − uncond)": "指引后 = 无条件 + s·(有条件 − 无条件)",
+    # widgets/: status lines, read-outs, buttons (button.py, panel.py, scrubbers.py, attention.py, cfg.py, forward.py, samplers.py, training.py, static.py)
+    "sampling…": "采样中…",
+    "sampling… {done} of {total} steps, about {left} left": "采样中… 已完成 {done} / {total} 步, 大约还要 {left}",
+    "failed:": "失败:",
+    "done in {duration}": "完成, 用时 {duration}",
+    "{n} s": "{n} 秒",
+    "{n} min": "{n} 分钟",
+    "done: {n} U-Net evaluations, seed {seed}, {sampler}": "完成: 调用 U-Net {n} 次, 随机数种子 {seed}, 采样方法 {sampler}",
+    "Can't generate:": "无法生成:",
+    "step {k} / {n} &nbsp; timestep t = {t} &nbsp; ᾱ_t = {a:.4f} &nbsp; noise level σ_t = √(1−ᾱ_t) = {sigma:.3f}":
+        "第 {k} / {n} 步 &nbsp; 时间步 t = {t} &nbsp; ᾱ_t = {a:.4f} &nbsp; 噪声水平 σ_t = √(1−ᾱ_t) = {sigma:.3f}",
+    "mean over all steps": "所有步的平均",
+    "step {k}": "第 {k} 步",
+    "{token} · {where} · map {h}×{w}, attention from {lo:.3f} to {hi:.3f}": "{token} · {where} · 关注图 {h}×{w}, 关注权重从 {lo:.3f} 到 {hi:.3f}",
+    "no trace for this image": "这张图没有跟踪记录",
+    "this step's tensors were not kept (the trace's memory budget; see run.reductions)": "这一步的张量没有保留 (受跟踪的内存预算限制; 见 run.reductions)",
+    "no unconditional pass at this scale (diffusers runs s ≤ 1 without guidance)": "这个尺度下没有无条件的那一路 (s ≤ 1 时 diffusers 不做指引)",
+    "s = {s} &nbsp; step {k} / {n}, t = {t} &nbsp; ‖cond − uncond‖ = {d:.3f} &nbsp; ‖guided − uncond‖ = {g:.3f} &nbsp; colour scale ±{scale:.2f}, difference ±{diff:.2f} (white = 0)":
+        "s = {s} &nbsp; 第 {k} / {n} 步, t = {t} &nbsp; ‖有条件 − 无条件‖ = {d:.3f} &nbsp; ‖指引后 − 无条件‖ = {g:.3f} &nbsp; 色标 ±{scale:.2f}, 差值 ±{diff:.2f} (白色 = 0)",
+    "image {w}×{h}, latent {shape}": "图像 {w}×{h}, 潜像 {shape}",
+    "precomputed at t = {at} (nearest to {t})": "在 t = {at} 处预先算好 (最接近 {t})",
+    "t = {t} &nbsp; ᾱ_t = {a:.4f} &nbsp; signal √ᾱ_t = {signal:.3f} &nbsp; noise σ_t = √(1−ᾱ_t) = {sigma:.3f} &nbsp; SNR ᾱ/(1−ᾱ) = {snr:.3g}":
+        "t = {t} &nbsp; ᾱ_t = {a:.4f} &nbsp; 信号 √ᾱ_t = {signal:.3f} &nbsp; 噪声 σ_t = √(1−ᾱ_t) = {sigma:.3f} &nbsp; 信噪比 ᾱ/(1−ᾱ) = {snr:.3g}",
+    "{scheduler} · {n} U-Net calls · RMS gap between measured and expected noise level: {gap:.3f}": "{scheduler} · 调用 U-Net {n} 次 · 实测与预期噪声水平之间的 RMS 差距: {gap:.3f}",
+    "Train more": "继续训练",
+    "{n} steps trained; probe at t = {t}: MSE of the predicted noise {mse:.4f}": "已训练 {n} 步; 在 t = {t} 处检验: 预测噪声的均方误差 {mse:.4f}",
+    "on": "开",
+    "off": "关",
+    "Upload": "上传",
+    "{value} (of {lo}–{hi})": "{value} (范围 {lo}–{hi})",
+    "; shown at {summary}": "; 图中的设置: {summary}",
+    "[{name}: run the notebook to use it{shown}]": "[{name}: 运行笔记本才能使用{shown}]",
+    "Generate sweep": "生成一组",
+    "Run sweep": "运行一组",
+    "Inpaint": "修图 (局部重绘)",
+    "your image": "你的图像",
+    "mask": "蒙版",
+    "scale": "尺度",
+    "strength": "去噪强度",
+    "t": "t",
+    # tokens.py: the token table (printed and in the token inspector)
+    "slot": "位置",
+    "token": "标记",
+    "role": "角色",
+    "start": "开头",
+    "end": "结尾",
+    "padding": "填充",
+    "cut": "截掉",
+    "cut:": "截掉:",
+    "… {n} more padding slots (id {id})": "… 另有 {n} 个填充位置 (id {id})",
+    "{used} of {slots} usable slots used; {cut} piece(s) cut": "可用的 {slots} 个位置用了 {used} 个; 截掉 {cut} 个片段",
+    "{used} of {slots} usable slots used": "可用的 {slots} 个位置用了 {used} 个",
     # widgets/panel.py: EXPLANATIONS, one line per knob
     "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.":
-        "你想看到的内容。它被切分成标记、变成嵌入, 通过交叉关注引导每一个去噪步。",
+        "你想看到的画面。它被标记器切成标记、换成嵌入, 再通过交叉关注引导每一个去噪步。",
     "Replaces the empty prompt in the unconditional pass, so guidance pushes AWAY from it.":
-        "在无条件一路中取代空提示, 所以指引会把画面推离它。",
+        "在无条件的那一路里代替空提示, 所以指引会把画面推离它。",
     "Picks the starting noise. Same seed + same settings = the same image, bit for bit.":
-        "选定起始噪声。同一个种子 + 同样的设置 = 同一张图, 一位不差。",
+        "决定起始噪声。随机数种子相同、其他设置也相同, 生成的图就完全相同 (逐位一致)。",
     "How many denoising steps the sampler takes from noise to image: more is slower, and past a point more steps change little (notebook 14 measures where).":
-        "采样器从噪声到图像走多少个去噪步: 越多越慢, 过了某个步数再加也变化不大 (第 14 本笔记测出这个步数)。",
+        "采样器从噪声走到图像要去噪多少步: 步数越多越慢, 超过某个步数后再加, 图像也几乎不变 (笔记本 14 实测了这个步数)。",
     "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance; higher follows the prompt more closely (on SD, with less variety between seeds).":
-        "无分类器指引尺度 (提示词相关性): ε_uncond + s·(ε_cond − ε_uncond)。1 = 不指引; 越高越贴近提示 (在 SD 上, 不同种子之间的变化也越少)。",
+        "无分类器指引的尺度 (WebUI: 提示词引导系数): ε_uncond + s·(ε_cond − ε_uncond)。1 = 不指引; 越高越贴近提示 (在 SD 上, 不同种子之间的差异也越小)。",
     "The sampler: how each step turns the predicted noise into the next, less noisy latent.":
-        "采样器 (采样方法): 每一步如何把预测的噪声变成下一个噪声更少的潜像。",
+        "采样器 (WebUI: 采样方法): 每一步怎样根据预测的噪声, 得到下一个噪声更少的潜像。",
     "Width × height in pixels; the latent is 8× smaller per side, so both must be multiples of 8. A model is trained at one size (SD 1.x: 512²); far from it, results degrade (on SD, objects repeat).":
         "宽 × 高 (像素); 潜像每边小 8 倍, 所以两者都必须是 8 的倍数。模型在一个尺寸上训练 (SD 1.x: 512²); 离它太远, 效果变差 (在 SD 上, 物体会重复)。",
     "Denoising strength (image-to-image only): how far the input is pushed back into noise. 0 = unchanged; 1 = start from almost pure noise, so little of the input is left.":
@@ -385,7 +457,7 @@ ZH: dict[str, str] = {
     "cross-attention share per slot": "每个位置的交叉关注份额",
     "conditioning slot (77 per chunk)": "条件中的位置 (每段 77 个)",
     "Prompt": "提示词 (提示)",
-    "Negative prompt": "反向提示词 (反向提示)",
+    "Negative prompt": "反向提示词",
     "Seed": "随机数种子 (种子)",
     "Sampling steps": "迭代步数 (采样步数)",
     "CFG Scale": "提示词引导系数 (CFG 值)",
@@ -431,5 +503,9 @@ def _apply_environment() -> None:
     if lang:
         set_language(lang)
 
+
+from sdexplain.i18n_notebooks import NOTEBOOK_ZH  # noqa: E402  (the notebooks' printed messages and figure texts)
+
+ZH.update(NOTEBOOK_ZH)
 
 _apply_environment()

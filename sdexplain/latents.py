@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from sdexplain import images
+from sdexplain.i18n import t
 from sdexplain.unet_inputs import placeholder_extra
 from sdexplain.toy import world
 
@@ -259,9 +260,8 @@ class ResolutionResult:
     def label(self) -> str:
         g = self.geometry
         c, h, w = g.latent_shape
-        return (
-            f"{g.height}×{g.width} px ({g.pixel_numbers:,} numbers) → latent {c}×{h}×{w} ({g.latent_numbers:,} numbers); "
-            f"{self.seconds_per_step * 1000:.1f} ms per step (measured)"
+        return t("{height}×{width} px ({pixels:,} numbers) → latent {c}×{h}×{w} ({latent:,} numbers); {ms:.1f} ms per step (measured)").format(
+            height=g.height, width=g.width, pixels=g.pixel_numbers, c=c, h=h, w=w, latent=g.latent_numbers, ms=self.seconds_per_step * 1000
         )
 
 

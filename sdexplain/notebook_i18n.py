@@ -4,6 +4,7 @@
     python -m sdexplain.notebook_i18n extract 05        # a notebook's English markdown cells, ready to translate
     python -m sdexplain.notebook_i18n build             # write notebooks/zh/*.ipynb (refuses stale/missing cells)
     python -m sdexplain.notebook_i18n execute           # build, then execute them in place (notebook_tools)
+    python -m sdexplain.notebook_i18n english 03        # printed lines of executed zh notebooks still in English
 
 One source: the English notebook gives the cells, their ids, order and code. A zh notebook's code
 cells are the English ones, except that the setup cell also calls ``sdexplain.set_language("zh")``
@@ -190,6 +191,79 @@ def build(notebook: Path) -> Path:
     return target
 
 
+# What a printed line may hold in English without needing a translation: the toy's prompt words
+# (a prompt is shown as written), identifiers and names (CamelCase, snake_case, ALL CAPS, file names,
+# CLIP pieces like cat</w>), quoted text (prompts, reprs) and numbers.
+_CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|<[^<>\s]*>")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
+
+
+def _prompt_words() -> set[str]:
+    from sdexplain.toy import world
+
+    return {*world.SHAPES, *world.COLOUR_NAMES, *world.POSITION_NAMES, *world.SIZE_NAMES, "a", "an", "on", "the", "at", "in"}
+
+
+def english_words(line: str, prompt_words: set[str] | None = None) -> list[str]:
+    """The English words of a printed line that a reader would need translated.
+
+    Not counted: quoted text ('a red cat', "x"), <tokens>, identifiers and names (words with a
+    digit, an underscore, a dot or slash joined to them, CamelCase or ALL CAPS), one-letter words
+    and the toy's prompt words (cat, red, left, on, the … — a prompt is shown as written).
+    """
+    prompt_words = _prompt_words() if prompt_words is None else prompt_words
+    words = []
+    for chunk in _QUOTED.sub(" ", line).split():
+        if re.search(r"[\d_/\\.=\[\]{}()]", chunk.strip(".,;:!?()[]")) or "</w>" in chunk:
+            continue  # an identifier, a file name, a number with a unit, a value like t=5
+        for word in _WORD.findall(chunk):
+            plain = word.strip("'’-")
+            if len(plain) < 2 or plain.isupper() or (plain[1:] != plain[1:].lower()):
+                continue  # CFG, VAE, PNDMScheduler, iPhone: names
+            if plain.lower() in prompt_words:
+                continue
+            words.append(plain)
+    return words
+
+
+def printed_lines(notebook: Path) -> list[tuple[str, str]]:
+    """(cell id, line) for every line an executed notebook prints for the reader: its stdout and the
+    plain-text results of its cells (library warnings on stderr are not the notebook's text)."""
+    nb = nbformat.read(notebook, as_version=4)
+    lines = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream" and output.get("name") == "stdout":
+                text = output.text
+            elif output.output_type in ("execute_result", "display_data") and set(output.get("data", {})) == {"text/plain"}:
+                text = output["data"]["text/plain"]
+            else:
+                continue
+            lines += [(cell.id, line) for line in text.splitlines() if line.strip()]
+    return lines
+
+
+def untranslated_lines(notebook: Path, min_words: int = 3) -> tuple[int, list[tuple[str, str]]]:
+    """How many printed lines are text for the reader, and those of them still in English.
+
+    A line is text when it holds Chinese or ``min_words`` English words (see ``english_words``);
+    it is still English when it holds those words and no Chinese. Lines of numbers, identifiers and
+    prompts are neither.
+    """
+    prompt_words = _prompt_words()
+    text, english = 0, []
+    for cell, line in printed_lines(notebook):
+        has_chinese = bool(_CJK.search(line))
+        many_words = len(english_words(line, prompt_words)) >= min_words
+        text += has_chinese or many_words
+        if many_words and not has_chinese:
+            english.append((cell, line))
+    return text, english
+
+
 def _select(names: list[str]) -> list[Path]:
     """English notebooks by number or name prefix ("05", "05_tokens…"); all when none given."""
     notebooks = english_notebooks()
@@ -241,7 +315,7 @@ def print_extract(notebooks: list[Path]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["status", "extract", "build", "execute"])
+    parser.add_argument("command", choices=["status", "extract", "build", "execute", "english"])
     parser.add_argument("notebooks", nargs="*", help="numbers or names of English notebooks (default: all)")
     args = parser.parse_args(argv)
     notebooks = _select(args.notebooks)
@@ -249,6 +323,16 @@ def main(argv: list[str] | None = None) -> int:
         return print_status(notebooks)
     if args.command == "extract":
         print_extract(notebooks)
+        return 0
+    if args.command == "english":
+        total = bad = 0
+        for notebook in notebooks:
+            counted, english = untranslated_lines(ZH / notebook.name)
+            total, bad = total + counted, bad + len(english)
+            print(f"{notebook.stem[:2]}: {len(english)} of {counted} printed lines of text are still English")
+            for cell_id, line in english:
+                print(f"    {cell_id}: {line}")
+        print(f"all: {bad} of {total} ({bad / max(total, 1):.0%})")
         return 0
     if any(problems(n) for n in notebooks):
         print_status(notebooks)

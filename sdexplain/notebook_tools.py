@@ -72,8 +72,10 @@ def needs(available: bool, section: str, requirement: str, instead: str) -> bool
 
         Skipped section (the judge's verdicts): it needs the toy model. Instead: look at the samples by eye.
     """
-    if not available:
-        print(f"{SKIPPED} ({section}): it needs {requirement}. Instead: {instead}")
+    from sdexplain.i18n import t
+
+    if not available:  # in Chinese: the same line translated (the catalogue has each notebook's section, need and instead)
+        print(t("{skipped} ({section}): it needs {requirement}. Instead: {instead}").format(skipped=SKIPPED, section=t(section), requirement=t(requirement), instead=t(instead)))
     return bool(available)
 
 

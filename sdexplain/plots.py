@@ -350,6 +350,54 @@ def loss_curve(losses, smooth: int = 1, log: bool = True, xlabel: str = "trainin
     return fig
 
 
+def confidence_histogram(confidence, classes: int, title: str | None = None, bins: int = 16) -> Figure:
+    """How sure a classifier is: a histogram of its probability for its top class, from 1/classes
+    (no idea: every class as likely) to 1 (certain)."""
+    if classes < 2:
+        raise ValueError(f"classes must be at least 2, got {classes}")
+    fig = Figure(figsize=(6, 2.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.hist(np.asarray(confidence), bins=np.linspace(1 / classes, 1, bins + 1), color="tab:blue", edgecolor="white")
+    ax.set(xlabel=f"judge's probability for its top shape (1/{classes} = no idea)", ylabel="samples", title=title)
+    return fig
+
+
+def error_vs_timestep(t, error, title: str | None = None) -> Figure:
+    """Per-example training error against the example's timestep t (log scale), one dot each."""
+    t, error = np.asarray(t), np.asarray(error)
+    if t.shape != error.shape:
+        raise ValueError(f"t and error must have the same shape, got {t.shape} and {error.shape}")
+    fig = Figure(figsize=(6, 2.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(t, error, s=6, alpha=0.6)
+    ax.set(xlabel="timestep t of the example", ylabel="squared error", yscale="log", title=title)
+    return fig
+
+
+def step_cost(sweep, prompt_title: str | None = None) -> Figure:
+    """Time per sampling step against image size (``latents.resolution_sweep``'s results), beside the
+    images at their true relative sizes."""
+    if not sweep:
+        raise ValueError("step_cost needs at least one measured size")
+    fig = Figure(figsize=(9, 2.8), layout="constrained")
+    ax, ax_img = fig.add_gridspec(1, 2, width_ratios=[1, 1.4]).subplots()
+    pixels = [r.geometry.pixel_numbers / r.geometry.image_channels for r in sweep]
+    ax.plot(pixels, [r.seconds_per_step * 1000 for r in sweep], marker="o")
+    for r, p in zip(sweep, pixels):
+        ax.annotate(f"{r.geometry.height}²", (p, r.seconds_per_step * 1000), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.set(xlabel="pixels per image", ylabel="ms per sampling step", title="Measured cost of one step")
+    canvas = np.full((max(r.geometry.height for r in sweep), sum(r.geometry.width + 4 for r in sweep), 3), 255, np.uint8)
+    left = 0
+    for r in sweep:  # the images at their true relative sizes (a sweep run without a prompt has none)
+        if r.image is not None:
+            canvas[: r.geometry.height, left : left + r.geometry.width] = images.to_uint8(r.image)
+        left += r.geometry.width + 4
+    ax_img.imshow(canvas, interpolation="nearest")
+    ax_img.set_axis_off()
+    ax_img.set_title(prompt_title)
+    return fig
+
+
 def accuracy_vs_t(t, accuracy, chance: float | Mapping[str, float] | None = None, title: str | None = "Accuracy against timestep") -> Figure:
     """Accuracy (0…1) against timestep t: one line per series (``accuracy`` a sequence or name -> sequence).
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from sdexplain.i18n import Figure  # matplotlib's Figure; its texts follow sdexplain.set_language
+from sdexplain.i18n import t as _t  # "t" is the loop name for a token here
 
 
 END_OF_WORD = "</w>"
@@ -123,15 +124,15 @@ def _shown(tokenization: Tokenization, padding: int) -> list[TokenInfo]:
 
 def token_table_text(tokenization: Tokenization, padding: int = 1) -> str:
     """A plain-text table: slot, id, token, role (padding after the first `padding` slots summarised)."""
-    lines = [f"{'slot':>4}  {'id':>6}  {'token':<22} role"]
+    lines = [f"{_t('slot'):>4}  {'id':>6}  {_t('token'):<22} {_t('role')}"]
     for t in _shown(tokenization, padding):
         slot = "-" if t.position is None else str(t.position)
-        lines.append(f"{slot:>4}  {t.id:>6}  {t.token!r:<22} {t.role}")
+        lines.append(f"{slot:>4}  {t.id:>6}  {t.token!r:<22} {_t(t.role)}")
     hidden = sum(t.role == "padding" for t in tokenization.tokens) - padding
     if hidden > 0:
-        lines.append(f"   … {hidden} more padding slots (id {tokenization.ids[-1]})")
+        lines.append("   " + _t("… {n} more padding slots (id {id})").format(n=hidden, id=tokenization.ids[-1]))
     used = tokenization.length - 2
-    lines.append(f"{used} of {tokenization.slots} usable slots used; {len(tokenization.cut)} piece(s) cut")
+    lines.append(_t("{used} of {slots} usable slots used; {cut} piece(s) cut").format(used=used, slots=tokenization.slots, cut=len(tokenization.cut)))
     return "\n".join(lines)
 
 
@@ -143,17 +144,17 @@ def token_table_html(tokenization: Tokenization, padding: int = 1, title: str | 
         if t.role == "cut":
             colour = _ROLE_COLOURS["cut"]
         style = f'style="background:{colour};padding:2px 6px;border:1px solid #ccc;font-family:monospace"'
-        cells_slot.append(f"<td {style}>{'cut' if t.position is None else t.position}</td>")
+        cells_slot.append(f"<td {style}>{_t('cut') if t.position is None else t.position}</td>")
         cells_token.append(f"<td {style}>{html.escape(t.token)}</td>")
         cells_id.append(f"<td {style}>{t.id}</td>")
     used = tokenization.length - 2
-    summary = f"{used} of {tokenization.slots} usable slots used"
+    summary = _t("{used} of {slots} usable slots used").format(used=used, slots=tokenization.slots)
     if tokenization.cut:
-        summary += f"; <b style='color:#b00020'>cut: {html.escape(' '.join(tokenization.cut))}</b>"
-    head = f"<div><b>{html.escape(title)}</b></div>" if title else ""
+        summary += f"; <b style='color:#b00020'>{_t('cut:')} {html.escape(' '.join(tokenization.cut))}</b>"
+    head = f"<div><b>{html.escape(_t(title))}</b></div>" if title else ""
     return (
         f'{head}<div style="overflow-x:auto"><table style="border-collapse:collapse;font-size:12px">'
-        f"<tr><th>slot</th>{''.join(cells_slot)}</tr><tr><th>token</th>{''.join(cells_token)}</tr>"
+        f"<tr><th>{_t('slot')}</th>{''.join(cells_slot)}</tr><tr><th>{_t('token')}</th>{''.join(cells_token)}</tr>"
         f"<tr><th>id</th>{''.join(cells_id)}</tr></table></div><div style='font-size:12px'>{summary}</div>"
     )
 

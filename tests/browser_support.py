@@ -646,6 +646,26 @@ class NotebookSession:
             "pixels_changed": pixels,
         }
 
+    def widget_texts(self) -> list[dict]:
+        """Every text a widget shows in the notebook's outputs — labels, button captions, dropdown options —
+        with its cell index and rendered size in pixels (0 × 0 when it is not drawn); ipywidgets' no-break spaces read as spaces."""
+        return self.page.evaluate(
+            """(id) => {
+              const root = document.getElementById(id);
+              const cells = Array.from(root.querySelectorAll('.jp-Cell'));
+              const found = [];
+              const add = (el, kind, text) => {
+                const box = el.getBoundingClientRect();
+                found.push({cell: cells.indexOf(el.closest('.jp-Cell')), kind, text: (text || '').replace(/\u00a0/g, ' ').trim(), width: box.width, height: box.height});
+              };
+              root.querySelectorAll('.jp-OutputArea .widget-label').forEach(el => add(el, 'label', el.textContent));
+              root.querySelectorAll('.jp-OutputArea button.jupyter-button, .jp-OutputArea .widget-button').forEach(el => add(el, 'button', el.textContent));
+              root.querySelectorAll('.jp-OutputArea .widget-dropdown select option').forEach(el => add(el.closest('select'), 'option', el.textContent));
+              return found;
+            }""",
+            self.id,
+        )
+
     def cell_text(self, cell: int) -> str:
         return self.root.locator(".jp-Cell").nth(cell).inner_text()
 

@@ -61,9 +61,19 @@ SLIDER_CHECKS = [
     SliderCheck("09_cfg_and_classifier_guidance.ipynb", "*cfg*.ipynb", r"^guidance", "the CFG explorer's guidance scale"),
     SliderCheck("10_image_to_image.ipynb", "*image*to*image*.ipynb", r"strength", "the strength"),
 ]
-# The Chinese edition (notebooks/zh/, same code cells) runs whole under nbval; here one notebook proves it
-# loads, renders and scrubs in the browser too (its slider keeps the description "t").
-ZH_CHECKS = {"01_forward_diffusion.ipynb": [SLIDER_CHECKS[0]]}
+# The Chinese edition (notebooks/zh/, same code cells) runs whole under nbval; here two notebooks prove it
+# loads, renders and scrubs in the browser too: 01 (its slider keeps the description "t") and 14, the
+# control panel, whose labels must render in WebUI's Chinese (ZH_PANEL_LABELS) and whose step scrubber
+# ("步") must move the picture.
+ZH_CHECKS = {
+    "01_forward_diffusion.ipynb": [SLIDER_CHECKS[0]],
+    "14_control_panel.ipynb": [SliderCheck("14_control_panel.ipynb", "14_control_panel.ipynb", r"^步$", "the panel's step scrubber")],
+}
+# The labels WebUI's Chinese interface gives its settings (the panel shows them first, the article's term
+# in brackets), its sampler names in the sampler menu, and the Generate button.
+ZH_PANEL_LABELS = ("反向提示词", "随机数种子", "迭代步数", "提示词引导系数", "采样方法", "重绘幅度")
+ZH_PANEL_OPTIONS = ("Euler a", "DPM++ 2M Karras", "DDIM")
+ZH_PANEL_BUTTON = "生成"
 FIXTURE_CHECKS = {"widgets_smoke.ipynb": [SliderCheck("widgets_smoke.ipynb", "widgets_smoke.ipynb", r"^noise$", "the fixture's noise slider")]}
 
 _timings: dict[str, dict] = {}
@@ -194,6 +204,8 @@ def test_notebook_runs_in_jupyterlab_and_its_sliders_work(lab_page, path, checks
             assert report.widget_views > 0 and report.images == 2
         for check in checks:
             _check_slider(session, path, check)
+        if path == "notebooks/zh/14_control_panel.ipynb":
+            _check_panel_labels(session, path)
         if path.startswith("fixtures/widgets_smoke"):
             # self-check the other way: a slider that changes nothing must not pass for one that changes the picture
             dead = session.find_slider(r"^dead$")
@@ -210,6 +222,20 @@ def test_notebook_runs_in_jupyterlab_and_its_sliders_work(lab_page, path, checks
 def _assert_no_problems(path: str, report) -> None:
     problems = report.problems()
     assert not problems, f"{path} in JupyterLab:\n\n" + "\n\n".join(problems)
+
+
+def _check_panel_labels(session: NotebookSession, path: str) -> None:
+    """The zh control panel shows WebUI's Chinese labels, its sampler names and a 生成 button, each drawn (not 0 × 0)."""
+    texts = session.widget_texts()
+    drawn = [w for w in texts if w["width"] > 0 and w["height"] > 0]
+    labels = [w["text"] for w in drawn if w["kind"] == "label"]
+    missing = [want for want in ZH_PANEL_LABELS if not any(label.startswith(want) for label in labels)]
+    assert not missing, f"{path}: panel labels not rendered: {missing}; drawn labels: {labels}"
+    options = {w["text"] for w in texts if w["kind"] == "option"}
+    assert set(ZH_PANEL_OPTIONS) <= options, f"{path}: sampler menu {sorted(options)} lacks {sorted(set(ZH_PANEL_OPTIONS) - options)}"
+    buttons = [w["text"] for w in drawn if w["kind"] == "button"]
+    assert ZH_PANEL_BUTTON in buttons, f"{path}: no {ZH_PANEL_BUTTON!r} button among {buttons}"
+    _timings.setdefault(path, {})["panel_labels"] = sorted(set(labels))
 
 
 def _check_slider(session: NotebookSession, path: str, check: SliderCheck) -> None:

@@ -72,7 +72,7 @@ def restore_language():
 
 
 def test_every_widget_text_of_the_package_has_chinese():
-    calls = _calls({"t"})
+    calls = _calls({"t", "_t", "say"})
     assert len(calls) > 25  # widget descriptions and titles, the setup cell's line
     missing = [f"{name}:{line}: {text!r}" for name, line, text in calls if text not in i18n.ZH]
     assert missing == []
@@ -174,3 +174,46 @@ def test_the_environment_variable_chooses_the_language(tmp_path):
     env = {**os.environ, "SDEXPLAIN_LANG": "zh", "PYTHONPATH": str(PACKAGE.parent)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "zh"
+
+
+def _notebook_templates():
+    """(notebook, cell id, template) for every literal a notebook's code gives to say / t / sdexplain.t."""
+    import nbformat
+
+    found = []
+    for path in sorted((PACKAGE.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            # IPython's ! and % lines become `pass`, so the cell parses as Python
+            source = "\n".join(line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("!", "%")) else line for line in cell.source.splitlines())
+            for node in ast.walk(ast.parse(source)):
+                func = node.func if isinstance(node, ast.Call) else None
+                name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+                if name in ("say", "t") and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                    found.append((path.stem[:2], cell.id, node.args[0].value))
+    return found
+
+
+def test_every_message_a_notebook_prints_has_chinese():
+    templates = _notebook_templates()
+    assert len(templates) > 150  # the notebooks print through the catalogue
+    missing = [f"{nb} {cell}: {text!r}" for nb, cell, text in templates if text not in i18n.ZH]
+    assert missing == []  # (test_chinese_keeps_the_placeholders_of_the_english checks their placeholders)
+
+
+def test_say_prints_the_template_filled_in_the_chosen_language(capsys, restore_language):
+    template = "{n} training steps in {s:.1f} s"
+    sdexplain.say(template, n=100, s=26.44)
+    i18n.set_language("zh")
+    sdexplain.say(template, n=100, s=26.44)
+    assert capsys.readouterr().out.splitlines() == ["100 training steps in 26.4 s", i18n.ZH[template].format(n=100, s=26.44)]
+    assert "训练" in i18n.ZH[template]
+
+
+def test_a_specific_key_wins_over_a_general_one_and_a_repeated_placeholder_matches_the_same_text():
+    assert i18n.translate("seed 0 again") == i18n.ZH["seed {s} again"].format(s="0")
+    assert i18n.translate("seed 3") == i18n.ZH["seed {s}"].format(s="3")
+    english = "latent channels in grey from −3.92 (black) through 0 (mid-grey) to +3.92 (white), at every t"
+    assert i18n.translate(english) != english
+    assert i18n.translate(english.replace("+3.92", "+1.00")) == english.replace("+3.92", "+1.00")  # not the same value twice: no match

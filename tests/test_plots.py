@@ -199,3 +199,29 @@ def test_long_titles_are_wrapped_to_the_cell():
     assert plots.wrap_title("step 3/21\nt=901", cell=1.4) == "step 3/21\nt=901"  # short lines stay as they are
     fig = plots.image_grid([np.zeros((4, 4, 3), np.uint8)] * 2, [title, "s = 1"], cell=1.4)
     assert fig.axes[0].get_title() == wrapped
+
+
+def test_the_figures_moved_out_of_notebooks_02_03_04():
+    import numpy as np
+    from types import SimpleNamespace
+
+    from sdexplain.latents import LatentGeometry
+
+    hist = plots.confidence_histogram(np.array([0.2, 0.5, 0.99, 1.0]), classes=5, title="How sure is the judge? 4 unconditional samples")
+    bars = hist.axes[0].patches
+    assert len(bars) == 16 and sum(b.get_height() for b in bars) == 4  # every sample in one of 16 bins from 1/5 to 1
+    with pytest.raises(ValueError, match="classes must be at least 2, got 1"):
+        plots.confidence_histogram([0.5], classes=1)
+
+    scatter = plots.error_vs_timestep([10, 500, 990], [0.3, 0.1, 0.05], title="Last 50 training steps")
+    assert scatter.axes[0].get_yscale() == "log" and len(scatter.axes[0].collections[0].get_offsets()) == 3
+    with pytest.raises(ValueError, match=r"same shape, got \(3,\) and \(2,\)"):
+        plots.error_vs_timestep([1, 2, 3], [0.1, 0.2])
+
+    sweep = [SimpleNamespace(geometry=LatentGeometry(height=s, width=s, factor=8, latent_channels=4, image_channels=3), seconds_per_step=0.01 * s / 32,
+                             image=np.full((s, s, 3), 100, np.uint8) if s < 64 else None) for s in (32, 64)]
+    cost = plots.step_cost(sweep, prompt_title="'a red cat', same seed, each size")
+    x, y = cost.axes[0].lines[0].get_data()
+    assert list(x) == [32 * 32, 64 * 64] and list(y) == pytest.approx([10.0, 20.0])  # pixels per image, ms per step
+    with pytest.raises(ValueError, match="at least one measured size"):
+        plots.step_cost([])

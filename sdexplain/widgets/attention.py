@@ -85,5 +85,7 @@ class AttentionExplorer(View):
         lo, hi = float(heat.min()), float(heat.max())
         raw = images.colormap(heat, lo, hi if hi > lo else lo + 1, self.cmap)
         put(self.raw_image, encoded(zoomed(raw, self.display // 2), max(heat.shape)))
-        where = "mean over all steps" if step == ALL_STEPS else f"step {step + 1}"
-        self.readout.value = f"{html.escape(token)} · {where} · map {heat.shape[0]}×{heat.shape[1]}, attention from {lo:.3f} to {hi:.3f}"
+        where = t("mean over all steps") if step == ALL_STEPS else t("step {k}").format(k=step + 1)
+        self.readout.value = t("{token} · {where} · map {h}×{w}, attention from {lo:.3f} to {hi:.3f}").format(
+            token=html.escape(token), where=where, h=heat.shape[0], w=heat.shape[1], lo=lo, hi=hi
+        )

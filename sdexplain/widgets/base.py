@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from sdexplain import images
+from sdexplain.i18n import t
 
 log = logging.getLogger("sdexplain.widgets")
 
@@ -162,7 +163,9 @@ def mosaic_edge(latent) -> int:
 
 
 def titled(title: str, part: widgets.Widget, width: int | None = None) -> widgets.VBox:
-    """A bold title above ``part``; with ``width`` (px) the title is kept to that width on one line."""
+    """A bold title above ``part`` (in the chosen language when the catalogue has it); with ``width`` (px)
+    the title is kept to that width on one line."""
+    title = t(title)
     style = f' style="display:block;max-width:{width}px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis" title="{html.escape(title)}"' if width else ""
     return widgets.VBox([widgets.HTML(f"<b{style}>{html.escape(title)}</b>"), part])
 

@@ -21,7 +21,7 @@ _clock = time.perf_counter  # the time source of the estimates (a test replaces 
 
 def _duration(seconds: float) -> str:
     """'about 40 s' / 'about 3 min': an estimate, said as one."""
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    return t("{n} s").format(n=f"{seconds:.0f}") if seconds < 90 else t("{n} min").format(n=f"{seconds / 60:.0f}")
 
 
 class RunProgress:
@@ -51,25 +51,25 @@ class RunProgress:
         self.progress.value = min(int(done), self.progress.max)
         if self._started is not None and 0 < done < total:
             per_step = (_clock() - self._started) / done
-            self.status.value = f"sampling… {int(done)} of {int(total)} steps, about {_duration(per_step * (total - done))} left"
+            self.status.value = t("sampling… {done} of {total} steps, about {left} left").format(done=int(done), total=int(total), left=_duration(per_step * (total - done)))
 
     @contextmanager
     def running(self):
         self.button.disabled = True
         self.progress.value = 0
         self.progress.bar_style = ""
-        self.status.value = "sampling…"
+        self.status.value = t("sampling…")
         self._started = _clock()
         try:
             yield
         except Exception as error:
             self.progress.bar_style = "danger"
-            self.status.value = f'<span style="color:#b00020"><b>failed:</b> {html.escape(type(error).__name__)}: {html.escape(str(error))}</span>'
+            self.status.value = f'<span style="color:#b00020"><b>{html.escape(t("failed:"))}</b> {html.escape(type(error).__name__)}: {html.escape(str(error))}</span>'
             raise
         else:
             self.progress.value = self.progress.max
             self.progress.bar_style = "success"
-            self.status.value = f"done in {_duration(_clock() - self._started)}"
+            self.status.value = t("done in {duration}").format(duration=_duration(_clock() - self._started))
         finally:
             self._started = None
             self.button.disabled = False

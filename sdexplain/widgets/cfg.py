@@ -157,22 +157,22 @@ class CfgExplorer(View):
             for part in self.panel_images:
                 put(part, blank)
             if result.run is None:
-                why = "no trace for this image"
+                why = t("no trace for this image")
             elif result.run.steps[step].noise_cond is None:
-                why = "this step's tensors were not kept (the trace's memory budget; see run.reductions)"
+                why = t("this step's tensors were not kept (the trace's memory budget; see run.reductions)")
             else:
-                why = "no unconditional pass at this scale (diffusers runs s ≤ 1 without guidance)"
+                why = t("no unconditional pass at this scale (diffusers runs s ≤ 1 without guidance)")
             self.readout.value = f"s = {result.scale:g}: {why}"
             return
         for part, picture in zip(self.panel_images, shown):
             put(part, picture)
         uncond, cond, guided = self.noises(index, step)
         record = result.run.steps[step]
-        self.readout.value = (
-            f"s = {result.scale:g} &nbsp; step {step + 1} / {self.num_steps}, t = {int(record.timestep)} &nbsp; "
-            f"‖cond − uncond‖ = {float((cond - uncond).norm()):.3f} &nbsp; ‖guided − uncond‖ = {float((guided - uncond).norm()):.3f} "
-            f"&nbsp; colour scale ±{self.shared_scale(uncond, cond, guided):.2f}, difference ±{self.difference_scale(uncond, cond):.2f} (white = 0)"
-        )
+        self.readout.value = t(
+            "s = {s} &nbsp; step {k} / {n}, t = {t} &nbsp; ‖cond − uncond‖ = {d:.3f} &nbsp; ‖guided − uncond‖ = {g:.3f} "
+            "&nbsp; colour scale ±{scale:.2f}, difference ±{diff:.2f} (white = 0)"
+        ).format(s=f"{result.scale:g}", k=step + 1, n=self.num_steps, t=int(record.timestep), d=float((cond - uncond).norm()), g=float((guided - uncond).norm()),
+                 scale=self.shared_scale(uncond, cond, guided), diff=self.difference_scale(uncond, cond))
 
 
 def sweep_sampler(pipe, scales, *, steps: int = 25, seed: int = 0, negative_prompt: str = ""):

@@ -95,7 +95,7 @@ class ForwardDiffusionExplorer(View):
             )  # (n, 4, h, w)
             self.decoded = images.to_uint8(images.vae_decode(self.pipe.vae, noisy))  # (n, H, W, 3)
             self.decoded_bytes = [encoded(zoomed(d, self.display), max(self.size)) for d in self.decoded]  # (format, bytes)
-        self.status.value = f"image {picture.size[0]}×{picture.size[1]}, latent {tuple(self.z0.shape[1:])}"
+        self.status.value = i18n.t("image {w}×{h}, latent {shape}").format(w=picture.size[0], h=picture.size[1], shape=tuple(self.z0.shape[1:]))
         self.show(self.slider.value)
 
     # The pictures at t, as arrays (what the slider shows; tests compare against these).
@@ -120,11 +120,10 @@ class ForwardDiffusionExplorer(View):
         if self.decode_steps:
             k = self.decode_index(t)
             put(self.decoded_image, self.decoded_bytes[k])
-            self.decoded_caption.value = f"<small>precomputed at t = {self.decode_timesteps[k]} (nearest to {t})</small>"
+            self.decoded_caption.value = "<small>" + i18n.t("precomputed at t = {at} (nearest to {t})").format(at=self.decode_timesteps[k], t=t) + "</small>"
         self.curve_image.value = self.curve.frame_png(t)
-        self.readout.value = (
-            f"t = {t} &nbsp; ᾱ_t = {alpha_bar:.4f} &nbsp; signal √ᾱ_t = {alpha_bar ** 0.5:.3f} &nbsp; "
-            f"noise σ_t = √(1−ᾱ_t) = {sigma:.3f} &nbsp; SNR ᾱ/(1−ᾱ) = {alpha_bar / max(1 - alpha_bar, 1e-12):.3g}"
+        self.readout.value = i18n.t("t = {t} &nbsp; ᾱ_t = {a:.4f} &nbsp; signal √ᾱ_t = {signal:.3f} &nbsp; noise σ_t = √(1−ᾱ_t) = {sigma:.3f} &nbsp; SNR ᾱ/(1−ᾱ) = {snr:.3g}").format(
+            t=t, a=alpha_bar, signal=alpha_bar ** 0.5, sigma=sigma, snr=alpha_bar / max(1 - alpha_bar, 1e-12)
         )
 
 

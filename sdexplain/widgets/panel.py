@@ -177,7 +177,7 @@ class ControlPanel(View):
         self.images, self.run, self.settings_used = pictures, run, settings
         picture = images.to_uint8(pictures[0])
         self.image.value = images.encode_png(images.zoom(picture, images.zoom_for(max(picture.shape[:2]))))
-        self.message.value = f"done: {len(run.steps)} U-Net evaluations, seed {settings['seed']}, {settings['scheduler']}"
+        self.message.value = t("done: {n} U-Net evaluations, seed {seed}, {sampler}").format(n=len(run.steps), seed=settings["seed"], sampler=settings["scheduler"])
         if self.scrubber is None:
             self.scrubber = StepScrubber(run, self.pipe)
             self.steps_box.children = [widgets.HTML(f"<b>{html.escape(t('Scrub the steps of this run'))}</b>"), self.scrubber.widget]
@@ -187,8 +187,9 @@ class ControlPanel(View):
     def show_message(self, text: str) -> None:
         """A red one-line message in the panel (and in ``output``), for settings that can't run."""
         self.progress.bar_style = "danger"
-        self.message.value = f'<span style="color:#b00020"><b>Can\'t generate:</b> {html.escape(text)}</span>'
-        self.output.outputs = ({"output_type": "display_data", "data": {"text/plain": f"Can't generate: {text}"}, "metadata": {}},)
+        refused = t("Can't generate:")
+        self.message.value = f'<span style="color:#b00020"><b>{html.escape(refused)}</b> {html.escape(text)}</span>'
+        self.output.outputs = ({"output_type": "display_data", "data": {"text/plain": f"{refused} {text}"}, "metadata": {}},)
 
 
 def _sampler_name(pipe) -> str:

@@ -41,7 +41,6 @@ class SamplerSwitcher(View):
         name = self.dropdown.value
         result = self.results[name]
         self.image.value, self.plot.value = self.frames[name]
-        self.readout.value = (
-            f"{html.escape(result.scheduler)} · {len(result.run.steps)} U-Net calls · "
-            f"RMS gap between measured and expected noise level: {result.levels.gap():.3f}"
+        self.readout.value = t("{scheduler} · {n} U-Net calls · RMS gap between measured and expected noise level: {gap:.3f}").format(
+            scheduler=html.escape(result.scheduler), n=len(result.run.steps), gap=result.levels.gap()
         )

@@ -29,7 +29,7 @@ class FrameScrubber(View):
         self.display = display
         self.image = image_widget()
         self.caption = widgets.HTML()
-        self.slider = widgets.IntSlider(value=0, min=0, max=0, description=description, continuous_update=True)
+        self.slider = widgets.IntSlider(value=0, min=0, max=0, description=t(description), continuous_update=True)
         self.value_label = widgets.Label()
         self.play = play_button(self.slider, interval_ms)
         self.widget = widgets.VBox([widgets.HBox([self.play, self.slider, self.value_label]), self.image, self.caption, self.output])
@@ -143,8 +143,9 @@ class StepScrubber(View):
             )
         total = len(run.steps)
         self.readouts = [
-            f"step {s.index + 1} / {total} &nbsp; timestep t = {int(s.timestep)} &nbsp; ᾱ_t = {float(s.alpha_bar):.4f} &nbsp; "
-            f"noise level σ_t = √(1−ᾱ_t) = {float(s.sigma):.3f}"
+            t("step {k} / {n} &nbsp; timestep t = {t} &nbsp; ᾱ_t = {a:.4f} &nbsp; noise level σ_t = √(1−ᾱ_t) = {sigma:.3f}").format(
+                k=s.index + 1, n=total, t=int(s.timestep), a=float(s.alpha_bar), sigma=float(s.sigma)
+            )
             for s in steps
         ]
         with self.quietly():

@@ -25,6 +25,7 @@ import ipywidgets as widgets
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from sdexplain import images
+from sdexplain.i18n import t
 
 FONT_SIZE = 13
 GAP = 8  # pixels between the parts of a box
@@ -220,7 +221,7 @@ def _value_text(control: widgets.Widget) -> str | None:
     if isinstance(control, (widgets.Text, widgets.Textarea)):
         return control.value
     if isinstance(control, widgets.Checkbox):
-        return "on" if control.value else "off"
+        return t("on") if control.value else t("off")
     return None
 
 
@@ -271,7 +272,7 @@ def _control_picture(control: widgets.Widget) -> Image.Image | None:
     if isinstance(control, widgets.Play):
         return _boxed("▶", fill=(240, 240, 240))
     if isinstance(control, widgets.FileUpload):
-        return _boxed(f"⬆ {label or 'Upload'}", fill=(240, 240, 240))
+        return _boxed(f"⬆ {label or t('Upload')}", fill=(240, 240, 240))
     if isinstance(control, widgets.Button):
         primary = control.button_style == "primary"
         return _boxed(label, fill=ACCENT if primary else (240, 240, 240), outline=ACCENT if primary else FRAME, colour=(255, 255, 255) if primary else INK)
@@ -362,7 +363,7 @@ def _controls(widget: widgets.Widget):
     if value is not None:
         label = getattr(widget, "description", "") or "value"
         if isinstance(widget, (widgets.IntSlider, widgets.FloatSlider)):
-            value = f"{value} (of {widget.min:g}–{widget.max:g})"
+            value = t("{value} (of {lo}–{hi})").format(value=value, lo=f"{widget.min:g}", hi=f"{widget.max:g}")
         elif isinstance(widget, (widgets.Text, widgets.Textarea)):
             value = repr(value)
         yield f"{label} = {value}"
@@ -388,7 +389,8 @@ def static_bundle(widget: widgets.Widget, name: str = "interactive view") -> dic
     """The widget's live bundle plus ``image/png`` (its snapshot) and a ``text/plain`` a reader can use."""
     data = widget_bundle(widget)
     summary = controls_summary(widget)
-    data["text/plain"] = f"[{name}: run the notebook to use it{'; shown at ' + summary if summary else ''}]"
+    shown = t("; shown at {summary}").format(summary=summary) if summary else ""
+    data["text/plain"] = t("[{name}: run the notebook to use it{shown}]").format(name=name, shown=shown)
     picture = snapshot(widget)
     if picture is not None:
         data["image/png"] = base64.b64encode(images.encode_png(picture, compress_level=9)).decode("ascii")  # as notebooks store it

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sdexplain import images, plots
+from sdexplain.i18n import t
 from sdexplain.training import TrainingData, train_noise_predictor
 
 
@@ -41,8 +42,8 @@ class TrainMore:
         self.unet, self.data, self.scheduler, self.probe = unet, data, scheduler, probe
         self.losses = [float(x) for x in losses]  # every step's loss so far
         self.batch_size, self.learning_rate = batch_size, learning_rate
-        self.steps = widgets.IntSlider(value=100, min=10, max=500, step=10, description="steps")
-        self.button = widgets.Button(description="Train more", button_style="primary", icon="play")
+        self.steps = widgets.IntSlider(value=100, min=10, max=500, step=10, description=t("steps"))
+        self.button = widgets.Button(description=t("Train more"), button_style="primary", icon="play")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="")
         self.status = widgets.HTML()
         self.curve = widgets.Image(format="png")
@@ -74,7 +75,7 @@ class TrainMore:
 
     def redraw(self) -> None:
         predicted, mse = self.probe_error()
-        self.status.value = f"{len(self.losses)} steps trained; probe at t = {self.probe.t}: MSE of the predicted noise {mse:.4f}"
+        self.status.value = t("{n} steps trained; probe at t = {t}: MSE of the predicted noise {mse:.4f}").format(n=len(self.losses), t=self.probe.t, mse=mse)
         self.curve.value = images.encode_png(_render(plots.loss_curve({"fresh U-Net, per step": np.array(self.losses)}, smooth=10, log=True)))
         vmax = float(self.probe.noise.abs().max())
         grid = plots.image_grid([images.latent_channels_grid(p, vmax=vmax) for p in (self.probe.noise[0], predicted[0])],
