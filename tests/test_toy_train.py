@@ -261,3 +261,22 @@ def test_the_committed_world_2_judge_reads_round_trips_through_the_committed_vae
     # README: 100 % (shape on two-object round trips 99.7 %) on 500 held-out scenes of each kind
     for scenes in (evaluate.held_out_pairs(64), evaluate.held_out_scenes(64)):
         assert all(v >= 0.97 for v in evaluate.slot_accuracy(judge.eval(), scenes, vae=vae).values())
+
+
+def test_the_committed_world_2_u_net_draws_two_objects_from_a_fresh_clone(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from sdexplain.toy import evaluate_pairs
+    from sdexplain.toy.model import Judge
+
+    if not (train.STAGES_DIR / "v2" / "unet_noisy.safetensors").exists():
+        pytest.skip("no committed world-2 U-Net stage")
+    workdir, out = tmp_path / "work", tmp_path / "model"
+    train.main(["--world", "2", "--part", "load-stages", "--workdir", str(workdir)])
+    train.main(["--world", "2", "--part", "export", "--workdir", str(workdir), "--out", str(out)])
+    train.main(["--world", "2", "--part", "export-vae-decoder", "--workdir", str(workdir), "--out", str(out), "--extras-out", str(tmp_path / "extras")])
+    pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True, safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    # README: two objects both right 88.5 %, colours swapped 0 % on 200 held-out prompts at CFG 3
+    scores = evaluate_pairs.pair_adherence(pipe, Judge.load(out / "judge"), n=24, guidance_scale=3.0)
+    assert scores["both"] >= 0.7 and scores["swapped"] <= 0.1, scores
