@@ -165,7 +165,9 @@ def slot_shares(run, batch_index: int = 0, step: int | None = None) -> dict[str,
 
 
 def word_role(word: str) -> str:
-    """What a word of the toy's caption grammar names: colour, shape, size, position or other ("a", "on", "the")."""
+    """What a word of the toy's caption grammar names: colour, shape, size, position or other ("a", "on", "the").
+    World 2's synonyms name what their canonical word names ("kitty": shape, "crimson": colour)."""
+    word = world.CANONICAL.get(word, word)
     if word in world.COLOUR_NAMES:
         return "colour"
     if word in world.SHAPES:

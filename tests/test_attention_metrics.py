@@ -94,3 +94,9 @@ def test_slot_shares_are_the_kinds_totals_per_slot(traced):
         # independently: the padding slot's share straight from the stored per-step padding maps
         direct = float(torch.stack(run.attention.padding_per_step)[:, b].mean())
         assert shares["padding"] == pytest.approx(direct, rel=1e-5)
+
+
+def test_word_role_reads_world_2s_synonyms_as_their_canonical_word():
+    from sdexplain.attention_metrics import word_role
+
+    assert [word_role(w) for w in ("kitty", "crimson", "big", "ball", "cat", "on")] == ["shape", "colour", "size", "shape", "shape", "other"]

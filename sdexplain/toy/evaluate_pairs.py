@@ -191,6 +191,7 @@ def word_attention(pipe, n: int = 100, guidance_scale: float = DEFAULT_GUIDANCE,
     objects compare fairly. Returns {role: geometric mean score, role + "_n": words}, with roles shape,
     colour, size, and "pictures": prompts measured of n."""
     from sdexplain import images as sd_images
+    from sdexplain.attention_metrics import word_role
     from sdexplain.trace import trace
 
     pairs = held_out_pairs(n)
@@ -207,24 +208,14 @@ def word_attention(pipe, n: int = 100, guidance_scale: float = DEFAULT_GUIDANCE,
                 continue
             measured += 1
             for row in pair_word_attention(run, pair, masks, batch_index=b):
-                role = _role(world.CANONICAL.get(row.word, row.word))
-                if role is not None:
+                role = word_role(row.word)
+                if role in scores:
                     scores[role].append(row.score)
     result: dict = {"pictures": measured, "of": n}
     for role, values in scores.items():
         result[role] = float(np.exp(np.mean(np.log(values)))) if values else float("nan")
         result[f"{role}_n"] = len(values)
     return result
-
-
-def _role(word: str) -> str | None:
-    if word in world.SHAPES:
-        return "shape"
-    if word in world.COLOURS:
-        return "colour"
-    if word in world.SIZES:
-        return "size"
-    return None
 
 
 def pair_report(pipe, judge: SlotJudge, prompts: int = 200, scales=(1.0, DEFAULT_GUIDANCE), attention_prompts: int = 100) -> dict:

@@ -73,7 +73,6 @@ from sdexplain.toy.train_common import (
     resumable_loop,
     resume,
     load_stage,
-    read_stage,
     save_checkpoint,
     save_stage,
     text_model,
@@ -375,13 +374,9 @@ def load_stages(folder: Path, workdir: Path, spec: world.WorldSpec) -> None:
         elif name.startswith("unet"):  # the EMA weights stand for the raw ones too, as in seed_from_shipped
             _, text_encoder = text_model(spec)
             unet = toy_model.make_unet()
-            metadata: dict = {}
-            read_stage(path, metadata)
             stage = CLEAN if name == CLEAN.name else NOISY
             params = list(unet.parameters()) + (list(text_encoder.parameters()) if stage.train_text else [])
-            load_stage(path, workdir, {"ema_unet": unet, "ema_text": text_encoder}, params, extra={"history": [], "scaling_factor": float(metadata["scaling_factor"])})
-            state = torch.load(workdir / f"{name}.pt", weights_only=True)
-            save_checkpoint(workdir / f"{name}.pt", {**state, "unet": state["ema_unet"], "text_encoder": state["ema_text"]})
+            load_stage(path, workdir, {"ema_unet": unet, "ema_text": text_encoder}, params, aliases={"unet": "ema_unet", "text_encoder": "ema_text"})
         else:
             judge = toy_model.Judge() if spec.version == 1 else toy_model.SlotJudge()
             load_stage(path, workdir, {"model": judge}, list(judge.parameters()))

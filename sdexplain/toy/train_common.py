@@ -347,18 +347,25 @@ def read_stage(path: Path, metadata: dict | None = None) -> tuple[dict[str, dict
     return weights, step
 
 
-def load_stage(path: Path, workdir: Path, modules: dict[str, torch.nn.Module], params: list[torch.nn.Parameter], extra: dict | None = None) -> None:
+def load_stage(path: Path, workdir: Path, modules: dict[str, torch.nn.Module], params: list[torch.nn.Parameter], aliases: dict[str, str] | None = None) -> None:
     """Recreate `workdir/<name>.pt` from a committed stage (`save_stage`): `modules` ({checkpoint key:
     a module of the right class}) get the weights, with a fresh optimiser state over `params` (the
     parameters the part's own optimiser covers), so `resume` reads it and the part's loop sees it
-    finished. Refuses to overwrite a checkpoint that exists."""
+    finished. `aliases` ({key: module key}) store a module's weights under a second key too (a U-Net
+    stage's EMA weights stand for its raw ones); a scaling factor in the file's metadata is kept.
+    Refuses to overwrite a checkpoint that exists."""
     target = workdir / f"{path.stem}.pt"
     if target.exists():
         raise FileExistsError(f"{target} exists: loading {path} would overwrite a real checkpoint; use another --workdir")
-    weights, step = read_stage(path)
-    state = {}
+    metadata: dict = {}
+    weights, step = read_stage(path, metadata)
+    state: dict = {}
     for name, module in modules.items():
         module.load_state_dict(weights[name])
         state[name] = module.state_dict()
+    for alias, name in (aliases or {}).items():
+        state[alias] = state[name]
+    if "scaling_factor" in metadata:
+        state["scaling_factor"] = float(metadata["scaling_factor"])
     workdir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(target, {**state, "opt": torch.optim.AdamW(params).state_dict(), "step": step, **(extra or {})})
+    save_checkpoint(target, {**state, "opt": torch.optim.AdamW(params).state_dict(), "step": step})
