@@ -583,7 +583,7 @@ def frozen_report(pipe, ti: TextualInversion) -> dict:
 
 def generate(pipe, prompts: list[str], *, steps: int = 20, guidance_scale: float = 3.0, seed: int = 0) -> torch.Tensor:
     """Images in [-1, 1] (N, 3, H, W) from the stock pipeline, one generator seeded per call (same noise for the same seed)."""
-    from sdexplain.toy.evaluate import generate_latents_to_images
+    from sdexplain.toy.samples import generate_latents_to_images
 
     return generate_latents_to_images(pipe, prompts, guidance_scale, steps, seed)
 

@@ -8,7 +8,7 @@
     neighbours   each synonym's nearest word (cosine) in the text encoder's input-embedding table
     attention    per word of a two-object prompt, its attention on its own object against the other object
 
-Everything is generated from held-out prompts (`evaluate.held_out_pairs`, `held_out_scenes`), judged by the
+Everything is generated from held-out prompts (`samples.held_out_pairs`, `held_out_scenes`), judged by the
 model's own SlotJudge, and compared with the prompt's ground truth; the notebooks (05, 06) reuse them.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sdexplain.toy import world
-from sdexplain.toy.evaluate import generate_latents_to_images, held_out_pairs, held_out_scenes
+from sdexplain.toy.samples import generate_latents_to_images, held_out_pairs, held_out_scenes
 from sdexplain.toy.model import DEFAULT_GUIDANCE, SlotJudge
 
 PLACES = world.POSITION_NAMES
