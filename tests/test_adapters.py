@@ -341,9 +341,9 @@ def test_a_traced_run_with_a_lora_and_a_new_token_is_the_stock_run(tiny_pipe, tm
     assert new.shape == (8, 8) and torch.isfinite(new).all() and not torch.equal(new, maps["2:large"])
 
 
-def test_the_night_style_survives_world_2s_vae_and_not_world_1s():
+def test_the_night_style_survives_the_shipped_vae():
     from sdexplain.toy import evaluate
-    from sdexplain.toy.model import EXTRAS_DIR, VAE_ORIGINAL
+    from sdexplain.toy.model import MODEL_DIR
     from sdexplain.toy.train import STAGES_DIR
 
     stage = STAGES_DIR / "v2" / "vae_decoder.safetensors"
@@ -354,8 +354,9 @@ def test_the_night_style_survives_world_2s_vae_and_not_world_1s():
     _, mask, _ = world.render(scene)
     assert (night[~mask] == world.NIGHT_FLOOR).all() and (night[mask] == adapters.render_styled(scene, "plain")[mask]).all()
     unvaried = adapters.shadow_reference(n=16, style="night")  # renders only: the floor's full darkening
-    kept_v2 = adapters.shadow_reference(evaluate.load_any_vae(stage), n=16, style="night") / unvaried
-    kept_v1 = adapters.shadow_reference(evaluate.load_any_vae(EXTRAS_DIR / VAE_ORIGINAL), n=16, style="night") / unvaried
-    assert kept_v2 > 0.75 and kept_v1 < 0.1, (kept_v2, kept_v1)
+    # world 2's VAE saw floors of every colour (world.vary_floor); world 1's, while it shipped, kept under 10 % of it
+    kept_stage = adapters.shadow_reference(evaluate.load_any_vae(stage), n=16, style="night") / unvaried
+    kept_shipped = adapters.shadow_reference(evaluate.load_any_vae(MODEL_DIR / "vae"), n=16, style="night") / unvaried
+    assert kept_stage > 0.75 and kept_shipped > 0.75, (kept_stage, kept_shipped)
     with pytest.raises(ValueError, match="plain"):
         adapters.shadow_reference(style="plain")

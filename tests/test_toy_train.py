@@ -195,17 +195,16 @@ def test_world_2_trains_the_whole_chain_and_exports_a_pipeline_that_reads_its_wo
     assert all(torch.equal(a, b) for a, b in zip(again.unet.state_dict().values(), pipe.unet.state_dict().values()))  # export from stages = the original export
 
 
-def test_the_committed_world_2_vae_stage_loads_and_draws_pairs_better_than_world_1s_first_vae():
+def test_the_committed_world_2_vae_stage_loads_and_draws_pairs():
     from sdexplain.toy import evaluate
-    from sdexplain.toy.model import EXTRAS_DIR, VAE_ORIGINAL
 
     stage = train.STAGES_DIR / "v2" / "vae.safetensors"
     if not stage.exists():
         pytest.skip("no committed world-2 stage")
     pairs, singles = evaluate.held_out_pairs(32), evaluate.held_out_scenes(32)
-    v2, v1 = evaluate.load_any_vae(stage), evaluate.load_any_vae(EXTRAS_DIR / VAE_ORIGINAL)
-    # README: 23.7 vs 18.6 dB on 256 pairs; one object 26.8 vs 26.4 dB
-    assert evaluate.round_trip_report(v2, pairs)["psnr_db"] > evaluate.round_trip_report(v1, pairs)["psnr_db"] + 3
+    v2 = evaluate.load_any_vae(stage)
+    # README: 23.1 dB on 256 pairs, 26.2 dB one object (world 1's first VAE, measured while it shipped: 18.6 dB on pairs)
+    assert evaluate.round_trip_report(v2, pairs)["psnr_db"] > 22
     assert evaluate.round_trip_report(v2, singles)["psnr_db"] > 25
 
 

