@@ -237,20 +237,26 @@ def nearest_neighbours(pipe, word: str, k: int = 5, candidates=None) -> list[tup
     return [(name, float(s)) for name, s in zip(names, best.values.tolist())]
 
 
-def group_similarity(matrix: torch.Tensor, groups: dict[str, list[int]]) -> dict[str, tuple[float, float]]:
+def group_similarity(matrix: torch.Tensor, groups: dict[str, list[int]], keep=None) -> dict[str, tuple[float, float]]:
     """Per group: (mean cosine between two different members, mean cosine to members of other groups).
 
     groups: name -> row indices of `matrix`. A group whose first number is larger sits together.
+    keep: optional (N, N) booleans, the pairs of different members to count within a group (e.g. False
+    for synonyms, whose closeness is not the group's); every pair by default.
     """
+    n = matrix.shape[0]
+    keep = torch.ones(n, n, dtype=torch.bool) if keep is None else torch.as_tensor(keep, dtype=torch.bool)
+    if tuple(keep.shape) != (n, n):
+        raise ValueError(f"keep must be {n}×{n} like the matrix, got {tuple(keep.shape)}")
     out = {}
     for name, members in groups.items():
-        if len(members) < 2:
-            raise ValueError(f"group {name!r} needs at least 2 members to have a within-group similarity")
+        pairs = [(i, j) for i in members for j in members if i != j and keep[i, j]]
+        if not pairs:
+            raise ValueError(f"group {name!r} needs at least 2 members (and one kept pair) to have a within-group similarity")
         others = [i for other, rows in groups.items() if other != name for i in rows]
-        inside = matrix[members][:, members]
-        within = (inside.sum() - inside.diagonal().sum()) / (len(members) * (len(members) - 1))
+        within = sum(float(matrix[i, j]) for i, j in pairs) / len(pairs)
         between = matrix[members][:, others].mean() if others else torch.tensor(float("nan"))
-        out[name] = (float(within), float(between))
+        out[name] = (within, float(between))
     return out
 
 

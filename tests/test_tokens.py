@@ -93,6 +93,18 @@ def test_group_similarity_within_and_between():
     assert out["b"] == pytest.approx((0.6, 0.1))
 
 
+def test_group_similarity_leaves_out_the_pairs_it_is_told_to():
+    m = torch.tensor([[1.0, 0.9, 0.2], [0.9, 1.0, 0.4], [0.2, 0.4, 1.0]])  # 0 and 1 synonyms, 2 another member
+    keep = torch.ones(3, 3, dtype=torch.bool)
+    keep[0, 1] = keep[1, 0] = False
+    assert tokens.group_similarity(m, {"g": [0, 1, 2]})["g"][0] == pytest.approx((0.9 + 0.2 + 0.4) / 3)
+    assert tokens.group_similarity(m, {"g": [0, 1, 2]}, keep=keep)["g"][0] == pytest.approx((0.2 + 0.4) / 2)
+    with pytest.raises(ValueError, match="3×3"):
+        tokens.group_similarity(m, {"g": [0, 1, 2]}, keep=torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="kept pair"):
+        tokens.group_similarity(m, {"g": [0, 1]}, keep=keep)
+
+
 def test_encode_matches_what_the_traced_pipeline_fed_the_unet(tiny_pipe):
     prompt = "a red cat on the left"
     token, hidden = tokens.encode(tiny_pipe, prompt)
