@@ -71,6 +71,16 @@ def test_count_objects():
     assert webui.count_objects(one) == 1
     assert webui.count_objects(two) == 2
     assert webui.count_objects(np.full((64, 64, 3), world.BACKGROUND, dtype=np.uint8)) == 0
+    # floors are not objects: a grey floor in a pale frame (what the toy draws at 128×128), the night floor
+    framed = np.full((128, 128, 3), (240, 232, 240), dtype=np.uint8)
+    framed[8:-8, 8:-8] = (200, 196, 190)
+    assert webui.count_objects(framed) == 0
+    framed[40:70, 40:70] = world.COLOURS["green"]  # the least saturated object colour
+    assert webui.count_objects(framed) == 1
+    night = np.where(world.render(world.make_scene("cat", "purple", "left", "small"))[1][..., None], np.uint8(world.COLOURS["purple"]), np.uint8(world.NIGHT_FLOOR))
+    assert webui.count_objects(night) == 1
+    with pytest.raises(ValueError):
+        webui.count_objects(np.zeros((2, 64, 64, 3), dtype=np.uint8))  # a batch, not one picture
 
 
 def test_hires_fix_makes_pictures_at_twice_the_size(toy):
