@@ -290,12 +290,16 @@ def variation_noises(pipe, seed: int, variation_seed: int, strengths) -> torch.T
     return torch.stack([slerp(float(s), a, b) for s in strengths])
 
 
-def line_plot(x, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str, figsize=(5.0, 3.0), marks=None):
-    """A small line plot of one or more series against x (a Figure, never pyplot)."""
+def line_plot(x, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str, figsize=(5.0, 3.0), marks=None, ylim=None):
+    """A small line plot of one or more series against x (a Figure, never pyplot).
+
+    `ylim` (bottom, top) fixes the y range, e.g. (0, 1) for shares, so a one-seed change does not fill the plot."""
     figure = Figure(figsize=figsize)
     ax = figure.add_subplot(1, 1, 1)
     for label, values in series.items():
         ax.plot(x, values, marker="o", markersize=3, label=label)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     for value, text in (marks or {}).items():
         ax.axvline(value, color="#999", linestyle=":", linewidth=1)
         ax.text(value, ax.get_ylim()[1], text, fontsize=8, ha="center", va="bottom", color="#555")

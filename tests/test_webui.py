@@ -114,3 +114,8 @@ def test_slot_attention_agrees_with_the_trace_and_covers_every_chunk(toy):
     assert long_shares.shape == (154,) and abs(float(long_shares.sum()) - 1) < 1e-4
     for attn in cross_attention_layers(toy.unet).values():  # hooks removed
         assert not attn.to_q._forward_hooks and not attn.to_k._forward_hooks
+
+
+def test_line_plot_keeps_a_fixed_y_range():
+    figure = webui.line_plot([0, 1], {"a": [0.875, 1.0]}, "x", "y", "t", ylim=(0, 1.05))
+    assert figure.axes[0].get_ylim() == (0, 1.05)
