@@ -101,6 +101,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "CFG {s:4g}: the judge reads {reading:28s} {verdict}": "CFG {s:4g}: 裁判读出 {reading:28s} {verdict}",
     "= the prompt": "= 提示",
     "≠ the prompt": "≠ 提示",
+    "separate objects per picture: {counts}": "每张图中分开的物体个数: {counts}",
     "{name:9s} {n:3d} U-Net evaluations, mean |difference| from DDIM {d:.4f}": "{name:9s} 调用 U-Net {n:3d} 次, 与 DDIM 的平均 |差值| {d:.4f}",
     "Euler a vs DDIM {a:.4f}; the largest gap among the deterministic ones {b:.4f}": "Euler a 与 DDIM 相差 {a:.4f}; 确定性采样器之间的最大差距 {b:.4f}",
     "strength {s:.1f}: {k:2d} of {n} steps run, from t = {t:4d}; mean |difference| from the input {d:.4f}":
@@ -218,7 +219,8 @@ NOTEBOOK_ZH: dict[str, str] = {
     # ---- 10 image-to-image
     "strength {s:4}: runs {k:2d} of {n} steps, starts at t = {t}": "去噪强度 {s:4}: 运行 {n} 步中的 {k:2d} 步, 从 t = {t} 开始",
     "{label:13s} judged: {colour:7s} {shape:9s} {position}": "{label:13s} 裁判读出: {colour:7s} {shape:9s} {position}",
-    "{label:13s} judged: {shape:9s} {colour:7s} {position}": "{label:13s} 裁判读出: {shape:9s} {colour:7s} {position}",
+    "{label:13s} judged: {shape:9s} {colour:7s} {size:6s} {position}": "{label:13s} 裁判读出: {shape:9s} {colour:7s} {size:6s} {position}",
+    "{name:19s} judged: {size} {colour} {shape}, {position}": "{name:19s} 裁判读出: {size} {colour} {shape}, {position}",
     "first strength judged the prompt's colour ({colour}): {a}; its shape ({shape}): {b}": "最早被判为提示中颜色 ({colour}) 的去噪强度: {a}; 提示中形状 ({shape}): {b}",
     "ValueError: {error}": "被拒绝 (ValueError): {error}",
     "VAE round trip (encode → decode) vs input: mean {mean:.4f}, max {max:.3f}": "VAE 往返 (编码 → 解码) 与输入相比: 平均 {mean:.4f}, 最大 {max:.3f}",

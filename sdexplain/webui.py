@@ -218,13 +218,24 @@ def crossing(values: list[float], level: float = 0.5) -> float:
 # ----------------------------------------------------------------------------- 6. hires fix
 
 
+# Every object colour of the toy world is saturated (its largest and smallest channel differ by 120 or
+# more, world.COLOURS); its floors are not (the plain one, world.NIGHT_FLOOR, and the grey floor with a
+# pale frame that the toy draws at 2× its size). A pixel whose channels differ by more than this is an object's.
+OBJECT_SATURATION = 60
+
+
 def count_objects(picture, min_pixels: int = 12) -> int:
-    """Separate objects in a toy picture: connected regions (8-neighbours) of non-background pixels."""
+    """Separate objects in a toy picture: connected regions (8-neighbours) of colourful pixels (largest −
+    smallest channel > OBJECT_SATURATION) with at least `min_pixels` pixels per 64×64 of the picture's area.
+
+    By colour rather than by distance from world.BACKGROUND: at 128×128 the toy draws a grey floor and a
+    pale frame, whose pieces a distance from the plain floor would count as objects."""
     from scipy import ndimage
 
-    from sdexplain.attention_metrics import object_mask
-
-    mask = object_mask(picture)
+    pixels = images.to_uint8(picture).astype(np.int16)  # (H, W, 3)
+    if pixels.ndim != 3:
+        raise ValueError(f"count_objects takes one picture (H, W, 3), got shape {pixels.shape}")
+    mask = pixels.max(axis=-1) - pixels.min(axis=-1) > OBJECT_SATURATION  # (H, W)
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     sizes = np.bincount(labels.ravel())[1:]
     return int((sizes >= min_pixels * (mask.shape[0] / 64) ** 2).sum())
@@ -279,12 +290,16 @@ def variation_noises(pipe, seed: int, variation_seed: int, strengths) -> torch.T
     return torch.stack([slerp(float(s), a, b) for s in strengths])
 
 
-def line_plot(x, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str, figsize=(5.0, 3.0), marks=None):
-    """A small line plot of one or more series against x (a Figure, never pyplot)."""
+def line_plot(x, series: dict[str, list[float]], xlabel: str, ylabel: str, title: str, figsize=(5.0, 3.0), marks=None, ylim=None):
+    """A small line plot of one or more series against x (a Figure, never pyplot).
+
+    `ylim` (bottom, top) fixes the y range, e.g. (0, 1) for shares, so a one-seed change does not fill the plot."""
     figure = Figure(figsize=figsize)
     ax = figure.add_subplot(1, 1, 1)
     for label, values in series.items():
         ax.plot(x, values, marker="o", markersize=3, label=label)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     for value, text in (marks or {}).items():
         ax.axvline(value, color="#999", linestyle=":", linewidth=1)
         ax.text(value, ax.get_ylim()[1], text, fontsize=8, ha="center", va="bottom", color="#555")

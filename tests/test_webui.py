@@ -71,6 +71,16 @@ def test_count_objects():
     assert webui.count_objects(one) == 1
     assert webui.count_objects(two) == 2
     assert webui.count_objects(np.full((64, 64, 3), world.BACKGROUND, dtype=np.uint8)) == 0
+    # floors are not objects: a grey floor in a pale frame (what the toy draws at 128×128), the night floor
+    framed = np.full((128, 128, 3), (240, 232, 240), dtype=np.uint8)
+    framed[8:-8, 8:-8] = (200, 196, 190)
+    assert webui.count_objects(framed) == 0
+    framed[40:70, 40:70] = world.COLOURS["green"]  # the least saturated object colour
+    assert webui.count_objects(framed) == 1
+    night = np.where(world.render(world.make_scene("cat", "purple", "left", "small"))[1][..., None], np.uint8(world.COLOURS["purple"]), np.uint8(world.NIGHT_FLOOR))
+    assert webui.count_objects(night) == 1
+    with pytest.raises(ValueError):
+        webui.count_objects(np.zeros((2, 64, 64, 3), dtype=np.uint8))  # a batch, not one picture
 
 
 def test_hires_fix_makes_pictures_at_twice_the_size(toy):
@@ -104,3 +114,8 @@ def test_slot_attention_agrees_with_the_trace_and_covers_every_chunk(toy):
     assert long_shares.shape == (154,) and abs(float(long_shares.sum()) - 1) < 1e-4
     for attn in cross_attention_layers(toy.unet).values():  # hooks removed
         assert not attn.to_q._forward_hooks and not attn.to_k._forward_hooks
+
+
+def test_line_plot_keeps_a_fixed_y_range():
+    figure = webui.line_plot([0, 1], {"a": [0.875, 1.0]}, "x", "y", "t", ylim=(0, 1.05))
+    assert figure.axes[0].get_ylim() == (0, 1.05)
