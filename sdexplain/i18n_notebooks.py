@@ -11,10 +11,14 @@ WebUI's Chinese label beside it where WebUI has one (迭代步数, 采样方法,
 NOTEBOOK_ZH: dict[str, str] = {
     # ---- 03 reverse diffusion
     "{n} unconditional samples of {h}×{w} pixels": "{n} 张无条件样本, 每张 {h}×{w} 像素",
+    "objects the judge finds per sample: {counts}": "裁判在每张样本里找到的物体个数: {counts}",
+    "nothing": "什么也没有",
+    "objects": "物体数",
+    "How sure is the judge? {k} objects in {n} unconditional samples": "裁判有多大把握? {n} 张无条件样本里的 {k} 个物体",
     "what came out: {counts}": "生成了什么 (裁判模型读出的类别): {counts}",
     "cats vs dogs among them: {cats} : {dogs}": "其中猫与狗之比: {cats} : {dogs}",
-    "judge confident (max probability ≥ 0.9): {sure:.0%};  'in between' (max probability < 0.6): {unsure:.0%}":
-        "裁判很有把握 (最大概率 ≥ 0.9): {sure:.0%};  '介于两者之间' (最大概率 < 0.6): {unsure:.0%}",
+    "of the {n} objects, judge confident (max probability ≥ 0.9): {sure:.0%};  'in between' (max probability < 0.6): {unsure:.0%}":
+        "在 {n} 个物体中, 裁判很有把握的 (最大概率 ≥ 0.9): {sure:.0%};  '介于两者之间' 的 (最大概率 < 0.6): {unsure:.0%}",
     "a real model's unconditional samples are judged by eye: no toy judge for them": "真实模型的无条件样本只能用眼睛判断: 玩具世界的裁判模型不认识它们",
     "judge's probability for its top shape (1/{k} = no idea)": "裁判对最可能形状给出的概率 (1/{k} = 毫无头绪)",
     "samples": "样本数",
@@ -183,6 +187,7 @@ NOTEBOOK_ZH: dict[str, str] = {
         "{label:20s} {scheduler:32s} 调用 U-Net {n:2d} 次   首个 σ̂ {a:.3f}, σ_t {b:.3f}   σ̂ 与 σ_t 的 RMS 差距 {gap:.3f}   与 DDIM 的图相差 {d:4.2f}/255",
     "{steps} steps, first σ: DPM++ 2M {a:.2f}, DPM++ 2M Karras {b:.2f}; steps below σ = 1: {below}":
         "{steps} 步, 第一个 σ: DPM++ 2M {a:.2f}, DPM++ 2M Karras {b:.2f}; σ 低于 1 的步数: {below}",
+    "the schedule's largest σ = √((1−ᾱ)/ᾱ) at t = {t}: {s:.2f}": "噪音表里最大的 σ, 即 t = {t} 处的 √((1−ᾱ)/ᾱ): {s:.2f}",
     # ---- 10 image-to-image
     "strength {s:4}: runs {k:2d} of {n} steps, starts at t = {t}": "去噪强度 {s:4}: 运行 {n} 步中的 {k:2d} 步, 从 t = {t} 开始",
     "{label:13s} judged: {colour:7s} {shape:9s} {position}": "{label:13s} 裁判读出: {colour:7s} {shape:9s} {position}",
