@@ -40,6 +40,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "shapes:    {v}": "形状: {v}",
     "colours:   {v}": "颜色: {v}",
     "positions: {p} | sizes: {s}": "位置: {p} | 大小: {s}",
+    "scenes with two objects: {r:.0%} of the training scenes (world 2)": "有两个物体的场景: 占训练场景的 {r:.0%} (世界 2)",
     "synonyms:  {v}": "同义词: {v}",
     "distinct scenes: one object (shape × colour × position × size) {one:,}; two objects ({p} pairs of places × (shape × colour × size)²) {two:,}":
         "不同场景的个数: 一个物体 (形状 × 颜色 × 位置 × 大小) {one:,}; 两个物体 ({p} 组位置对 × (形状 × 颜色 × 大小)²) {two:,}",
