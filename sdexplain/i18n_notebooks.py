@@ -11,10 +11,14 @@ WebUI's Chinese label beside it where WebUI has one (迭代步数, 采样方法,
 NOTEBOOK_ZH: dict[str, str] = {
     # ---- 03 reverse diffusion
     "{n} unconditional samples of {h}×{w} pixels": "{n} 张无条件样本, 每张 {h}×{w} 像素",
+    "objects the judge finds per sample: {counts}": "裁判在每张样本里找到的物体个数: {counts}",
+    "nothing": "什么也没有",
+    "objects": "物体数",
+    "How sure is the judge? {k} objects in {n} unconditional samples": "裁判有多大把握? {n} 张无条件样本里的 {k} 个物体",
     "what came out: {counts}": "生成了什么 (裁判模型读出的类别): {counts}",
     "cats vs dogs among them: {cats} : {dogs}": "其中猫与狗之比: {cats} : {dogs}",
-    "judge confident (max probability ≥ 0.9): {sure:.0%};  'in between' (max probability < 0.6): {unsure:.0%}":
-        "裁判很有把握 (最大概率 ≥ 0.9): {sure:.0%};  '介于两者之间' (最大概率 < 0.6): {unsure:.0%}",
+    "of the {n} objects, judge confident (max probability ≥ 0.9): {sure:.0%};  'in between' (max probability < 0.6): {unsure:.0%}":
+        "在 {n} 个物体中, 裁判很有把握的 (最大概率 ≥ 0.9): {sure:.0%};  '介于两者之间' 的 (最大概率 < 0.6): {unsure:.0%}",
     "a real model's unconditional samples are judged by eye: no toy judge for them": "真实模型的无条件样本只能用眼睛判断: 玩具世界的裁判模型不认识它们",
     "judge's probability for its top shape (1/{k} = no idea)": "裁判对最可能形状给出的概率 (1/{k} = 毫无头绪)",
     "samples": "样本数",
@@ -36,7 +40,10 @@ NOTEBOOK_ZH: dict[str, str] = {
     "shapes:    {v}": "形状: {v}",
     "colours:   {v}": "颜色: {v}",
     "positions: {p} | sizes: {s}": "位置: {p} | 大小: {s}",
-    "distinct scenes (shape × colour × position × size): {n}": "不同场景的个数 (形状 × 颜色 × 位置 × 大小): {n}",
+    "scenes with two objects: {r:.0%} of the training scenes (world 2)": "有两个物体的场景: 占训练场景的 {r:.0%} (世界 2)",
+    "synonyms:  {v}": "同义词: {v}",
+    "distinct scenes: one object (shape × colour × position × size) {one:,}; two objects ({p} pairs of places × (shape × colour × size)²) {two:,}":
+        "不同场景的个数: 一个物体 (形状 × 颜色 × 位置 × 大小) {one:,}; 两个物体 ({p} 组位置对 × (形状 × 颜色 × 大小)²) {two:,}",
     "loaded: ": "已加载: ",
     "image size": "图像尺寸",
     "latent (C×h×w)": "潜像 (C×h×w)",
@@ -118,7 +125,8 @@ NOTEBOOK_ZH: dict[str, str] = {
     "latent channels in grey from −{v:.2f} (black) through 0 (mid-grey) to +{v:.2f} (white), at every t":
         "潜像的通道用灰度显示: −{v:.2f} (黑) 经 0 (中灰) 到 +{v:.2f} (白), 每个 t 都用同一色标",
     "judge's cat-vs-dog accuracy on x_t: {values}": "裁判在 x_t 上分辨猫和狗的准确率: {values}",
-    "accuracy at t = 0: {first:.0%}; at t = {t}: {last:.0%}": "t = 0 时准确率 {first:.0%}; t = {t} 时 {last:.0%}",
+    "accuracy at t = 0: {first:.0%}; at t = {t}: {last:.0%}; within 10 points of chance from t = {c} on":
+        "t = 0 时准确率 {first:.0%}; t = {t} 时 {last:.0%}; 从 t = {c} 起与随机猜测相差不到 10 个百分点",
     "Cat or dog? The judge on noised pictures (64 images)": "是猫还是狗? 裁判看加噪后的图 (64 张)",
     "latent": "潜像",
     "decoded": "解码后",
@@ -129,6 +137,8 @@ NOTEBOOK_ZH: dict[str, str] = {
     "loss ‖ε̂ − ε‖² = {loss:.4f}   (guessing ε̂ = 0 would score {zero:.4f})": "损失 ‖ε̂ − ε‖² = {loss:.4f}   (直接猜 ε̂ = 0 会得到 {zero:.4f})",
     "{model} is too big to train live here: training a fresh copy of the toy's U-Net instead (same code).":
         "{model} 太大, 没法在这里现场训练: 改为训练一个全新的玩具 U-Net (代码相同)。",
+    "SD 1.5's U-Net: {p:,} parameters; float32 weights, gradients and Adam's two moments: 4 × 4 bytes each = {gb:.1f} GB":
+        "SD 1.5 的 U-Net: {p:,} 个参数; float32 的权重、梯度和 Adam 的两个动量: 每个参数 4 × 4 字节 = {gb:.1f} GB",
     "{n} training latents {shape}, U-Net with {p:,} parameters": "{n} 个训练潜像 {shape}, U-Net 有 {p:,} 个参数",
     "{n} training steps in {s:.1f} s": "训练 {n} 步, 用时 {s:.1f} 秒",
     "mean loss of the first 20 steps: {a:.4f} → of the last 20 steps: {b:.4f}": "前 20 步的平均损失: {a:.4f} → 最后 20 步: {b:.4f}",
@@ -158,6 +168,7 @@ NOTEBOOK_ZH: dict[str, str] = {
         "VAE 每边缩小 {f} 倍, 潜像 {c} 个通道 → 压缩倍数 {i} × {g}² / {c} = {r:g}   (SD 1.5: {sd:g} 倍, 潜像 {shape})",
     "latent activity: left half {a:.0f}, right half {b:.0f} (the dog is on the left)": "潜像的活跃程度: 左半 {a:.0f}, 右半 {b:.0f} (狗在左边)",
     "the latent of {caption}: 4 channels of {h}×{w}": "{caption} 的潜像: 4 个 {h}×{w} 的通道",
+    "{n} held-out scenes, {k} of them with two objects": "{n} 个没参加训练的场景, 其中 {k} 个有两个物体",
     "mean absolute error per pixel {e:.4f} of the range; PSNR {psnr:.1f} dB; worst pixel {worst:.3f}": "每个像素的平均绝对误差为取值范围的 {e:.4f}; PSNR {psnr:.1f} dB; 最差的像素 {worst:.3f}",
     "SD 1.5 at {h}×{w}: latent {shape} ({n:,} numbers)": "SD 1.5 在 {h}×{w}: 潜像 {shape} ({n:,} 个数)",
     "{height}×{width} px ({pixels:,} numbers) → latent {c}×{h}×{w} ({latent:,} numbers); {ms:.1f} ms per step (measured)":
@@ -180,13 +191,16 @@ NOTEBOOK_ZH: dict[str, str] = {
     "first decoder": "最初的解码器",
     "VAE file": "VAE 文件",
     "the same latents, two decoders": "同样的潜像, 两个解码器",
-    "{name:>13}: face contrast kept {kept:.0%}, PSNR {psnr:.1f} dB": "{name:>13}: 面部对比度保留 {kept:.0%}, PSNR {psnr:.1f} dB",
+    "{name:>13}, {kind:11}: face contrast kept {kept:.0%} ({faces} cats and dogs), PSNR {psnr:.1f} dB":
+        "{name:>13}, {kind:11}: 面部对比度保留 {kept:.0%} ({faces} 只猫和狗), PSNR {psnr:.1f} dB",
+    "one object": "一个物体",
+    "two objects": "两个物体",
     "face contrast is measured against the toy's drawn faces; on a real model, judge the pictures above by eye":
         "面部对比度是对照玩具世界画出的脸来测的; 换成真实模型时, 请用眼睛看上面的图",
     "{prompt}: one latent, two decoders": "{prompt}: 一个潜像, 两个解码器",
     # ---- 07 text-to-image step by step
-    "{prompt:38s} starting latent vs run 1: max |Δ| = {a:.1e}   first noise prediction: max |Δ| = {b:.3f}":
-        "{prompt:38s} 起始潜像与第 1 次运行相比: 最大 |Δ| = {a:.1e}   第一次噪声预测: 最大 |Δ| = {b:.3f}",
+    "{prompt:52s} starting latent vs run 1: max |Δ| = {a:.1e}   first noise prediction: max |Δ| = {b:.3f}":
+        "{prompt:52s} 起始潜像与第 1 次运行相比: 最大 |Δ| = {a:.1e}   第一次噪声预测: 最大 |Δ| = {b:.3f}",
     "latent shape {shape} | same seed → same tensor: {same} | another seed → same tensor: {other}":
         "潜像形状 {shape} | 同一个种子 → 同一个张量: {same} | 换一个种子 → 同一个张量: {other}",
     "first timestep t = {t}; predicted noise {shape}, std {std:.3f}": "第一个时间步 t = {t}; 预测的噪声 {shape}, 标准差 {std:.3f}",
@@ -216,6 +230,7 @@ NOTEBOOK_ZH: dict[str, str] = {
         "{label:20s} {scheduler:32s} 调用 U-Net {n:2d} 次   首个 σ̂ {a:.3f}, σ_t {b:.3f}   σ̂ 与 σ_t 的 RMS 差距 {gap:.3f}   与 DDIM 的图相差 {d:4.2f}/255",
     "{steps} steps, first σ: DPM++ 2M {a:.2f}, DPM++ 2M Karras {b:.2f}; steps below σ = 1: {below}":
         "{steps} 步, 第一个 σ: DPM++ 2M {a:.2f}, DPM++ 2M Karras {b:.2f}; σ 低于 1 的步数: {below}",
+    "the schedule's largest σ = √((1−ᾱ)/ᾱ) at t = {t}: {s:.2f}": "噪音表里最大的 σ, 即 t = {t} 处的 √((1−ᾱ)/ᾱ): {s:.2f}",
     # ---- 10 image-to-image
     "strength {s:4}: runs {k:2d} of {n} steps, starts at t = {t}": "去噪强度 {s:4}: 运行 {n} 步中的 {k:2d} 步, 从 t = {t} 开始",
     "{label:13s} judged: {colour:7s} {shape:9s} {position}": "{label:13s} 裁判读出: {colour:7s} {shape:9s} {position}",

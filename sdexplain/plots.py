@@ -350,15 +350,15 @@ def loss_curve(losses, smooth: int = 1, log: bool = True, xlabel: str = "trainin
     return fig
 
 
-def confidence_histogram(confidence, classes: int, title: str | None = None, bins: int = 16) -> Figure:
+def confidence_histogram(confidence, classes: int, title: str | None = None, bins: int = 16, ylabel: str = "samples") -> Figure:
     """How sure a classifier is: a histogram of its probability for its top class, from 1/classes
-    (no idea: every class as likely) to 1 (certain)."""
+    (no idea: every class as likely) to 1 (certain); `ylabel` names what was counted."""
     if classes < 2:
         raise ValueError(f"classes must be at least 2, got {classes}")
     fig = Figure(figsize=(6, 2.6), layout="constrained")
     ax = fig.add_subplot()
     ax.hist(np.asarray(confidence), bins=np.linspace(1 / classes, 1, bins + 1), color="tab:blue", edgecolor="white")
-    ax.set(xlabel=f"judge's probability for its top shape (1/{classes} = no idea)", ylabel="samples", title=title)
+    ax.set(xlabel=f"judge's probability for its top shape (1/{classes} = no idea)", ylabel=ylabel, title=title)
     return fig
 
 

@@ -59,6 +59,21 @@ def test_read_places_on_renders_matches_the_world_ground_truth(crisp_judge):
         evaluate_pairs.read_places(toy_model.Judge(), renders)
 
 
+def test_read_shapes_names_every_object_at_its_place_with_the_judges_probability(crisp_judge):
+    scenes = evaluate.held_out_pairs(32) + evaluate.held_out_scenes(32)
+    renders = world.to_tensor(np.stack([world.render(s)[0] for s in scenes]))
+    readings = evaluate_pairs.read_shapes(crisp_judge, renders)
+    for scene, found, places in zip(scenes, readings, evaluate_pairs.read_places(crisp_judge, renders)):
+        truth = sorted((o.position, o.shape) for o in scene.objects)
+        assert sorted((place, shape) for place, shape, _ in found) == truth
+        assert [place for place, _, _ in found] == list(places)  # the same places as read_places, in its order
+        assert all(0.2 <= p <= 1.0 for _, _, p in found)  # a probability of the top one of five shapes
+    blank = torch.ones(1, 3, 64, 64) * torch.tensor(world.BACKGROUND).view(1, 3, 1, 1) / 127.5 - 1  # the empty floor
+    assert evaluate_pairs.read_shapes(crisp_judge, blank) == [[]]
+    with pytest.raises(TypeError, match="SlotJudge"):
+        evaluate_pairs.read_shapes(toy_model.Judge(), renders)
+
+
 def test_object_masks_from_picture_are_the_rendered_objects():
     for pair in evaluate.held_out_pairs(20):
         picture = world.render(pair)[0]

@@ -197,7 +197,10 @@ def unconditional(pipe, judge: Judge, n: int = 200, steps: int = 25, seed: int =
 
 @torch.no_grad()
 def forward_accuracy(pipe, judge: Judge, timesteps=(0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999), n: int = 128, seed: int = 0) -> dict[int, float]:
-    """Cat-vs-dog accuracy of the judge on decoded x_t = sqrt(ᾱ_t)·x_0 + sqrt(1-ᾱ_t)·ε (latent space)."""
+    """Cat-vs-dog accuracy of the judge on decoded x_t = sqrt(ᾱ_t)·x_0 + sqrt(1-ᾱ_t)·ε (latent space).
+
+    A `SlotJudge` is asked at the place where the object stands: decoded noise draws blobs anywhere, and
+    the place it finds most likely to hold an object may be one of them."""
     rng = np.random.default_rng(seed)
     scenes = [
         world.make_scene(["cat", "dog"][i % 2], world.COLOUR_NAMES[rng.integers(6)], world.POSITION_NAMES[rng.integers(5)], world.SIZE_NAMES[rng.integers(2)], rng)
@@ -205,6 +208,7 @@ def forward_accuracy(pipe, judge: Judge, timesteps=(0, 100, 200, 300, 400, 500, 
     ]
     images = world.to_tensor(np.stack([world.render(s)[0] for s in scenes]))
     is_dog = torch.tensor([s.shape == "dog" for s in scenes])
+    place = torch.tensor([world.POSITION_NAMES.index(s.position) for s in scenes])  # (n,) where each object stands
     vae = pipe.vae
     x0 = vae.encode(images.to(pipe.device, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
     alphas_cumprod = pipe.scheduler.alphas_cumprod.to(x0.device)
@@ -216,8 +220,11 @@ def forward_accuracy(pipe, judge: Judge, timesteps=(0, 100, 200, 300, 400, 500, 
         a = alphas_cumprod[t]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise  # q_sample
         decoded = vae.decode(x_t / vae.config.scaling_factor).sample.float().cpu()
-        probs = judge_images(judge, decoded)["shape"]["probs"]
-        says_dog = probs[:, dog] > probs[:, cat]  # the judge forced to choose between the two
+        if isinstance(judge, SlotJudge):
+            scores = judge.slots(decoded.clamp(-1, 1))["shape"][torch.arange(n), place]  # (n, shapes) logits at the object's place
+        else:
+            scores = judge_images(judge, decoded)["shape"]["probs"]  # (n, shapes)
+        says_dog = scores[:, dog] > scores[:, cat]  # the judge forced to choose between the two
         result[int(t)] = (says_dog == is_dog).float().mean().item()
     return result
 

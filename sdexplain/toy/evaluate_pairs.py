@@ -44,6 +44,22 @@ def read_places(judge: SlotJudge, images: torch.Tensor) -> list[dict[str, dict[s
     return readings
 
 
+def read_shapes(judge: SlotJudge, images: torch.Tensor) -> list[list[tuple[str, str, float]]]:
+    """Every object `judge` finds in each image (B, 3, 64, 64) in [-1, 1] (present logit > 0, as `read_places`),
+    as (place, shape, the judge's probability of that shape there), places in `world.POSITION_NAMES` order:
+    what each object is, and how sure the judge is of it. An image where it finds nothing gives []."""
+    if not isinstance(judge, SlotJudge):
+        raise TypeError(f"reading shapes per place needs a SlotJudge (world v2's judge), got {type(judge).__name__}")
+    with torch.no_grad():
+        logits = judge.slots(images.float().clamp(-1, 1))
+    confidence, shape = logits["shape"].softmax(-1).max(-1)  # (B, 5 places) each
+    present = logits["present"] > 0  # (B, 5)
+    return [
+        [(place, world.SHAPES[int(shape[i, p])], float(confidence[i, p])) for p, place in enumerate(PLACES) if present[i, p]]
+        for i in range(len(images))
+    ]
+
+
 def score_pair(pair: world.Pair, reading: dict[str, dict[str, str]]) -> dict[str, bool]:
     """One generated picture of `pair` against what the judge read (`read_places`):
     - "place": both of the pair's places are occupied; "shape" / "colour": each object's, read at its place;
