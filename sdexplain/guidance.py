@@ -531,3 +531,68 @@ def negative_prompt_effect(pipe, judge, prompt: str, negative: str, *, n: int = 
         probability_without=results["without"][2], probability_with=results["with"][2],
         run_with=results["with"][3],
     )
+
+
+@dataclass
+class NegativePromptPlaces:
+    """`negative_prompt_places`: the same seeds with and without a negative prompt, every picture read place by
+    place by world 2's judge (`evaluate_pairs.read_places`), so one can tell whether an object the negative names
+    goes away, turns into something else, or stays.
+
+    A reading is {place: {"shape", "colour", "size"}} with only the places the judge finds occupied.
+    """
+
+    prompt: str
+    negative: str
+    images_without: list  # [PIL.Image], negative "" (plain CFG)
+    images_with: list  # [PIL.Image], the same seeds with the negative prompt
+    readings_without: list  # [reading] per image
+    readings_with: list
+
+    def _readings(self, which: str) -> list:
+        if which not in ("without", "with"):
+            raise ValueError(f"which must be 'without' or 'with', got {which!r}")
+        return self.readings_without if which == "without" else self.readings_with
+
+    def count(self, which: str, shape: str | None = None, colour: str | None = None, place: str | None = None) -> int:
+        """How many objects the judge read in the pictures `which` ("without" / "with" the negative prompt)
+        that have every attribute given (None: any)."""
+        found = 0
+        for reading in self._readings(which):
+            for where, read in reading.items():
+                if place in (None, where) and shape in (None, read["shape"]) and colour in (None, read["colour"]):
+                    found += 1
+        return found
+
+    def objects_per_picture(self, which: str) -> list[int]:
+        """The number of occupied places in each picture `which`."""
+        return [len(reading) for reading in self._readings(which)]
+
+    def fate(self, shape: str) -> dict[str, int]:
+        """For every object of `shape` read without the negative prompt: what stands at its place in the picture
+        of the same seed with it — "colour shape", or "nothing" — counted, most frequent first."""
+        counts: dict[str, int] = {}
+        for before, after in zip(self.readings_without, self.readings_with):
+            for place, read in before.items():
+                if read["shape"] != shape:
+                    continue
+                now = after.get(place)
+                key = "nothing" if now is None else f"{now['colour']} {now['shape']}"
+                counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def negative_prompt_places(pipe, judge, prompt: str, negative: str, *, n: int = 16, steps: int = 20, cfg: float = 3.0, seed: int = 0) -> NegativePromptPlaces:
+    """Generate `n` images of `prompt` (one batch, `seed`) without and with the negative prompt `negative`, and
+    read what stands at each place of every picture with `judge` (world 2's SlotJudge). Both runs start from the
+    same noises, so picture i with and without the negative can be compared object by object."""
+    from sdexplain.generate import generate
+    from sdexplain.toy.evaluate_pairs import read_places
+
+    if not isinstance(negative, str) or not negative.strip():
+        raise ValueError(f"negative must be a non-empty prompt, got {negative!r}")
+    pictures, readings = {}, {}
+    for key, negative_prompt in (("without", None), ("with", negative)):
+        pictures[key], _ = generate(pipe, prompt, negative_prompt=negative_prompt, steps=steps, cfg=cfg, seed=seed, num_images=n, attention=False, preview_every=0)
+        readings[key] = read_places(judge, _to_judge_range(pictures[key]))
+    return NegativePromptPlaces(prompt, negative, pictures["without"], pictures["with"], readings["without"], readings["with"])

@@ -317,4 +317,59 @@ NOTEBOOK_ZH: dict[str, str] = {
     "estimated depth": "估计的深度",
     "true depth (toy world)": "真实深度 (玩具世界)",
     "depth from {source}": "由{source}估计的深度",
+    # ---- 09 classifier guidance and CFG
+    "{pipeline} · U-Net input {n} channels": "{pipeline} · U-Net 输入 {n} 个通道",
+    "toward {target}: scale {s:4.1f}: judged {target} {share:4.0%}   classifier p({target} | x_t) at the last step {conf:.2f}":
+        "朝 {target}: 尺度 {s:4.1f}: 裁判判为 {target} {share:4.0%}   最后一步分类器的 p({target} | x_t) {conf:.2f}",
+    "{k} scales, one batch: every U-Net call sees {n} latents of shape {shape}; {calls} calls in all":
+        "{k} 个尺度, 一次批处理: 每次调用 U-Net 同时算 {n} 个形状为 {shape} 的潜像; 一共调用 {calls} 次",
+    "max pixel difference at s = 0 between the two prompts: {d} / 255": "s = 0 时两个提示之间的最大像素差: {d} / 255",
+    "‖cond − uncond‖ = {d:.2f} against ‖uncond‖ = {n:.2f}: the difference is {share:.0%} of the noise":
+        "‖cond − uncond‖ = {d:.2f}, ‖uncond‖ = {n:.2f}: 差值只有噪声本身的 {share:.0%}",
+    "colour": "颜色",
+    "shape": "形状",
+    "position": "位置",
+    "size": "大小",
+    "all": "全部",
+    "'all' adherence: s = 0 {a0:.0%}, s = 1 {a1:.0%}, default s = {d:g} {ad:.0%}, largest s = {s:g} {alast:.0%}":
+        "「全部」遵循度: s = 0 时 {a0:.0%}, s = 1 时 {a1:.0%}, 默认 s = {d:g} 时 {ad:.0%}, 最大的 s = {s:g} 时 {alast:.0%}",
+    "'{prompt}', {n} seeds: per attribute, distinct values judged · entropy in bits": "'{prompt}', {n} 个种子: 每个属性, 裁判读出的不同取值个数 · 熵 (比特)",
+    "s = {s:3g}: judged cat {share:4.0%} | {columns}": "s = {s:3g}: 判为猫 {share:4.0%} | {columns}",
+    "{a:8s}: lowest entropy from s = 1 to the default is {kept:.0%} of its value at s = 1; at s = {s:g}: {last:.0%}": "{a:8s}: 从 s = 1 到默认值, 最低的熵是 s = 1 时的 {kept:.0%}; s = {s:g} 时: {last:.0%}",
+    "at the default s = {s:g}: {share:.0%}": "默认的 s = {s:g} 时: {share:.0%}",
+    "training captions replaced by the empty prompt (the unconditional model): {r:.0%}": "训练描述被换成空提示的比例 (无条件模型): {r:.0%}",
+    "training captions, stage 2: each of shape, colour, place and size wrong with probability {r:.0%}": "第二阶段的训练描述: 形状、颜色、位置、大小各自以 {r:.0%} 的概率写错",
+    "so a faithful model follows each attribute of a prompt at s = 1 about {r:.0%} of the time": "所以一个忠实学习数据的模型在 s = 1 时, 提示的每个属性大约只有 {r:.0%} 的时候被遵循",
+    "measured above: at s = 1, {share:.0%} of the {n} seeds of '{prompt}' are judged a cat": "上面实测: s = 1 时, '{prompt}' 的 {n} 个种子中有 {share:.0%} 被判为猫",
+    "the toy's default CFG scale: {s}": "玩具模型默认的 CFG 值: {s}",
+    "default CFG scale (SD's usual): {s}": "默认的 CFG 值 (SD 的常用值): {s}",
+    "'{prompt}', {n} seeds, CFG {cfg:g}: judged '{value}' {a:.0%} without the negative prompt, {b:.0%} with it; the judge's mean p({value}) {pa:.3f} → {pb:.3f}":
+        "'{prompt}', {n} 个种子, CFG {cfg:g}: 不加反向提示词时判为 '{value}' 的占 {a:.0%}, 加上后占 {b:.0%}; 裁判给出的平均 p({value}) {pa:.3f} → {pb:.3f}",
+    "The judge is the toy's; on a real model, try sdexplain.generate(pipe, prompt, negative_prompt=...) and compare by eye.":
+        "裁判模型只属于玩具模型; 在真实模型上, 试试 sdexplain.generate(pipe, prompt, negative_prompt=...), 用眼睛比较。",
+    "without the negative prompt": "不加反向提示词",
+    "with the negative prompt 'dog'": "加上反向提示词 'dog'",
+    "{label}: a red cat on the left in {cats}/{n} pictures, a blue dog on the right in {dogs}/{n}; dogs anywhere: {all_dogs}":
+        "{label}: 左边是红猫的图 {cats}/{n}, 右边是蓝狗的图 {dogs}/{n}; 任何位置上的狗: {all_dogs} 只",
+    "each dog of the pictures without it, same seed with it: {fate}": "不加它时图里的每只狗, 同一个种子加上它之后, 原位置上变成了: {fate}",
+    "{label}: {dogs} dogs among {objects} objects in {n} pictures ({pairs} pictures with two objects)":
+        "{label}: {n} 张图共 {objects} 个物体, 其中狗 {dogs} 只 (有两个物体的图 {pairs} 张)",
+    # ---- 11 inpainting
+    "U-Net input channels: {n}": "U-Net 输入通道数: {n}",
+    "VAE round trip of the input: mean {mean:.4f}, max {max:.3f}": "输入图的 VAE 往返 (编码 → 解码): 平均 {mean:.4f}, 最大 {max:.3f}",
+    "{mask:24s} {strength:>8s} | outside: max   mean | ≥{factor} px away: max   mean | inside: mean | pasted back, outside: max":
+        "{mask:24s} {strength:>8s} | 蒙版外: 最大   平均 | 离蒙版 ≥{factor} 像素: 最大   平均 | 蒙版内: 平均 | 贴回后蒙版外: 最大",
+    "left half": "左半边",
+    "right half": "右半边",
+    "center box": "中央方框",
+    "the object's own mask": "物体自己的蒙版",
+    "outside mean ÷ VAE round trip: {ratios}": "蒙版外平均误差 ÷ VAE 往返误差: {ratios}",
+    "{name:24s} far from the edge, lower mean error: {far:3s}   inside above outside: {inside}": "{name:24s} 远离边缘处平均误差更低: {far:3s}   蒙版内高于蒙版外: {inside}",
+    "yes": "是",
+    "no": "否",
+    "VAE round trip of the input, on the cat's pixels: mean {e:.4f}": "输入图的 VAE 往返, 在猫的像素上: 平均误差 {e:.4f}",
+    "{name:18s}: red cat on the left {kept}/{n}, yellow circle on the right {circle}/{n}, a dog on the right {dog}/{n}; on the cat's pixels mean error at most {cat:.4f}, outside the mask mean {out:.4f}":
+        "{name:18s}: 左边是红猫 {kept}/{n}, 右边是黄色圆形 {circle}/{n}, 右边是狗 {dog}/{n}; 猫的像素上平均误差最多 {cat:.4f}, 蒙版外平均 {out:.4f}",
+    "the dog's own mask": "狗自己的蒙版",
+    "grown by 4 pixels": "向外扩 4 像素",
 }

@@ -212,3 +212,35 @@ def test_negative_prompt_must_name_one_attribute(tiny_pipe):
 
     with pytest.raises(ValueError, match="exactly one"):
         guidance.negative_prompt_effect(tiny_pipe, Judge.load(), "a cat", "ugly", n=1, steps=1)
+
+
+def test_negative_prompt_places_reads_the_same_seeds_with_and_without(tiny_pipe):
+    from sdexplain.generate import generate
+    from sdexplain.toy.evaluate_pairs import read_places
+    from sdexplain.toy.model import Judge
+
+    judge = Judge.load()
+    effect = guidance.negative_prompt_places(tiny_pipe, judge, "a red cat on the left and a blue dog on the right", "dog", n=2, steps=2, cfg=3.0, seed=0)
+    plain, _ = generate(tiny_pipe, "a red cat on the left and a blue dog on the right", steps=2, cfg=3.0, seed=0, num_images=2, attention=False, preview_every=0)
+    assert [p.tobytes() for p in effect.images_without] == [p.tobytes() for p in plain]  # without = plain CFG, same seed
+    assert effect.readings_with == read_places(judge, guidance._to_judge_range(effect.images_with))
+    assert effect.objects_per_picture("with") == [len(r) for r in effect.readings_with]
+    with pytest.raises(ValueError, match="non-empty"):
+        guidance.negative_prompt_places(tiny_pipe, judge, "a cat", "  ", n=1, steps=1)
+
+
+def test_negative_prompt_places_counts_and_fate():
+    def reading(**places):
+        return {place: dict(zip(("shape", "colour", "size"), value.split())) for place, value in places.items()}
+
+    effect = guidance.NegativePromptPlaces(
+        "p", "dog", [], [],
+        readings_without=[reading(left="cat red large", right="dog blue small"), reading(left="cat red large", right="dog blue large"), reading(top="dog green small")],
+        readings_with=[reading(left="cat red large", right="dog blue small"), reading(left="cat red large", right="circle blue large"), reading(bottom="cat red small")],
+    )
+    assert effect.count("without", shape="dog") == 3 and effect.count("with", shape="dog") == 1
+    assert effect.count("with", shape="cat", colour="red", place="left") == 2 and effect.count("with") == 5
+    assert effect.objects_per_picture("without") == [2, 2, 1]
+    assert effect.fate("dog") == {"blue circle": 1, "blue dog": 1, "nothing": 1}
+    with pytest.raises(ValueError, match="'without' or 'with'"):
+        effect.count("both")

@@ -121,3 +121,13 @@ def test_pair_word_attention_assigns_words_to_their_object_and_scores_planted_ma
     assert rows["cat"].score > 100 and rows["dog"].score > 100  # all mass on its own object, none on the other
     assert rows["red"].score < 0.01 and abs(rows["blue"].score - 1) < 1e-6  # the wrong object; a uniform map
     assert "and" not in {r.word for r in evaluate_pairs.pair_word_attention(run, PAIR, masks)}
+
+
+def test_object_read_right_needs_its_place_shape_and_colour_not_its_size():
+    assert evaluate_pairs.object_read_right(CAT_L, reading(left="cat red small", right="dog blue small"))  # size aside
+    assert not evaluate_pairs.object_read_right(CAT_L, reading(right="cat red large"))  # not at its place
+    assert not evaluate_pairs.object_read_right(CAT_L, reading(left="dog red large"))
+    assert not evaluate_pairs.object_read_right(CAT_L, reading(left="cat blue large"))
+    for r in (reading(left="cat red large", right="dog blue small"), reading(left="cat blue large", right="dog red small")):
+        both = all(evaluate_pairs.object_read_right(o, r) for o in PAIR.objects)
+        assert both == evaluate_pairs.score_pair(PAIR, r)["both"]  # agrees with score_pair's "both"

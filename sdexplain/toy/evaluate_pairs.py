@@ -82,6 +82,13 @@ def score_pair(pair: world.Pair, reading: dict[str, dict[str, str]]) -> dict[str
     }
 
 
+def object_read_right(obj: world.Scene, reading: dict[str, dict[str, str]]) -> bool:
+    """Whether the judge's reading (`read_places`) of one picture finds `obj` at its place: an object there, of
+    `obj`'s shape and colour (size aside). Notebook 11 uses it for the object an inpainting mask left out."""
+    at = reading.get(obj.position)
+    return at is not None and at["shape"] == obj.shape and at["colour"] == obj.colour
+
+
 def pair_adherence(pipe, judge: SlotJudge, n: int = 200, guidance_scale: float = DEFAULT_GUIDANCE, steps: int = 25, seed: int = 0) -> dict[str, float]:
     """Shares of `n` held-out two-object prompts (full captions) whose picture scores each of `score_pair`'s
     keys; "swapped" is also given among the prompts whose two colours differ ("swapped_of_distinct")."""
