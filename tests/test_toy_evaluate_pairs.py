@@ -171,7 +171,8 @@ def test_colour_slot_swap_runs_its_three_pictures_and_reports_shares():
     pipe = load_pipeline("toy")
     pipe.set_progress_bar_config(disable=True)
     result = evaluate_pairs.colour_slot_swap(pipe, toy_model.SlotJudge.load(), n=3, steps=4)
-    assert result["pictures"] == 3 and result["images"].shape == (3, 3, 64, 64)
+    assert result["pictures"] == 3 and len(result["pairs"]) == 3
+    assert {name: tuple(images.shape) for name, images in result["images"].items()} == {name: (3, 3, 64, 64) for name in ("mixed", "plain_a", "plain_b")}
     for key in ("follow_colour_slots", "follow_the_rest", "plain_a", "plain_b"):
         assert 0.0 <= result[key] <= 1.0
     assert result["follow_colour_slots"] + result["follow_the_rest"] <= 1.0  # a picture cannot follow both

@@ -302,7 +302,8 @@ def colour_slot_swap(pipe, judge: SlotJudge, n: int = 40, guidance_scale: float 
     - "follow_the_rest": both are A's (the other slots — the nouns, places, end and padding after the
       colour word, which carry it through the causal text transformer — decide);
     - "plain_a", "plain_b": the same seeds from A's and from B's output unmixed (the control: both right).
-    Also "pictures": how many pairs were measured."""
+    Also "pictures": how many pairs were measured, "pairs": A's pairs, and "images": {"mixed", "plain_a",
+    "plain_b"} -> (n, 3, H, W) in [-1, 1]."""
     from sdexplain.tokens import encode
 
     pairs = [p for p in held_out_pairs(4 * n) if p.first.colour != p.second.colour][:n]
@@ -315,16 +316,16 @@ def colour_slot_swap(pipe, judge: SlotJudge, n: int = 40, guidance_scale: float 
     if not (colour_slots.sum(1) == 2).all():
         raise ValueError("a colour word is more than one token in this tokenizer: the swap needs one slot per colour")
     mixed = torch.where(colour_slots[..., None], hidden_b, hidden_a)  # A's output, B's colour slots
-    result: dict = {"pictures": len(pairs)}
+    result: dict = {"pictures": len(pairs), "pairs": pairs}
     for name, embeds in (("mixed", mixed), ("plain_a", hidden_a), ("plain_b", hidden_b)):
         generator = torch.Generator(device="cpu").manual_seed(seed)
         images = pipe(prompt_embeds=embeds.to(pipe.device, pipe.unet.dtype), num_inference_steps=steps, guidance_scale=guidance_scale,
                       generator=generator, output_type="pt").images.float().cpu() * 2 - 1  # (n, 3, H, W)
+        result.setdefault("images", {})[name] = images
         readings = read_places(judge, images)
         if name == "mixed":
             result["follow_colour_slots"] = float(np.mean([score_pair(b, r)["colour"] for b, r in zip(swapped, readings)]))
             result["follow_the_rest"] = float(np.mean([score_pair(a, r)["colour"] for a, r in zip(pairs, readings)]))
-            result["images"] = images
         else:
             truth = pairs if name == "plain_a" else swapped
             result[name] = float(np.mean([score_pair(p, r)["colour"] for p, r in zip(truth, readings)]))
