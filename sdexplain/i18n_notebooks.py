@@ -22,10 +22,10 @@ NOTEBOOK_ZH: dict[str, str] = {
         "÷ 均匀值, 在这些提示上: 开始 {s0:.2f}–{s1:.2f}, 一个词 {w0:.2f}–{w1:.2f}, 结束 {e0:.2f}–{e1:.2f}, 一个填充位置 {p0:.2f}–{p1:.2f}",
     "strongest map: {word}; 'left' on the left half {l:.0%} of its mass, 'right' on the right half {r:.0%}":
         "最强的关注图: {word}; 'left' 的质量有 {l:.0%} 在左半边, 'right' 的有 {r:.0%} 在右半边",
-    "object masks": "物体掩码",
+    "object masks": "物体蒙版",
     "a real image has no plain background to cut the objects from: compare the word maps of section 3 with the picture by eye":
         "真实图像没有素色背景, 无法从中抠出物体: 用眼睛把第 3 节的逐词关注图和图像对照",
-    "mask: {shape}, {place}": "掩码: {shape}, {place}",
+    "mask: {shape}, {place}": "蒙版: {shape}, {place}",
     "attention on each object": "每个物体上的关注",
     "the maps of section 3 show where each word looks, unmeasured": "第 3 节的关注图显示每个词看哪里, 但没有测量",
     "   {word:6s} density on its object {own:.2f}, on the other {other:.2f}: own ÷ other {score:.2f}":
