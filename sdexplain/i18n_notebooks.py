@@ -63,6 +63,12 @@ NOTEBOOK_ZH: dict[str, str] = {
     "words of {prompt} (mean over steps)": "{prompt} 的各个词 (各步平均)",
     "start, end and padding slots": "开始、结束和填充位置",
     "padding (mean)": "填充 (平均)",
+    "the check of the reading above": "对上面读法的检查",
+    "read the per-slot numbers above": "读上面按每个位置算的数字",
+    "the check of the place words' maps": "对位置词关注图的检查",
+    "compare the maps above by eye": "用眼睛比较上面的关注图",
+    "the check of the reading below": "对下面读法的检查",
+    "read the cosines above slot by slot": "逐个位置读上面的余弦值",
     "{word} over the steps": "{word} 在各步中",
     "text transformer self-attention: {prompt}": "文本转换器的自我关注: {prompt}",
     # ---- 03 reverse diffusion
