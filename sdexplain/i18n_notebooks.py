@@ -9,6 +9,68 @@ WebUI's Chinese label beside it where WebUI has one (迭代步数, 采样方法,
 """
 
 NOTEBOOK_ZH: dict[str, str] = {
+    # ---- 06 cross-attention
+    "{n} U-Net calls; attention maps on a {h}×{w} grid; cross-attention layers: {layers}": "{n} 次 U-Net 调用; 关注图在 {h}×{w} 的网格上; 交叉关注层: {layers}",
+    "{layers} cross-attention layers, {calls} layer calls checked; heads × d per layer: {shapes}": "{layers} 个交叉关注层, 检查了 {calls} 次层调用; 每层的 头数 × d: {shapes}",
+    "recorded weights · V against the layers' real outputs: worst error {e:.1e} of the output's size": "记录下的权重 · V 与各层实际输出相比: 最大误差为输出大小的 {e:.1e}",
+    "the same with the recomputation's 1/√d left out: worst error {e:.2f} of the output's size": "同样的检查, 但重算时去掉 1/√d: 最大误差为输出大小的 {e:.2f}",
+    "{prompt}: start {start:.3f}  words {words:.3f}  end {end:.3f}  padding {padding:.3f}  = {total:.5f} (worst pixel off by {error:.1e})":
+        "{prompt}: 开始 {start:.3f}  各个词 {words:.3f}  结束 {end:.3f}  填充 {padding:.3f}  = {total:.5f} (偏差最大的像素差 {error:.1e})",
+    "per slot (uniform attention would give every slot 1/77 = {u:.4f}):": "按每个位置算 (均匀关注时每个位置得到 1/77 = {u:.4f}):",
+    "{prompt}: start {start:.4f}  a word {word:.4f}  end {end:.4f}  a padding slot {padding:.4f}": "{prompt}: 开始 {start:.4f}  一个词 {word:.4f}  结束 {end:.4f}  一个填充位置 {padding:.4f}",
+    "÷ uniform, over these prompts: start {s0:.2f}–{s1:.2f}, a word {w0:.2f}–{w1:.2f}, end {e0:.2f}–{e1:.2f}, a padding slot {p0:.2f}–{p1:.2f}":
+        "÷ 均匀值, 在这些提示上: 开始 {s0:.2f}–{s1:.2f}, 一个词 {w0:.2f}–{w1:.2f}, 结束 {e0:.2f}–{e1:.2f}, 一个填充位置 {p0:.2f}–{p1:.2f}",
+    "strongest map: {word}; 'left' on the left half {l:.0%} of its mass, 'right' on the right half {r:.0%}":
+        "最强的关注图: {word}; 'left' 的质量有 {l:.0%} 在左半边, 'right' 的有 {r:.0%} 在右半边",
+    "object masks": "物体蒙版",
+    "a real image has no plain background to cut the objects from: compare the word maps of section 3 with the picture by eye":
+        "真实图像没有素色背景, 无法从中抠出物体: 用眼睛把第 3 节的逐词关注图和图像对照",
+    "mask: {shape}, {place}": "蒙版: {shape}, {place}",
+    "attention on each object": "每个物体上的关注",
+    "the maps of section 3 show where each word looks, unmeasured": "第 3 节的关注图显示每个词看哪里, 但没有测量",
+    "   {word:6s} density on its object {own:.2f}, on the other {other:.2f}: own ÷ other {score:.2f}":
+        "   {word:6s} 在自己物体上的密度 {own:.2f}, 在另一个物体上 {other:.2f}: 自己 ÷ 另一个 {score:.2f}",
+    "the measure over held-out prompts": "在留出提示上的测量",
+    "the maps of section 3, word by word": "第 3 节的关注图, 逐词看",
+    "{n} held-out two-object prompts, {m} with an object on each side; own ÷ other, geometric mean:":
+        "{n} 个留出的双物体提示, 其中 {m} 个两侧都有物体; 自己 ÷ 另一个, 几何平均:",
+    "   {kind:30s} {score:.2f}  ({n} words)": "   {kind:30s} {score:.2f}  ({n} 个词)",
+    "place words (left, right, …)": "位置词 (left、right 等)",
+    "shape words": "形状词",
+    "colour words": "颜色词",
+    "size words": "大小词",
+    "other words (a, on, the, …)": "其他词 (a、on、the 等)",
+    "the judge's reading at each place": "裁判在每个位置读出的结果",
+    "look at the pictures of section 1: which object got which colour?": "看第 1 节的图: 哪个物体得到了哪种颜色?",
+    "{prompt} → the judge reads {found} | colours right: {colour}, swapped: {swapped}": "{prompt} → 裁判读出 {found} | 颜色正确: {colour}, 互换: {swapped}",
+    "binding over held-out prompts": "留出提示上的绑定",
+    "try your own prompts with two objects by eye": "用你自己的双物体提示试试, 用眼睛判断",
+    "{n} held-out prompts: both objects' colours right {colour:.0%}; shape, colour and place of both right {both:.0%}; colours swapped between the objects {swapped:.0%}":
+        "{n} 个留出提示: 两个物体的颜色都对 {colour:.0%}; 两个物体的形状、颜色和位置全对 {both:.0%}; 颜色在两个物体之间互换 {swapped:.0%}",
+    "the colour-slot swap": "颜色位置的交换",
+    "on a real model, the same swap works with pipe(prompt_embeds=...)": "在真实模型上, 同样的交换可以用 pipe(prompt_embeds=...) 来做",
+    "{n} pairs: unmixed A judged with A's colours {a:.0%}, unmixed B with B's {b:.0%}": "{n} 对提示: 未混合的 A 被判为 A 的颜色 {a:.0%}, 未混合的 B 被判为 B 的颜色 {b:.0%}",
+    "A with only the colour words' slots from B: B's colours {slots:.0%}, A's colours {rest:.0%}": "A 只把颜色词的位置换成 B 的: B 的颜色 {slots:.0%}, A 的颜色 {rest:.0%}",
+    "A, with B's two colour-word slots": "A, 但两个颜色词的位置来自 B",
+    "each noun's weight on the colour words": "每个名词在颜色词上的权重",
+    "read the noun's row in the figure above": "读上图中名词的那一行",
+    "{prompt}: {noun} looks at its colour {colour} {own:.2f}, at the other colour {other} {o:.2f}": "{prompt}: {noun} 看自己的颜色 {colour} {own:.2f}, 看另一个颜色 {other} {o:.2f}",
+    "100 held-out prompts: the first noun on its colour {f:.2f} on average, on the later colour {fo:.2f} (it cannot see it)":
+        "100 个留出提示: 第一个名词在自己颜色上的权重平均 {f:.2f}, 在后面的颜色上 {fo:.2f} (它看不到)",
+    "the second noun on its own colour {s:.2f}, on the first phrase's colour {so:.2f}; own above other in {share:.0%} of prompts":
+        "第二个名词在自己颜色上 {s:.2f}, 在第一个短语的颜色上 {so:.2f}; {share:.0%} 的提示里自己的高于另一个",
+    "slot {p:2d}  {a:>14s} / {b:<14s} cosine before the transformer {before:.3f}, after {after:.3f}": "位置 {p:2d}  {a:>14s} / {b:<14s} 转换器之前的余弦 {before:.3f}, 之后 {after:.3f}",
+    "words of {prompt} (mean over steps)": "{prompt} 的各个词 (各步平均)",
+    "start, end and padding slots": "开始、结束和填充位置",
+    "padding (mean)": "填充 (平均)",
+    "the check of the reading above": "对上面读法的检查",
+    "read the per-slot numbers above": "读上面按每个位置算的数字",
+    "the check of the place words' maps": "对位置词关注图的检查",
+    "compare the maps above by eye": "用眼睛比较上面的关注图",
+    "the check of the reading below": "对下面读法的检查",
+    "read the cosines above slot by slot": "逐个位置读上面的余弦值",
+    "{word} over the steps": "{word} 在各步中",
+    "text transformer self-attention: {prompt}": "文本转换器的自我关注: {prompt}",
     # ---- 03 reverse diffusion
     "{n} unconditional samples of {h}×{w} pixels": "{n} 张无条件样本, 每张 {h}×{w} 像素",
     "objects the judge finds per sample: {counts}": "裁判在每张样本里找到的物体个数: {counts}",

@@ -106,7 +106,11 @@ def test_marker_line_round_trips():
 # Printed output (issue 26): what the zh notebooks print for the reader is Chinese. Notebooks 05 and 06
 # are being rewritten for the new toy model by the lead; they join the test when they are redone.
 # EMPTY THIS LIST then — it is the only exclusion.
+<<<<<<< HEAD
 NOT_YET_TRANSLATED_OUTPUT = ("05", "06")
+=======
+NOT_YET_TRANSLATED_OUTPUT = ("05", "09", "11")
+>>>>>>> nb06
 
 
 def test_printed_output_of_the_zh_notebooks_is_chinese():

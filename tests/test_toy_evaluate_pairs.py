@@ -131,3 +131,73 @@ def test_object_read_right_needs_its_place_shape_and_colour_not_its_size():
     for r in (reading(left="cat red large", right="dog blue small"), reading(left="cat blue large", right="dog red small")):
         both = all(evaluate_pairs.object_read_right(o, r) for o in PAIR.objects)
         assert both == evaluate_pairs.score_pair(PAIR, r)["both"]  # agrees with score_pair's "both"
+
+
+def test_pair_from_prompt_reads_both_objects_in_order_and_refuses_what_it_cannot():
+    pair = evaluate_pairs.pair_from_prompt("a blue puppy on the right and a small crimson cat on the left")
+    assert [(o.shape, o.colour, o.position, o.size) for o in pair.objects] == [("dog", "blue", "right", "large"), ("cat", "red", "left", "small")]
+    with pytest.raises(ValueError, match="two phrases|'and'"):
+        evaluate_pairs.pair_from_prompt("a red cat on the left")
+    with pytest.raises(ValueError, match="no colour"):
+        evaluate_pairs.pair_from_prompt("a cat on the left and a blue dog on the right")
+    with pytest.raises(ValueError, match="left/right"):  # two places that are not a pair's
+        evaluate_pairs.pair_from_prompt("a red cat on the left and a blue dog at the top")
+
+
+def test_swap_colours_exchanges_the_colours_and_nothing_else():
+    swapped = evaluate_pairs.swap_colours(PAIR)
+    assert (swapped.first.colour, swapped.second.colour) == ("blue", "red")
+    assert swapped.caption() == PAIR.caption().replace("red", "@").replace("blue", "red").replace("@", "blue")
+
+
+@pytest.fixture(scope="module")
+def v2_encoder_pipe():
+    """A world-2 tokenizer and an untrained text encoder: enough for the text transformer's measures."""
+    tokenizer = build_tokenizer(world.all_words(world.V2))
+    torch.manual_seed(0)
+    encoder = toy_model.make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id).eval()
+    return type("Pipe", (), {"tokenizer": tokenizer, "text_encoder": encoder})()
+
+
+def test_phrase_slots_are_the_words_positions_in_the_caption(v2_encoder_pipe):
+    caption = PAIR.caption()  # a large red cat on the left and a small blue dog on the right
+    words = caption.split()
+    slots = evaluate_pairs.phrase_slots(v2_encoder_pipe.tokenizer, caption)
+    and_at = words.index("and")
+    for k, (start, stop) in enumerate(((0, and_at), (and_at + 1, len(words)))):
+        for role, word in (("size", PAIR.objects[k].size), ("colour", PAIR.objects[k].colour), ("shape", PAIR.objects[k].shape)):
+            assert slots[k][role] == start + words[start:stop].index(word) + 1  # +1: the start token is slot 0
+    assert slots[0]["position"] == words.index("left") + 1 and slots[1]["position"] == words.index("right") + 1
+    with pytest.raises(ValueError, match="two phrases"):
+        evaluate_pairs.phrase_slots(v2_encoder_pipe.tokenizer, "a red cat on the left")
+
+
+def test_noun_colour_attention_reads_the_eager_attention_weights_at_the_nouns_rows(v2_encoder_pipe):
+    prompt = "a red cat on the left and a blue dog on the right"
+    rows = evaluate_pairs.noun_colour_attention(v2_encoder_pipe, [prompt])
+    assert [(r.noun, r.colour, r.other_colour) for r in rows] == [("cat", "red", "blue"), ("dog", "blue", "red")]
+    encoder = v2_encoder_pipe.text_encoder  # the outside reference: transformers' own weights ("eager")
+    eager = type(encoder)(encoder.config)
+    eager.load_state_dict(encoder.state_dict())
+    eager.config._attn_implementation = "eager"
+    ids = v2_encoder_pipe.tokenizer(prompt, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        mean = torch.stack([a[0].mean(0) for a in eager(ids, output_attentions=True).attentions]).mean(0)  # (77, 77)
+    red, cat, blue, dog = 2, 3, 9, 10  # slots: <start> a red cat on the left and a blue dog …
+    expected = [(mean[cat, red], mean[cat, blue]), (mean[dog, blue], mean[dog, red])]
+    for row, (own, other) in zip(rows, expected):
+        assert row.own == pytest.approx(float(own), abs=1e-5) and row.other == pytest.approx(float(other), abs=1e-5)
+    assert rows[0].other == 0.0  # the first noun cannot see the later colour word (causal mask)
+
+
+def test_colour_slot_swap_runs_its_three_pictures_and_reports_shares():
+    from sdexplain.loading import load_pipeline
+
+    pipe = load_pipeline("toy")
+    pipe.set_progress_bar_config(disable=True)
+    result = evaluate_pairs.colour_slot_swap(pipe, toy_model.SlotJudge.load(), n=3, steps=4)
+    assert result["pictures"] == 3 and len(result["pairs"]) == 3
+    assert {name: tuple(images.shape) for name, images in result["images"].items()} == {name: (3, 3, 64, 64) for name in ("mixed", "plain_a", "plain_b")}
+    for key in ("follow_colour_slots", "follow_the_rest", "plain_a", "plain_b"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["follow_colour_slots"] + result["follow_the_rest"] <= 1.0  # a picture cannot follow both

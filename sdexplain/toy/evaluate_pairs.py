@@ -14,7 +14,7 @@ model's own SlotJudge, and compared with the prompt's ground truth; the notebook
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -212,13 +212,14 @@ def word_attention(pipe, n: int = 100, guidance_scale: float = DEFAULT_GUIDANCE,
     mass there divided by the mask's share of the picture (`attention_metrics.overlap`'s ratio), averaged over
     steps; the word's score is density on its object ÷ density on the other object, so small and large
     objects compare fairly. Returns {role: geometric mean score, role + "_n": words}, with roles shape,
-    colour, size, and "pictures": prompts measured of n."""
+    colour, size, position (left, right, top, bottom) and other ("a", "on", "the", …), and "pictures":
+    prompts measured of n."""
     from sdexplain import images as sd_images
     from sdexplain.attention_metrics import word_role
     from sdexplain.trace import trace
 
     pairs = held_out_pairs(n)
-    scores: dict[str, list[float]] = {"shape": [], "colour": [], "size": []}
+    scores: dict[str, list[float]] = {"shape": [], "colour": [], "size": [], "position": [], "other": []}
     measured = 0
     for start in range(0, n, batch_size):
         chunk = pairs[start : start + batch_size]
@@ -238,6 +239,119 @@ def word_attention(pipe, n: int = 100, guidance_scale: float = DEFAULT_GUIDANCE,
     for role, values in scores.items():
         result[role] = float(np.exp(np.mean(np.log(values)))) if values else float("nan")
         result[f"{role}_n"] = len(values)
+    return result
+
+
+def pair_from_prompt(prompt: str) -> world.Pair:
+    """The two objects a two-object prompt names, e.g. "a red cat on the left and a blue dog on the right",
+    as a `world.Pair` in the prompt's order (synonyms read as their canonical word). A phrase that names no
+    size gets "large" and one without a colour is refused: the pair's masks and colours are read from it."""
+    objects = world.parse_objects(prompt)
+    if len(objects) != 2:
+        raise ValueError(f"a two-object prompt joins two phrases with 'and', got {len(objects)} phrase(s) in {prompt!r}")
+    scenes = []
+    for found in objects:
+        missing = [name for name in ("shape", "colour", "position") if found[name] is None]
+        if missing:
+            raise ValueError(f"each phrase of {prompt!r} must name a shape, a colour and a place; one names no {', '.join(missing)}")
+        scenes.append(world.make_scene(found["shape"], found["colour"], found["position"], found["size"] or "large"))
+    return world.Pair(*scenes)
+
+
+def phrase_slots(tokenizer, prompt: str) -> list[dict[str, int]]:
+    """For each phrase of a two-object prompt, in order, the token slot (0 = the start token) of the word
+    it uses for each role it names: [{"colour": 2, "shape": 3, "position": 6, ...}, {...}] (roles as
+    `attention_metrics.word_role`; "other" words left out). Every world word is one token of the toy's tokenizer."""
+    from sdexplain.attention_metrics import word_role
+    from sdexplain.tokens import tokenize
+
+    tokenization = tokenize(tokenizer, prompt)
+    phrases: list[dict[str, int]] = [{}]
+    for info in tokenization.tokens[1 : tokenization.length - 1]:
+        word = info.token.removesuffix("</w>")
+        if word == "and":
+            phrases.append({})
+            continue
+        role = word_role(word)
+        if role != "other":
+            phrases[-1].setdefault(role, info.position)
+    if len(phrases) != 2:
+        raise ValueError(f"a two-object prompt has two phrases joined by 'and', {prompt!r} has {len(phrases)}")
+    return phrases
+
+
+@dataclass
+class NounOnColours:
+    prompt: str
+    noun: str
+    colour: str  # its own colour word
+    other_colour: str  # the other phrase's colour word
+    own: float  # the noun slot's self-attention weight on its colour word (text layers and heads averaged)
+    other: float  # ... on the other phrase's colour word (0 for the first noun: the causal mask hides it)
+
+
+def noun_colour_attention(pipe, prompts: list[str]) -> list[NounOnColours]:
+    """In the text transformer, how much each noun's slot attends to its own colour word and to the other
+    phrase's colour word (`tokens.text_self_attention`, layers and heads averaged): the path by which the
+    noun's output vector comes to carry its colour. Two rows per prompt, in phrase order."""
+    from sdexplain.tokens import text_self_attention
+
+    rows = []
+    for prompt in prompts:
+        slots = phrase_slots(pipe.tokenizer, prompt)
+        attention = text_self_attention(pipe, prompt)
+        weights = attention.weights.mean(0)  # (n, n), row = the slot that looks
+        label = lambda slot: attention.labels[slot].removesuffix("</w>")  # noqa: E731
+        for k in range(2):
+            noun, own, other = slots[k]["shape"], slots[k]["colour"], slots[1 - k]["colour"]
+            rows.append(NounOnColours(prompt, label(noun), label(own), label(other), float(weights[noun, own]), float(weights[noun, other])))
+    return rows
+
+
+def swap_colours(pair: world.Pair) -> world.Pair:
+    """The same pair with its two objects' colours exchanged (the binding test's other prompt)."""
+    first, second = pair.objects
+    return world.Pair(replace(first, colour=second.colour), replace(second, colour=first.colour))
+
+
+@torch.no_grad()
+def colour_slot_swap(pipe, judge: SlotJudge, n: int = 40, guidance_scale: float = DEFAULT_GUIDANCE, steps: int = 20, seed: int = 0) -> dict:
+    """Where does the U-Net read the colours? For `n` held-out pairs of two different colours, prompt A is
+    the caption and prompt B the same caption with the colours swapped (`swap_colours`): the two differ
+    only at the two colour words' slots. The picture is drawn from A's text-encoder output with ONLY
+    those two slots taken from B's, and judged at each place:
+
+    - "follow_colour_slots": the colours at both places are B's (the colour words' own slots decide);
+    - "follow_the_rest": both are A's (the other slots — the nouns, places, end and padding after the
+      colour word, which carry it through the causal text transformer — decide);
+    - "plain_a", "plain_b": the same seeds from A's and from B's output unmixed (the control: both right).
+    Also "pictures": how many pairs were measured, "pairs": A's pairs, and "images": {"mixed", "plain_a",
+    "plain_b"} -> (n, 3, H, W) in [-1, 1]."""
+    from sdexplain.tokens import encode
+
+    pairs = [p for p in held_out_pairs(4 * n) if p.first.colour != p.second.colour][:n]
+    swapped = [swap_colours(p) for p in pairs]
+    _, hidden_a = encode(pipe, [p.caption() for p in pairs])  # (n, 77, D)
+    _, hidden_b = encode(pipe, [p.caption() for p in swapped])  # (n, 77, D)
+    ids_a = pipe.tokenizer([p.caption() for p in pairs], padding="max_length", max_length=hidden_a.shape[1], return_tensors="pt").input_ids
+    ids_b = pipe.tokenizer([p.caption() for p in swapped], padding="max_length", max_length=hidden_a.shape[1], return_tensors="pt").input_ids
+    colour_slots = ids_a != ids_b  # (n, 77): exactly the two colour words of each prompt
+    if not (colour_slots.sum(1) == 2).all():
+        raise ValueError("a colour word is more than one token in this tokenizer: the swap needs one slot per colour")
+    mixed = torch.where(colour_slots[..., None], hidden_b, hidden_a)  # A's output, B's colour slots
+    result: dict = {"pictures": len(pairs), "pairs": pairs}
+    for name, embeds in (("mixed", mixed), ("plain_a", hidden_a), ("plain_b", hidden_b)):
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        images = pipe(prompt_embeds=embeds.to(pipe.device, pipe.unet.dtype), num_inference_steps=steps, guidance_scale=guidance_scale,
+                      generator=generator, output_type="pt").images.float().cpu() * 2 - 1  # (n, 3, H, W)
+        result.setdefault("images", {})[name] = images
+        readings = read_places(judge, images)
+        if name == "mixed":
+            result["follow_colour_slots"] = float(np.mean([score_pair(b, r)["colour"] for b, r in zip(swapped, readings)]))
+            result["follow_the_rest"] = float(np.mean([score_pair(a, r)["colour"] for a, r in zip(pairs, readings)]))
+        else:
+            truth = pairs if name == "plain_a" else swapped
+            result[name] = float(np.mean([score_pair(p, r)["colour"] for p, r in zip(truth, readings)]))
     return result
 
 
