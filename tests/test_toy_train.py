@@ -70,7 +70,7 @@ def test_a_run_continues_from_the_shipped_model(tmp_path):
     if not (MODEL_DIR / "model_index.json").exists():
         pytest.skip("toy model not built")
     workdir, out = tmp_path / "work", tmp_path / "model"
-    common = ["--workdir", str(workdir), "--checkpoint-every", "1", "--batch-size", "4", "--dataset-size", "32"]
+    common = ["--world", "2", "--workdir", str(workdir), "--checkpoint-every", "1", "--batch-size", "4", "--dataset-size", "32"]
     train.main(["--part", "seed-from-shipped", "--unet-stop-at", "10", "--noisy-steps", "10", *common])
     for part in ("vae", "judge", "classifier", "depth_estimator"):  # finished parts, skipped by later runs
         assert torch.load(workdir / f"{part}.pt", weights_only=True)["step"] >= 10**9
