@@ -501,6 +501,8 @@ ZH: dict[str, str] = {
     "more of the style is carried by: {w}-attention ({a:.0%} of both's strength, the other {b:.0%})":
         "风格更多由 {w} 注意力承载 (达到 both 的强度的 {a:.0%}, 另一个 {b:.0%})",
     "a file for another model is refused, naming the file and the mismatch:": "为别的模型做的文件会被拒绝, 并写明文件和不匹配之处:",
+    "{file}: the embedding's vectors are {a} wide but this text encoder's are {b} (SD 1.x: 768, SD 2.x: 1024, the toy: 64) — the file was made for another model":
+        "{file}: 这个嵌入的向量宽 {a}, 而这个文本编码器的是 {b} (SD 1.x: 768, SD 2.x: 1024, 玩具模型: 64) —— 这个文件是为别的模型做的",
 }
 
 
