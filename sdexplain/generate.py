@@ -150,7 +150,8 @@ def generate(
 ):
     """Generate with `pipe` while tracing; returns (images: list[PIL.Image], run: Trace).
 
-    cfg <= 1 turns classifier-free guidance off. `trace_options` go to `sdexplain.trace`.
+    cfg = 1 turns classifier-free guidance off (the conditional prediction alone); below 1 is refused, since
+    diffusers would run the same and not the formula. `trace_options` go to `sdexplain.trace`.
     """
     prompts = _prompts(prompt, "prompt")
     negatives = [""] * len(prompts) if negative_prompt is None else _prompts(negative_prompt, "negative_prompt")
@@ -164,9 +165,15 @@ def generate(
         raise ValueError(f"seed must be at most 2**64 - 1 = {MAX_SEED} (torch.Generator's range), got {seed}")
     _check_int("num_images", num_images, 1)
     if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real):
-        raise TypeError(f"cfg must be a number (<= 1 turns guidance off), got {cfg!r}")
+        raise TypeError(f"cfg must be a number >= 1 (1 = no guidance), got {cfg!r}")
     if not math.isfinite(cfg):  # inf gives NaN latents (a black image); nan would turn guidance off unnoticed
-        raise ValueError(f"cfg must be a finite number (<= 1 turns guidance off), got {cfg}")
+        raise ValueError(f"cfg must be a finite number >= 1 (1 = no guidance), got {cfg}")
+    if cfg < 1:  # diffusers guides only above 1: below it, it runs the conditional prediction alone, not the formula
+        raise ValueError(
+            f"cfg must be >= 1 (1 = no guidance, WebUI's lowest CFG Scale), got {cfg}: below 1 diffusers runs the "
+            "conditional prediction alone, not ε_uncond + cfg·(ε_cond − ε_uncond); guidance.cfg_sweep computes the "
+            "formula at any scale, 0 included"
+        )
     factor = pipe.vae_scale_factor  # pixels per latent cell along each side
     _check_size("height", height, factor)
     _check_size("width", width, factor)

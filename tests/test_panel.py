@@ -122,3 +122,14 @@ def test_a_karras_sampler_runs_and_the_pipelines_own_sampler_is_kept(tiny_pipe, 
     assert np.array_equal(np.asarray(small_panel.images[0]), np.asarray(expected[0]))
     plain, _ = generate(tiny_pipe, "a red cat", steps=3, cfg=3.0, seed=5, width=64, height=64, scheduler="dpm++2m")
     assert not np.array_equal(np.asarray(plain[0]), np.asarray(expected[0]))  # Karras spacing is a different run
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"cfg": 0.0}, r"cfg=0.0 is outside the panel's cfg slider, 1.0 to 30.0 \(WebUI's range\)"),
+    ({"cfg": 31.0}, r"cfg=31.0 is outside"),
+    ({"steps": 151}, r"steps=151 is outside the panel's steps slider, 1 to 150"),
+])
+def test_the_panel_refuses_a_start_value_its_slider_would_clamp(tiny_pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        widgets.ControlPanel(tiny_pipe, **kwargs)
+    assert widgets.ControlPanel(tiny_pipe, cfg=1.0).controls["cfg"].value == 1.0  # WebUI's lowest: no guidance

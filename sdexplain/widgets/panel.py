@@ -40,7 +40,7 @@ EXPLANATIONS = {
     "negative_prompt": "Replaces the empty prompt in the unconditional pass, so guidance pushes AWAY from it.",
     "seed": "Picks the starting noise. Same seed + same settings = the same image, bit for bit.",
     "steps": "How many denoising steps the sampler takes from noise to image: more is slower, and past a point more steps change little (notebook 14 measures where).",
-    "cfg": "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance; higher follows the prompt more closely (on SD, with less variety between seeds).",
+    "cfg": "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance, the conditional prediction alone (the slider starts at 1, as WebUI's does); higher follows the prompt more closely (on SD, with less variety between seeds).",
     "scheduler": "The sampler: how each step turns the predicted noise into the next, less noisy latent.",
     "size": "Width × height in pixels; the latent is 8× smaller per side, so both must be multiples of 8. A model is trained at one size (SD 1.x: 512²); far from it, results degrade (on SD, objects repeat).",
     "strength": "Denoising strength (image-to-image only): how far the input is pushed back into noise. 0 = unchanged; 1 = start from almost pure noise, so little of the input is left.",
@@ -58,6 +58,9 @@ class ControlPanel(View):
 
     def __init__(self, pipe, prompt: str = "a red cat", steps: int = WEBUI_STEPS, cfg: float = WEBUI_CFG, seed: int = 0, input_image=None, sampler: str | None = None):
         super().__init__()
+        for name, value, low, high in (("steps", steps, 1, 150), ("cfg", cfg, 1.0, 30.0)):  # the sliders' ranges, WebUI's
+            if not low <= value <= high:  # a slider would clamp it without a word
+                raise ValueError(f"{name}={value} is outside the panel's {name} slider, {low} to {high} (WebUI's range)")
         self.pipe = pipe
         self.factor = pipe.vae_scale_factor  # pixels per latent cell along each side
         height, width = images.model_image_size(pipe)
@@ -70,7 +73,7 @@ class ControlPanel(View):
             "negative_prompt": widgets.Text(value="", description=t("Negative prompt"), style=style, layout=layout),
             "seed": widgets.IntText(value=seed, description=t("Seed"), style=style),
             "steps": widgets.IntSlider(value=steps, min=1, max=150, description=t("Sampling steps"), style=style),
-            "cfg": widgets.FloatSlider(value=cfg, min=0.0, max=30.0, step=0.5, description=t("CFG Scale"), style=style),
+            "cfg": widgets.FloatSlider(value=cfg, min=1.0, max=30.0, step=0.5, description=t("CFG Scale"), style=style),
             "scheduler": widgets.Dropdown(options=list(WEBUI_SAMPLERS), value=sampler or _sampler_name(pipe), description=t("Sampling method"), style=style),
             "width": widgets.IntText(value=width, step=self.factor, description=t("Width"), style=style),
             "height": widgets.IntText(value=height, step=self.factor, description=t("Height"), style=style),
