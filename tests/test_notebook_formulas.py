@@ -505,3 +505,15 @@ def test_sd15_unet_parameters_and_training_memory():
     assert count == 859_520_964
     (printed, gb), = re.findall(r"SD 1.5's U-Net: ([\d,]+) parameters; .*? = ([\d.]+) GB", notebook_outputs("02"))
     assert int(printed.replace(",", "")) == count and gb == f"{count * 16 / 1e9:.1f}"
+
+
+def test_training_loss_is_the_mean_squared_error():
+    """02: the printed "loss ‖ε̂ − ε‖²" is the mean of (ε̂ − ε)² (as 02's text now defines it), the loss
+    diffusers' training scripts compute (F.mse_loss, reduction 'mean'); the sum would be 256× larger here.
+
+    Rebuilds 02's noise (seed 0, the (1, 4, 8, 8) latent) and its "guessing ε̂ = 0" score. Fails if the
+    notebook printed the sum (≈ 226) or the text called the mean a sum again."""
+    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    (zero,), = [re.findall(r"guessing ε̂ = 0 would score ([\d.]+)", notebook_outputs("02"))]
+    assert shown(zero, float(torch.nn.functional.mse_loss(torch.zeros_like(noise), noise)))
+    assert "the *mean* of (ε̂ − ε)²" in notebook_markdown("02")
