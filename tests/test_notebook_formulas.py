@@ -517,3 +517,39 @@ def test_training_loss_is_the_mean_squared_error():
     (zero,), = [re.findall(r"guessing ε̂ = 0 would score ([\d.]+)", notebook_outputs("02"))]
     assert shown(zero, float(torch.nn.functional.mse_loss(torch.zeros_like(noise), noise)))
     assert "the *mean* of (ε̂ − ε)²" in notebook_markdown("02")
+
+
+@pytest.mark.slow  # builds the tiny random-weight SDXL and runs 10 + 10 steps
+def test_sdxl_refiner_cut_is_at_timestep_200():
+    """13: with denoising_end = denoising_start = 0.8 the base runs the timesteps ≥ 1000 × (1 − 0.8) = 200 and
+    the refiner the ones below: 40 steps → 32 + 8 (13's printed expectation for SDXL), 10 → 8 + 2.
+
+    Counted from the U-Net calls of diffusers' own StableDiffusionXL pipelines (tiny random-weight SDXL,
+    SDXL's scheduler config). Fails if the cut were at 80 % of the noise instead of the timesteps."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline
+
+    from sdexplain.architectures import build_pipeline
+
+    base = build_pipeline("tiny-sdxl")
+    base.set_progress_bar_config(disable=True)
+    sdxl_scheduler = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
+                      "steps_offset": 1, "timestep_spacing": "leading", "prediction_type": "epsilon"}  # SDXL base 1.0's scheduler_config.json
+    base.scheduler = EulerDiscreteScheduler.from_config(sdxl_scheduler)
+    refiner = StableDiffusionXLImg2ImgPipeline(**base.components)
+    refiner.set_progress_bar_config(disable=True)
+    calls, handle = _unet_calls(base)  # base and refiner share the U-Net
+    try:
+        latent = base("a red cat", num_inference_steps=10, denoising_end=0.8, guidance_scale=1.0, output_type="latent",
+                      generator=torch.Generator().manual_seed(0)).images
+        n_base = len(calls)
+        refiner("a red cat", image=latent, num_inference_steps=10, denoising_start=0.8, guidance_scale=1.0, output_type="latent",
+                generator=torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    timesteps = [float(c[1]) for c in calls]
+    assert n_base == 8 and len(timesteps) == 10, timesteps
+    assert min(timesteps[:n_base]) >= 200 > max(timesteps[n_base:]), timesteps
+    forty = EulerDiscreteScheduler.from_config(sdxl_scheduler)
+    forty.set_timesteps(40)
+    assert sum(int(t) >= 200 for t in forty.timesteps) == 32  # "40 steps split at 0.8: the base runs 32 and the refiner the last 8"
+    assert "the base runs 32 and the refiner the last 8" in notebook_outputs("13")
