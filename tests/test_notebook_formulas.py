@@ -553,3 +553,21 @@ def test_sdxl_refiner_cut_is_at_timestep_200():
     forty.set_timesteps(40)
     assert sum(int(t) >= 200 for t in forty.timesteps) == 32  # "40 steps split at 0.8: the base runs 32 and the refiner the last 8"
     assert "the base runs 32 and the refiner the last 8" in notebook_outputs("13")
+
+
+def test_inpainting_mask_is_decided_by_one_pixel_per_latent_block(toy):
+    """11: the mask acts at latent resolution, one value per 8×8 pixel block, and diffusers' nearest-neighbour
+    shrink lets one pixel of each block (its top-left one) decide whether the whole block is in or out.
+
+    From StableDiffusionInpaintPipeline.prepare_mask_latents itself. Fails if the shrink averaged the block
+    (then the two blocks below would read 1/64 and 63/64) or took its maximum."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    inpaint = StableDiffusionInpaintPipeline(**toy.components)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[0, 0, 0, 0] = 1  # block (0, 0): only its top-left pixel in the mask
+    mask[0, 0, 8:16, 8:16] = 1
+    mask[0, 0, 8, 8] = 0  # block (1, 1): every pixel but its top-left one
+    small, _ = inpaint.prepare_mask_latents(mask, torch.zeros(1, 4, 8, 8), 1, 64, 64, torch.float32, "cpu", None, False)
+    assert small.shape == (1, 1, 8, 8)
+    assert float(small[0, 0, 0, 0]) == 1 and float(small[0, 0, 1, 1]) == 0 and float(small.sum()) == 1
