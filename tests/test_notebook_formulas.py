@@ -465,6 +465,11 @@ def test_lora_update_and_parameter_counts(toy):
         delta = layer(x) - layer.base_layer(x)
         by_hand = 0.5 * (8 / 4) * x @ (layer.lora_B["a"].weight @ layer.lora_A["a"].weight).T
     assert torch.allclose(delta, by_hand, atol=1e-5), float((delta - by_hand).abs().max())
+    # fusing (16: "adds w·B A into the frozen weights"): peft's merge, which diffusers' fuse_lora calls
+    before = layer.base_layer.weight.detach().clone()
+    layer.merge()
+    fused_delta = layer.base_layer.weight.detach() - before
+    assert torch.allclose(fused_delta, 0.5 * (8 / 4) * layer.lora_B["a"].weight @ layer.lora_A["a"].weight, atol=1e-6)
 
 
 def test_textual_inversion_vector_width_and_file(tmp_path):
@@ -571,3 +576,18 @@ def test_inpainting_mask_is_decided_by_one_pixel_per_latent_block(toy):
     small, _ = inpaint.prepare_mask_latents(mask, torch.zeros(1, 4, 8, 8), 1, 64, 64, torch.float32, "cpu", None, False)
     assert small.shape == (1, 1, 8, 8)
     assert float(small[0, 0, 0, 0]) == 1 and float(small[0, 0, 1, 1]) == 0 and float(small.sum()) == 1
+
+
+def test_depth_map_is_resized_to_the_latent_and_scaled_to_minus_one_one(toy):
+    """12: the depth map is resized to the latent's size and scaled to [−1, 1] before it is concatenated to the
+    noisy latent (diffusers' StableDiffusionDepth2ImgPipeline.prepare_depth_map, given a depth map).
+
+    Fails if the range were [0, 1] or the map kept the image's size."""
+    from diffusers import StableDiffusionDepth2ImgPipeline
+
+    parts = {k: v for k, v in toy.components.items() if k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
+    depth2img = StableDiffusionDepth2ImgPipeline(**parts, depth_estimator=None, feature_extractor=None)
+    depth = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(7)) * 5 + 2  # any positive depths
+    image = torch.zeros(1, 3, 64, 64)
+    small = depth2img.prepare_depth_map(image, depth, 1, False, torch.float32, torch.device("cpu"))
+    assert small.shape == (1, 1, 8, 8) and float(small.min()) == -1 and abs(float(small.max()) - 1) < 1e-6
