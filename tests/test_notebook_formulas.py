@@ -501,7 +501,7 @@ def test_sd15_unet_parameters_and_training_memory():
     16 bytes each = 13.8 GB (02's printout, "≈ 14 GB" in its prose).
 
     Counted with diffusers' UNet2DConditionModel from the published config. Fails if 02 counted 3 × 4 bytes."""
-    from diffusers import UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from sdexplain.architectures import ARCHITECTURES
 
@@ -510,6 +510,17 @@ def test_sd15_unet_parameters_and_training_memory():
     assert count == 859_520_964
     (printed, gb), = re.findall(r"SD 1.5's U-Net: ([\d,]+) parameters; .*? = ([\d.]+) GB", notebook_outputs("02"))
     assert int(printed.replace(",", "")) == count and gb == f"{count * 16 / 1e9:.1f}"
+    # 13: "SDXL's [random-weight instances], about 14 GB in float32": its three networks and VAE at 4 bytes each
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from sdexplain.architectures import XL_ARCHITECTURES
+
+    xl = XL_ARCHITECTURES["sdxl"]
+    with torch.device("meta"):
+        parts = [UNet2DConditionModel(**xl["unet"]), CLIPTextModel(CLIPTextConfig(**xl["text_encoder"])),
+                 CLIPTextModelWithProjection(CLIPTextConfig(**xl["text_encoder_2"])), AutoencoderKL(**xl["vae"])]
+    total = sum(p.numel() for part in parts for p in part.parameters())
+    assert round(total * 4 / 1e9) == 14 and "about 14 GB in float32" in notebook_markdown("13"), total
 
 
 def test_training_loss_is_the_mean_squared_error():
