@@ -50,7 +50,10 @@ NOTEBOOK_ZH: dict[str, str] = {
     "the colour-slot swap": "颜色位置的交换",
     "on a real model, the same swap works with pipe(prompt_embeds=...)": "在真实模型上, 同样的交换可以用 pipe(prompt_embeds=...) 来做",
     "{n} pairs: unmixed A judged with A's colours {a:.0%}, unmixed B with B's {b:.0%}": "{n} 对提示: 未混合的 A 被判为 A 的颜色 {a:.0%}, 未混合的 B 被判为 B 的颜色 {b:.0%}",
-    "A with {slots} from B: B's colours {b:.0%}, A's colours {a:.0%}": "A 把{slots}换成 B 的: B 的颜色 {b:.0%}, A 的颜色 {a:.0%}",
+    "(shapes: of the {m} pairs of two different shapes, A's shapes in place / A's two objects at each other's place)":
+        "(形状: 在 {m} 对两个形状不同的提示里, A 的形状留在原处 / A 的两个物体互换了位置)",
+    "A with {slots} from B: B's colours {b:.0%}, A's colours {a:.0%}; shapes in place {kept:.0%}, objects exchanged {moved:.0%}":
+        "A 把{slots}换成 B 的: B 的颜色 {b:.0%}, A 的颜色 {a:.0%}; 形状留在原处 {kept:.0%}, 物体互换位置 {moved:.0%}",
     "the two colour words' slots": "两个颜色词的位置",
     "the two nouns' slots": "两个名词的位置",
     "the two place words' slots": "两个位置词 (left、right 等) 的位置",
@@ -182,9 +185,9 @@ NOTEBOOK_ZH: dict[str, str] = {
     "   next to the noun: colour word {c:.2f}, size word {s:.2f} (the colour higher in {share:.0%})":
         "   紧挨着名词:     颜色词 {c:.2f}, 大小词 {s:.2f} ({share:.0%} 的组合里颜色词更高)",
     "   two slots back:   colour word {c:.2f}, size word {s:.2f} (the colour higher in {share:.0%})":
-        "   往前隔两个位置: 颜色词 {c:.2f}, 大小词 {s:.2f} ({share:.0%} 的组合里颜色词更高)",
+        "   往前第二个位置: 颜色词 {c:.2f}, 大小词 {s:.2f} ({share:.0%} 的组合里颜色词更高)",
     "next to the noun instead of two back: +{near:.2f} (the nearer place wins in {share:.0%} of cases); a colour word instead of a size word: +{colour:.2f}":
-        "紧挨名词而不是往前两个位置: +{near:.2f} ({share:.0%} 的情况下离得近的胜出); 颜色词而不是大小词: +{colour:.2f}",
+        "紧挨名词而不是在往前第二个位置: +{near:.2f} ({share:.0%} 的情况下离得近的胜出); 颜色词而不是大小词: +{colour:.2f}",
     # ---- 14 the control panel (the panel's own labels and notes are in i18n.ZH)
     "prompt {prompt}, {steps} steps, CFG {cfg}": "提示 {prompt}, 采样步数 (迭代步数) {steps}, 提示词引导系数 (CFG) {cfg}",
     "{prompt}, {steps} steps, CFG {cfg}, seed {seed}": "{prompt}, {steps} 步, CFG {cfg}, 种子 {seed}",

@@ -144,6 +144,13 @@ def test_pair_from_prompt_reads_both_objects_in_order_and_refuses_what_it_cannot
         evaluate_pairs.pair_from_prompt("a red cat on the left and a blue dog at the top")
 
 
+def test_exchange_places_moves_each_object_whole_to_the_other_place():
+    moved = evaluate_pairs.exchange_places(PAIR)
+    assert [(o.shape, o.colour, o.size, o.position) for o in moved.objects] == [("cat", "red", "large", "right"), ("dog", "blue", "small", "left")]
+    found = reading(left="dog blue small", right="cat red large")
+    assert evaluate_pairs.score_pair(moved, found)["both"] and not evaluate_pairs.score_pair(PAIR, found)["shape"]
+
+
 def test_swap_colours_exchanges_the_colours_and_nothing_else():
     swapped = evaluate_pairs.swap_colours(PAIR)
     assert (swapped.first.colour, swapped.second.colour) == ("blue", "red")
@@ -201,7 +208,9 @@ def test_colour_slot_swap_runs_every_swap_and_reports_shares():
     assert {name: tuple(images.shape) for name, images in result["images"].items()} == {name: (3, 3, 64, 64) for name in names}
     assert set(result["swaps"]) == set(evaluate_pairs.SWAPS)
     for shares in [*result["swaps"].values(), {"a": result["plain_a"], "b": result["plain_b"]}]:
-        assert all(0.0 <= v <= 1.0 for v in shares.values()) and sum(shares.values()) <= 1.0  # a picture cannot follow both
+        assert all(0.0 <= shares[k] <= 1.0 for k in ("a", "b")) and shares["a"] + shares["b"] <= 1.0  # a picture cannot follow both
+    for shares in result["swaps"].values():
+        assert np.isnan(shares["kept"]) or shares["kept"] + shares["moved"] <= 1.0  # A's shapes kept or exchanged, not both
     assert (result["follow_colour_slots"], result["follow_the_rest"]) == (result["swaps"]["colour"]["b"], result["swaps"]["colour"]["a"])
     assert torch.equal(result["images"]["mixed"], result["images"]["colour"])
 

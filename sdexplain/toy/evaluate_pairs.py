@@ -348,6 +348,13 @@ def swap_colours(pair: world.Pair) -> world.Pair:
     return world.Pair(replace(first, colour=second.colour), replace(second, colour=first.colour))
 
 
+def exchange_places(pair: world.Pair) -> world.Pair:
+    """The same two objects (shape, colour, size) at each other's place."""
+    first, second = pair.objects
+    return world.Pair(replace(first, position=second.position, cx=second.cx, cy=second.cy),
+                      replace(second, position=first.position, cx=first.cx, cy=first.cy))
+
+
 SWAPS = ("colour", "shape", "position", "shape+position", "rest")  # colour_slot_swap's slot sets, taken from B
 
 
@@ -363,7 +370,9 @@ def colour_slot_swap(pipe, judge: SlotJudge, n: int = 40, guidance_scale: float 
     - "shape": the two nouns' slots;  "position": the two place words' slots ("left", "right", …);
     - "shape+position": both;  "rest": every slot but the colour words' (start, words, end and padding).
 
-    Returns "swaps": {name: {"b": share of pictures with B's colours at both places, "a": with A's}};
+    Returns "swaps": {name: {"b": share of pictures with B's colours at both places, "a": with A's;
+    among the pairs of two different shapes ("distinct_shapes" of them): "kept": A's shapes at A's places,
+    "moved": A's two objects, each with its shape and colour, at each other's place (`exchange_places`)}};
     "plain_a", "plain_b": the same seeds from A's and from B's output unmixed (the control); the first
     swap's shares also as "follow_colour_slots" (= swaps["colour"]["b"]) and "follow_the_rest"
     (= swaps["colour"]["a"]); "pictures": pairs measured; "pairs": A's pairs; "images": {"plain_a",
@@ -398,7 +407,11 @@ def colour_slot_swap(pipe, judge: SlotJudge, n: int = 40, guidance_scale: float 
         follow_b = float(np.mean([score_pair(b, r)["colour"] for b, r in zip(swapped, readings)]))
         follow_a = float(np.mean([score_pair(a, r)["colour"] for a, r in zip(pairs, readings)]))
         if name in SWAPS:
-            result["swaps"][name] = {"b": follow_b, "a": follow_a}
+            shaped = [(a, r) for a, r in zip(pairs, readings) if a.first.shape != a.second.shape]
+            result["swaps"][name] = {"b": follow_b, "a": follow_a,
+                                     "kept": float(np.mean([score_pair(a, r)["shape"] for a, r in shaped])) if shaped else float("nan"),
+                                     "moved": float(np.mean([score_pair(exchange_places(a), r)["both"] for a, r in shaped])) if shaped else float("nan")}
+            result["distinct_shapes"] = len(shaped)
         else:
             result[name] = follow_a if name == "plain_a" else follow_b
     result["images"]["mixed"] = result["images"]["colour"]
