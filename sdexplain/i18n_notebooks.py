@@ -50,8 +50,27 @@ NOTEBOOK_ZH: dict[str, str] = {
     "the colour-slot swap": "颜色位置的交换",
     "on a real model, the same swap works with pipe(prompt_embeds=...)": "在真实模型上, 同样的交换可以用 pipe(prompt_embeds=...) 来做",
     "{n} pairs: unmixed A judged with A's colours {a:.0%}, unmixed B with B's {b:.0%}": "{n} 对提示: 未混合的 A 被判为 A 的颜色 {a:.0%}, 未混合的 B 被判为 B 的颜色 {b:.0%}",
-    "A with only the colour words' slots from B: B's colours {slots:.0%}, A's colours {rest:.0%}": "A 只把颜色词的位置换成 B 的: B 的颜色 {slots:.0%}, A 的颜色 {rest:.0%}",
+    "(shapes: of the {m} pairs of two different shapes, A's shapes in place / A's two objects at each other's place)":
+        "(形状: 在 {m} 对两个形状不同的提示里, A 的形状留在原处 / A 的两个物体互换了位置)",
+    "A with {slots} from B: B's colours {b:.0%}, A's colours {a:.0%}; shapes in place {kept:.0%}, objects exchanged {moved:.0%}":
+        "A 把{slots}换成 B 的: B 的颜色 {b:.0%}, A 的颜色 {a:.0%}; 形状留在原处 {kept:.0%}, 物体互换位置 {moved:.0%}",
+    "the two colour words' slots": "两个颜色词的位置",
+    "the two nouns' slots": "两个名词的位置",
+    "the two place words' slots": "两个位置词 (left、right 等) 的位置",
+    "the nouns' and the place words' slots": "名词和位置词的位置",
+    "every slot but the colour words'": "除两个颜色词以外的所有位置",
     "A, with B's two colour-word slots": "A, 但两个颜色词的位置来自 B",
+    "A, with B's two noun slots": "A, 但两个名词的位置来自 B",
+    "A, with B's two place-word slots": "A, 但两个位置词的位置来自 B",
+    "the one-colour change": "只改一个颜色",
+    "change one colour word of your prompt with the button of section 3 and compare": "用第 3 节的按钮改掉提示词里的一个颜色词, 再对比",
+    "{prompt} → the judge reads {found}": "{prompt} → 裁判读出 {found}",
+    "mean |change| of the object's pixels (0–255): first object {a:.1f}, second object {b:.1f}": "物体像素的平均 |变化| (0–255): 第一个物体 {a:.1f}, 第二个物体 {b:.1f}",
+    "how much each word's map moved (Σ|after − before| ÷ Σ before): {v}": "每个词的关注图变了多少 (Σ|改后 − 改前| ÷ Σ 改前): {v}",
+    "the second colour word's own ÷ other: {a:.2f} before ('blue'), {b:.2f} after ('green')": "第二个颜色词的 自己 ÷ 另一个: 改前 {a:.2f} ('blue'), 改后 {b:.2f} ('green')",
+    "before the change": "改之前",
+    "after the change": "改之后",
+    "one colour word changed: the pictures, and its map on one scale": "只改一个颜色词: 两张图, 以及它在同一刻度上的关注图",
     "each noun's weight on the colour words": "每个名词在颜色词上的权重",
     "read the noun's row in the figure above": "读上图中名词的那一行",
     "{prompt}: {noun} looks at its colour {colour} {own:.2f}, at the other colour {other} {o:.2f}": "{prompt}: {noun} 看自己的颜色 {colour} {own:.2f}, 看另一个颜色 {other} {o:.2f}",
@@ -137,7 +156,8 @@ NOTEBOOK_ZH: dict[str, str] = {
     "SD v1.5: {v1:,} × {d1}   SD 2.1: {v2:,} × {d2}": "SD v1.5: {v1:,} × {d1}   SD 2.1: {v2:,} × {d2}",
     "{name:9s} within group {within:+.3f}   to other groups {between:+.3f}": "{name:9s} 组内 {within:+.3f}   与其他组 {between:+.3f}",
     "cosine similarity of token embeddings": "标记嵌入的余弦相似度",
-    "{word:6s} → {neighbours}": "{word:6s} → {neighbours}",
+    "{word:6s} → nearest: {neighbours}": "{word:6s} → 最近的词: {neighbours}",
+    "most opposite pairs: {v}": "方向最相反的几对: {v}",
     "{word:8s} partner {partner:8s} {p:+.2f}   nearest other word {rival:8s} {r:+.2f}   {mark}":
         "{word:8s} 同义词 {partner:8s} {p:+.2f}   最近的非同义词 {rival:8s} {r:+.2f}   {mark}",
     "synonyms whose nearest word is a partner: {k} of {n}; smallest lead over the nearest other word {gap:+.2f}":
@@ -159,6 +179,15 @@ NOTEBOOK_ZH: dict[str, str] = {
     "{prompt!r}": "{prompt!r}",
     "   {noun:4s} → its own colour {own:7s} {a:.2f}   the other phrase's {other:7s} {b:.2f}": "   {noun:4s} → 自己的颜色 {own:7s} {a:.2f}   另一个短语的颜色 {other:7s} {b:.2f}",
     "text transformer self-attention, two objects": "文本转换器的自注意力, 两个物体",
+    "the colour-or-neighbour control": "“颜色还是左邻”的对照实验",
+    "read the noun rows of the figures above": "读上面各图中名词的那一行",
+    "{n} combinations, each in both orders; the noun's weight, mean over them:": "{n} 种组合, 每种都用两种词序; 名词给出的权重, 对这些组合取平均:",
+    "   next to the noun: colour word {c:.2f}, size word {s:.2f} (the colour higher in {share:.0%})":
+        "   紧挨着名词:     颜色词 {c:.2f}, 大小词 {s:.2f} ({share:.0%} 的组合里颜色词更高)",
+    "   two slots back:   colour word {c:.2f}, size word {s:.2f} (the colour higher in {share:.0%})":
+        "   往前第二个位置: 颜色词 {c:.2f}, 大小词 {s:.2f} ({share:.0%} 的组合里颜色词更高)",
+    "next to the noun instead of two back: +{near:.2f} (the nearer place wins in {share:.0%} of cases); a colour word instead of a size word: +{colour:.2f}":
+        "紧挨名词而不是在往前第二个位置: +{near:.2f} ({share:.0%} 的情况下离得近的胜出); 颜色词而不是大小词: +{colour:.2f}",
     # ---- 14 the control panel (the panel's own labels and notes are in i18n.ZH)
     "prompt {prompt}, {steps} steps, CFG {cfg}": "提示 {prompt}, 采样步数 (迭代步数) {steps}, 提示词引导系数 (CFG) {cfg}",
     "{prompt}, {steps} steps, CFG {cfg}, seed {seed}": "{prompt}, {steps} 步, CFG {cfg}, 种子 {seed}",

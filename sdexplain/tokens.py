@@ -12,7 +12,7 @@ What the prompt goes through before the U-Net sees it (article: tokenizer, embed
     widgets.TokenInspector(tokenizer) a Text box whose table updates as you type (tokenizing is cheap: no U-Net)
     reference_tokenizer(pipe)        CLIP's real BPE vocabulary if we can have it offline, else the pipeline's
     token_embedding_matrix(pipe)     (V, D): the text encoder's token embedding table
-    word_vectors / cosine_matrix / nearest_neighbours / group_similarity   similarity of token embeddings
+    word_vectors / cosine_matrix / nearest_neighbours / most_opposite_pairs / group_similarity   similarity of token embeddings
     encode(pipe, prompts)            (token embeddings, hidden states), each (B, 77, D) — the hidden states
                                      exactly as `pipe.encode_prompt` hands them to the U-Net
     context_similarity(pipe, a, b)   per position: cosine of the two prompts' vectors before and after the
@@ -215,6 +215,20 @@ def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
     """(N, N) cosine similarity of N vectors (N, D): 1 = same direction, 0 = unrelated."""
     unit = torch.nn.functional.normalize(vectors.float(), dim=-1)
     return unit @ unit.T
+
+
+def most_opposite_pairs(matrix: torch.Tensor, words, k: int = 3) -> list[tuple[str, str, float]]:
+    """The k pairs of different words (i < j) with the lowest cosine in `matrix` (N, N), most opposite first:
+    [(word_i, word_j, cosine)]. `words`: the N names of the rows."""
+    n = matrix.shape[0]
+    if tuple(matrix.shape) != (n, n) or len(words) != n:
+        raise ValueError(f"need a square matrix and one word per row, got {tuple(matrix.shape)} and {len(words)} words")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    i, j = torch.triu_indices(n, n, offset=1)
+    values = matrix[i, j].float()
+    order = values.argsort()[:k].tolist()
+    return [(words[int(i[o])], words[int(j[o])], float(values[o])) for o in order]
 
 
 def nearest_neighbours(pipe, word: str, k: int = 5, candidates=None) -> list[tuple[str, float]]:

@@ -86,6 +86,14 @@ def test_word_vectors_are_rows_of_the_embedding_table_and_neighbours_rank_by_cos
         tokens.word_vectors(tiny_pipe, ["dreambeach"])
 
 
+def test_most_opposite_pairs_are_the_lowest_cosines_above_the_diagonal():
+    m = torch.tensor([[1.0, -0.2, 0.3], [-0.2, 1.0, -0.7], [0.3, -0.7, 1.0]])
+    assert tokens.most_opposite_pairs(m, ["a", "b", "c"], k=2) == [("b", "c", pytest.approx(-0.7)), ("a", "b", pytest.approx(-0.2))]
+    assert len(tokens.most_opposite_pairs(m, ["a", "b", "c"], k=10)) == 3  # only 3 pairs exist
+    with pytest.raises(ValueError, match="one word per row"):
+        tokens.most_opposite_pairs(m, ["a", "b"])
+
+
 def test_group_similarity_within_and_between():
     m = torch.tensor([[1.0, 0.8, 0.1, 0.0], [0.8, 1.0, 0.2, 0.1], [0.1, 0.2, 1.0, 0.6], [0.0, 0.1, 0.6, 1.0]])
     out = tokens.group_similarity(m, {"a": [0, 1], "b": [2, 3]})

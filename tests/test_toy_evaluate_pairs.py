@@ -144,6 +144,13 @@ def test_pair_from_prompt_reads_both_objects_in_order_and_refuses_what_it_cannot
         evaluate_pairs.pair_from_prompt("a red cat on the left and a blue dog at the top")
 
 
+def test_exchange_places_moves_each_object_whole_to_the_other_place():
+    moved = evaluate_pairs.exchange_places(PAIR)
+    assert [(o.shape, o.colour, o.size, o.position) for o in moved.objects] == [("cat", "red", "large", "right"), ("dog", "blue", "small", "left")]
+    found = reading(left="dog blue small", right="cat red large")
+    assert evaluate_pairs.score_pair(moved, found)["both"] and not evaluate_pairs.score_pair(PAIR, found)["shape"]
+
+
 def test_swap_colours_exchanges_the_colours_and_nothing_else():
     swapped = evaluate_pairs.swap_colours(PAIR)
     assert (swapped.first.colour, swapped.second.colour) == ("blue", "red")
@@ -190,14 +197,60 @@ def test_noun_colour_attention_reads_the_eager_attention_weights_at_the_nouns_ro
     assert rows[0].other == 0.0  # the first noun cannot see the later colour word (causal mask)
 
 
-def test_colour_slot_swap_runs_its_three_pictures_and_reports_shares():
+def test_colour_slot_swap_runs_every_swap_and_reports_shares():
     from sdexplain.loading import load_pipeline
 
     pipe = load_pipeline("toy")
     pipe.set_progress_bar_config(disable=True)
     result = evaluate_pairs.colour_slot_swap(pipe, toy_model.SlotJudge.load(), n=3, steps=4)
     assert result["pictures"] == 3 and len(result["pairs"]) == 3
-    assert {name: tuple(images.shape) for name, images in result["images"].items()} == {name: (3, 3, 64, 64) for name in ("mixed", "plain_a", "plain_b")}
-    for key in ("follow_colour_slots", "follow_the_rest", "plain_a", "plain_b"):
-        assert 0.0 <= result[key] <= 1.0
-    assert result["follow_colour_slots"] + result["follow_the_rest"] <= 1.0  # a picture cannot follow both
+    names = ("mixed", "plain_a", "plain_b", *evaluate_pairs.SWAPS)
+    assert {name: tuple(images.shape) for name, images in result["images"].items()} == {name: (3, 3, 64, 64) for name in names}
+    assert set(result["swaps"]) == set(evaluate_pairs.SWAPS)
+    for shares in [*result["swaps"].values(), {"a": result["plain_a"], "b": result["plain_b"]}]:
+        assert all(0.0 <= shares[k] <= 1.0 for k in ("a", "b")) and shares["a"] + shares["b"] <= 1.0  # a picture cannot follow both
+    for shares in result["swaps"].values():
+        assert np.isnan(shares["kept"]) or shares["kept"] + shares["moved"] <= 1.0  # A's shapes kept or exchanged, not both
+    assert (result["follow_colour_slots"], result["follow_the_rest"]) == (result["swaps"]["colour"]["b"], result["swaps"]["colour"]["a"])
+    assert torch.equal(result["images"]["mixed"], result["images"]["colour"])
+
+
+def test_colour_or_neighbour_reads_the_nouns_row_by_distance(v2_encoder_pipe, monkeypatch):
+    """Planted self-attention: the noun gives 0.5 to the word next to it and 0.1 to the one before, and 0.2
+    more to a colour word wherever it stands; the function must read the weights by word and distance."""
+    from sdexplain import tokens
+
+    def planted(pipe, prompt):
+        words = prompt.split()  # a w1 w2 noun
+        weights = torch.zeros(2, 6, 6)
+        weights[:, 4, 3] = 0.5 + (0.2 if words[2] in world.COLOURS else 0.0)  # next to the noun; a colour gets 0.2 more
+        weights[:, 4, 2] = 0.1 + (0.2 if words[1] in world.COLOURS else 0.0)  # two back
+        return tokens.TextSelfAttention(weights=weights, labels=["<s>", "a", words[1], words[2], words[3], "<e>"])
+
+    monkeypatch.setattr(tokens, "text_self_attention", planted)
+    found = evaluate_pairs.colour_or_neighbour(v2_encoder_pipe)
+    assert found["n"] == len(world.SHAPES) * len(world.COLOUR_NAMES) * len(world.SIZE_NAMES)
+    assert found["colour_1"] == pytest.approx(0.7) and found["size_1"] == pytest.approx(0.5)
+    assert found["colour_2"] == pytest.approx(0.3) and found["size_2"] == pytest.approx(0.1)
+    assert found["colour_over_size_1"] == found["colour_over_size_2"] == found["near_over_far"] == 1.0
+
+
+def test_recolour_second_changes_only_the_second_colour_word_and_refuses_bad_colours():
+    from sdexplain.loading import load_pipeline
+
+    pipe = load_pipeline("toy")
+    pipe.set_progress_bar_config(disable=True)
+    judge = toy_model.SlotJudge.load()
+    prompt = "a red cat on the left and a blue dog on the right"
+    found = evaluate_pairs.recolour_second(pipe, judge, prompt, "green", steps=4)
+    assert found["prompts"] == (prompt, "a red cat on the left and a green dog on the right")
+    assert [p.second.colour for p in found["pairs"]] == ["blue", "green"] and found["pairs"][0].first == found["pairs"][1].first
+    a, b = (np.asarray(image, dtype=np.float32) for image in found["images"])
+    assert len(found["pixel_change"]) == 2 and max(found["pixel_change"]) <= float(np.abs(b - a).max())
+    assert [w for w, _, _ in found["map_change"]] == [w for w in prompt.split() if w != "and"]
+    assert [o for _, o, _ in found["map_change"]] == [0] * 6 + [1] * 6
+    assert len(found["readings"]) == 2 and len(found["colour_own_over_other"]) == 2
+    with pytest.raises(ValueError, match="already blue"):
+        evaluate_pairs.recolour_second(pipe, judge, prompt, "blue")
+    with pytest.raises(ValueError, match="colour must be one of"):
+        evaluate_pairs.recolour_second(pipe, judge, prompt, "pink")

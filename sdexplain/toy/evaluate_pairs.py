@@ -141,23 +141,23 @@ class Neighbour:
 
 def embedding_neighbours(tokenizer, text_encoder, words: list[str] | None = None) -> list[Neighbour]:
     """Each word's nearest other whole word (cosine) in the text encoder's input-embedding table — the
-    table the article's "man / gentleman / guy" lives in. Candidates are the world's words (one token each)."""
+    table the article's "man / gentleman / guy" lives in. Candidates are the world's words (one token each).
+    The search itself is `tokens.nearest_neighbours` (notebook 05's), here with k = 1."""
+    from types import SimpleNamespace
+
+    from sdexplain.tokens import nearest_neighbours
+
     vocab = sorted(set(world.all_words(world.V2)))
-    ids = []
     for word in vocab:
         token_ids = tokenizer(word, add_special_tokens=False)["input_ids"]
         if len(token_ids) != 1:
             raise ValueError(f"{word!r} is {len(token_ids)} tokens in this tokenizer, not one: is it world 2's?")
-        ids.append(token_ids[0])
-    table = text_encoder.get_input_embeddings().weight.detach().float()[ids]  # (V, d)
-    unit = table / table.norm(dim=1, keepdim=True)
-    cos = unit @ unit.T
-    cos.fill_diagonal_(-2.0)
+    pipe = SimpleNamespace(tokenizer=tokenizer, text_encoder=text_encoder)
     out = []
     for word in words or [w for w in world.CANONICAL if w in vocab]:
-        i = vocab.index(word)
-        j = int(cos[i].argmax())
-        out.append(Neighbour(word, vocab[j], float(cos[i, j]), world.CANONICAL.get(vocab[j], vocab[j]) == world.CANONICAL.get(word, word)))
+        ((name, cosine),) = nearest_neighbours(pipe, word, k=1, candidates=vocab)
+        nearest = name.removesuffix("</w>")
+        out.append(Neighbour(word, nearest, cosine, world.CANONICAL.get(nearest, nearest) == world.CANONICAL.get(word, word)))
     return out
 
 
@@ -308,25 +308,75 @@ def noun_colour_attention(pipe, prompts: list[str]) -> list[NounOnColours]:
     return rows
 
 
+def colour_or_neighbour(pipe) -> dict:
+    """Does a noun's slot collect its *colour*, or just its *left neighbour*? In the toy's grammar the colour
+    word always stands right before its noun, so "a red cat" cannot tell. Here every shape × colour × size
+    is read in two orders: "a large red cat" (in the grammar: colour next to the noun, size two back) and
+    "a red large cat" (outside it: the order the toy never saw in training, size next to the noun, colour
+    two back). The noun's self-attention weight (`tokens.text_self_attention`, layers and heads averaged)
+    on each word, by its distance from the noun. Returns {"colour_1", "size_1", "colour_2", "size_2":
+    mean weight on the colour / size word at distance 1 / 2; "colour_over_size_1", "colour_over_size_2":
+    share of the combinations where the colour word gets more than the size word at that distance;
+    "near_over_far": share of (combination, kind) where a word gets more next to the noun than two back;
+    "n": combinations}."""
+    from sdexplain.tokens import text_self_attention
+
+    weights: dict[str, list[float]] = {"colour_1": [], "size_1": [], "colour_2": [], "size_2": []}
+    for shape in world.SHAPES:
+        for colour in world.COLOUR_NAMES:
+            for size in world.SIZE_NAMES:
+                for order in ((size, colour), (colour, size)):  # slots: <start> a w1 w2 noun
+                    attention = text_self_attention(pipe, f"a {order[0]} {order[1]} {shape}")
+                    if len(attention.labels) != 6:
+                        raise ValueError(f"{attention.labels}: every world word must be one token of this tokenizer")
+                    row = attention.weights.mean(0)[4]  # the noun's row, layers averaged
+                    for distance, word in ((2, order[0]), (1, order[1])):
+                        kind = "colour" if word == colour else "size"
+                        weights[f"{kind}_{distance}"].append(float(row[4 - distance]))
+    values = {key: np.array(v) for key, v in weights.items()}
+    result: dict = {key: float(v.mean()) for key, v in values.items()}
+    for d in (1, 2):
+        result[f"colour_over_size_{d}"] = float(np.mean(values[f"colour_{d}"] > values[f"size_{d}"]))
+    result["near_over_far"] = float(np.mean(np.concatenate([values["colour_1"] > values["colour_2"], values["size_1"] > values["size_2"]])))
+    result["n"] = len(values["colour_1"])
+    return result
+
+
 def swap_colours(pair: world.Pair) -> world.Pair:
     """The same pair with its two objects' colours exchanged (the binding test's other prompt)."""
     first, second = pair.objects
     return world.Pair(replace(first, colour=second.colour), replace(second, colour=first.colour))
 
 
+def exchange_places(pair: world.Pair) -> world.Pair:
+    """The same two objects (shape, colour, size) at each other's place."""
+    first, second = pair.objects
+    return world.Pair(replace(first, position=second.position, cx=second.cx, cy=second.cy),
+                      replace(second, position=first.position, cx=first.cx, cy=first.cy))
+
+
+SWAPS = ("colour", "shape", "position", "shape+position", "rest")  # colour_slot_swap's slot sets, taken from B
+
+
 @torch.no_grad()
 def colour_slot_swap(pipe, judge: SlotJudge, n: int = 40, guidance_scale: float = DEFAULT_GUIDANCE, steps: int = 20, seed: int = 0) -> dict:
     """Where does the U-Net read the colours? For `n` held-out pairs of two different colours, prompt A is
     the caption and prompt B the same caption with the colours swapped (`swap_colours`): the two differ
-    only at the two colour words' slots. The picture is drawn from A's text-encoder output with ONLY
-    those two slots taken from B's, and judged at each place:
+    only at the two colour words' tokens, but B's text-encoder *outputs* differ from every colour word on
+    (the causal transformer). Each picture is drawn from A's output with ONE set of slots taken from B's
+    (`SWAPS`), from the same seed, and judged at each place:
 
-    - "follow_colour_slots": the colours at both places are B's (the colour words' own slots decide);
-    - "follow_the_rest": both are A's (the other slots — the nouns, places, end and padding after the
-      colour word, which carry it through the causal text transformer — decide);
-    - "plain_a", "plain_b": the same seeds from A's and from B's output unmixed (the control: both right).
-    Also "pictures": how many pairs were measured, "pairs": A's pairs, and "images": {"mixed", "plain_a",
-    "plain_b"} -> (n, 3, H, W) in [-1, 1]."""
+    - "colour": the two colour words' slots;
+    - "shape": the two nouns' slots;  "position": the two place words' slots ("left", "right", …);
+    - "shape+position": both;  "rest": every slot but the colour words' (start, words, end and padding).
+
+    Returns "swaps": {name: {"b": share of pictures with B's colours at both places, "a": with A's;
+    among the pairs of two different shapes ("distinct_shapes" of them): "kept": A's shapes at A's places,
+    "moved": A's two objects, each with its shape and colour, at each other's place (`exchange_places`)}};
+    "plain_a", "plain_b": the same seeds from A's and from B's output unmixed (the control); the first
+    swap's shares also as "follow_colour_slots" (= swaps["colour"]["b"]) and "follow_the_rest"
+    (= swaps["colour"]["a"]); "pictures": pairs measured; "pairs": A's pairs; "images": {"plain_a",
+    "plain_b", "mixed" (the colour swap), and each swap name} -> (n, 3, H, W) in [-1, 1]."""
     from sdexplain.tokens import encode
 
     pairs = [p for p in held_out_pairs(4 * n) if p.first.colour != p.second.colour][:n]
@@ -338,21 +388,83 @@ def colour_slot_swap(pipe, judge: SlotJudge, n: int = 40, guidance_scale: float 
     colour_slots = ids_a != ids_b  # (n, 77): exactly the two colour words of each prompt
     if not (colour_slots.sum(1) == 2).all():
         raise ValueError("a colour word is more than one token in this tokenizer: the swap needs one slot per colour")
-    mixed = torch.where(colour_slots[..., None], hidden_b, hidden_a)  # A's output, B's colour slots
-    result: dict = {"pictures": len(pairs), "pairs": pairs}
-    for name, embeds in (("mixed", mixed), ("plain_a", hidden_a), ("plain_b", hidden_b)):
+    role_slots = {role: torch.zeros_like(colour_slots) for role in ("shape", "position")}
+    for i, pair in enumerate(pairs):
+        for phrase in phrase_slots(pipe.tokenizer, pair.caption()):
+            for role in role_slots:
+                role_slots[role][i, phrase[role]] = True
+    taken = {"colour": colour_slots, "shape": role_slots["shape"], "position": role_slots["position"],
+             "shape+position": role_slots["shape"] | role_slots["position"], "rest": ~colour_slots}
+    runs = {name: torch.where(taken[name][..., None], hidden_b, hidden_a) for name in SWAPS}  # A's output, B's slots
+    runs.update(plain_a=hidden_a, plain_b=hidden_b)
+    result: dict = {"pictures": len(pairs), "pairs": pairs, "swaps": {}, "images": {}}
+    for name, embeds in runs.items():
         generator = torch.Generator(device="cpu").manual_seed(seed)
         images = pipe(prompt_embeds=embeds.to(pipe.device, pipe.unet.dtype), num_inference_steps=steps, guidance_scale=guidance_scale,
                       generator=generator, output_type="pt").images.float().cpu() * 2 - 1  # (n, 3, H, W)
-        result.setdefault("images", {})[name] = images
+        result["images"][name] = images
         readings = read_places(judge, images)
-        if name == "mixed":
-            result["follow_colour_slots"] = float(np.mean([score_pair(b, r)["colour"] for b, r in zip(swapped, readings)]))
-            result["follow_the_rest"] = float(np.mean([score_pair(a, r)["colour"] for a, r in zip(pairs, readings)]))
+        follow_b = float(np.mean([score_pair(b, r)["colour"] for b, r in zip(swapped, readings)]))
+        follow_a = float(np.mean([score_pair(a, r)["colour"] for a, r in zip(pairs, readings)]))
+        if name in SWAPS:
+            shaped = [(a, r) for a, r in zip(pairs, readings) if a.first.shape != a.second.shape]
+            result["swaps"][name] = {"b": follow_b, "a": follow_a,
+                                     "kept": float(np.mean([score_pair(a, r)["shape"] for a, r in shaped])) if shaped else float("nan"),
+                                     "moved": float(np.mean([score_pair(exchange_places(a), r)["both"] for a, r in shaped])) if shaped else float("nan")}
+            result["distinct_shapes"] = len(shaped)
         else:
-            truth = pairs if name == "plain_a" else swapped
-            result[name] = float(np.mean([score_pair(p, r)["colour"] for p, r in zip(truth, readings)]))
+            result[name] = follow_a if name == "plain_a" else follow_b
+    result["images"]["mixed"] = result["images"]["colour"]
+    result["follow_colour_slots"], result["follow_the_rest"] = result["swaps"]["colour"]["b"], result["swaps"]["colour"]["a"]
     return result
+
+
+def recolour_second(pipe, judge: SlotJudge, prompt: str, colour: str, steps: int = 20, guidance_scale: float = DEFAULT_GUIDANCE, seed: int = 0) -> dict:
+    """Change ONLY the second object's colour word of a two-object prompt and draw both prompts from the
+    same seed (each generated alone, so both start from the same noise), traced. What moves?
+
+    Returns "prompts" (A, B); "images" (A's, B's PIL pictures); "runs" (their traces); "readings": the
+    judge at each place of each picture (`read_places`); "pairs" (A's, B's `world.Pair`); "pixel_change":
+    per object, the mean |B − A| of the RGB values (0–255) over that object's pixels in either picture
+    (`object_masks_from_picture`); "map_change": per word slot of A, (word, owner 0/1, Σ|map_B − map_A| ÷
+    Σ map_A) — its cross-attention map averaged over the steps; "colour_own_over_other": the second
+    colour word's own ÷ other density (`pair_word_attention`) in A and in B."""
+    from sdexplain import images as sd_images
+    from sdexplain.generate import generate
+
+    pair_a = pair_from_prompt(prompt)
+    if colour not in world.COLOURS:
+        raise ValueError(f"colour must be one of {', '.join(world.COLOUR_NAMES)}, got {colour!r}")
+    if world.CANONICAL.get(colour, colour) == pair_a.second.colour:
+        raise ValueError(f"the second object of {prompt!r} is already {colour}: pick another colour")
+    words = prompt.split()
+    slot = phrase_slots(pipe.tokenizer, prompt)[1]["colour"] - 1  # the word's index (slot 0 is the start token)
+    other = " ".join(words[:slot] + [colour] + words[slot + 1 :])
+    pair_b = pair_from_prompt(other)
+    drawn = [generate(pipe, text, steps=steps, cfg=guidance_scale, seed=seed) for text in (prompt, other)]
+    pictures = [images[0] for images, _ in drawn]
+    runs = [run for _, run in drawn]
+    arrays = [sd_images.to_uint8(picture).astype(np.float32) for picture in pictures]  # (64, 64, 3)
+    masks = [object_masks_from_picture(array.astype(np.uint8), pair) for array, pair in zip(arrays, (pair_a, pair_b))]
+    if any(m is None for m in masks):
+        raise ValueError(f"a picture of {prompt!r} / {other!r} has nothing on one side: no objects to compare")
+    change = np.abs(arrays[1] - arrays[0]).mean(-1)  # (64, 64)
+    pixel_change = [float(change[masks[0][k] | masks[1][k]].mean()) for k in range(2)]
+    maps_a, maps_b = runs[0].attention.word_maps(0), runs[1].attention.word_maps(0)
+    map_change, owner = [], 0
+    for (label, heat_a), heat_b in zip(maps_a.items(), maps_b.values()):
+        word = label.split(":", 1)[1]
+        if word == "and":
+            owner = 1
+            continue
+        map_change.append((word, owner, float((heat_b - heat_a).abs().sum() / heat_a.sum())))
+    readings = read_places(judge, torch.cat([sd_images.pil_to_tensor(p) for p in pictures]))
+    colour_scores = []
+    for run, pair, mask in zip(runs, (pair_a, pair_b), masks):
+        rows = [r for r in pair_word_attention(run, pair, mask) if r.owner == 1 and r.position == slot + 1]
+        colour_scores.append(rows[0].score)
+    return {"prompts": (prompt, other), "images": pictures, "runs": runs, "readings": readings, "pairs": (pair_a, pair_b),
+            "pixel_change": pixel_change, "map_change": map_change, "colour_own_over_other": colour_scores}
 
 
 def pair_report(pipe, judge: SlotJudge, prompts: int = 200, scales=(1.0, DEFAULT_GUIDANCE), attention_prompts: int = 100) -> dict:
