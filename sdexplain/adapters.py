@@ -645,6 +645,17 @@ def pictures(images: torch.Tensor) -> list[np.ndarray]:
     return list(((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
 
 
+def amplified_difference(images: torch.Tensor, base: torch.Tensor, gain: float = 4.0) -> list[np.ndarray]:
+    """uint8 (H, W, 3) pictures of |images − base| × gain, per pixel and channel (0 = black: unchanged;
+    a change of 1/gain of the full range or more = full brightness) — what a weight changed, made visible."""
+    if images.shape != base.shape:
+        raise ValueError(f"images {tuple(images.shape)} and base {tuple(base.shape)} must have the same shape")
+    if not gain > 0:
+        raise ValueError(f"gain must be positive, got {gain!r}")
+    change = (images.float().clamp(-1, 1) - base.float().clamp(-1, 1)).abs() / 2  # 0–1 of the full range
+    return list((change * gain).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy())
+
+
 def carried_by(strengths: dict[str, float]) -> str:
     """Which of 'cross' and 'self' attention reaches more of the 'both' LoRA's style strength."""
     return max(("cross", "self"), key=lambda k: strengths[k])
