@@ -387,3 +387,9 @@ def test_weight_rows_figure_has_a_row_per_weight_with_pictures_and_differences()
     assert first_diff.shape == (8, 16, 3) and (np.asarray(first_diff) == 0).all() and (np.asarray(last_diff) > 0).all()
     with pytest.raises(ValueError, match="one batch per weight"):
         plots.weight_rows(batches, [0, 1])
+
+
+def test_training_reports_processor_seconds_beside_the_clock(tiny_pipe):
+    lora, ti = _lora(tiny_pipe), _concept(tiny_pipe)
+    for trained in (lora, ti):
+        assert 0 < trained.cpu_seconds and 0 < trained.seconds
