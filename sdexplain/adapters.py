@@ -6,16 +6,18 @@
     load_embedding(pipe, "my-cat.safetensors", token="<my-cat>")   # pipe.load_textual_inversion underneath
 
     # LoRA: a low-rank update of the U-Net's attention, learned from pictures in a new style
+    images, captions = styled_batch(256, 0, "night")                # the world's scenes on a dark floor
     lora = train_lora(pipe, images, captions, rank=4, targets="both")
-    save_lora(lora, "shadowed.safetensors")                         # StableDiffusionPipeline.save_lora_weights
-    load_lora(pipe, "shadowed.safetensors", "shadowed")              # pipe.load_lora_weights
-    pipe.set_adapters(["shadowed"], adapter_weights=[0.5])          # WebUI's <lora:shadowed:0.5>
+    save_lora(lora, "night.safetensors")                            # StableDiffusionPipeline.save_lora_weights
+    load_lora(pipe, "night.safetensors", "night")                   # pipe.load_lora_weights
+    pipe.set_adapters(["night"], adapter_weights=[0.5])             # WebUI's <lora:night:0.5>
 
 Everything that diffusers or peft already does is theirs: the adapter layers (peft's `LoraConfig`
 through `unet.add_adapter`), the file formats (`save_lora_weights`, kohya key conversion inside
 `load_lora_weights`), adding a token (`load_textual_inversion`), scaling and fusing. What is here:
 the two training loops (the article's noise-prediction loss, with everything but the new row or the
-LoRA matrices frozen), the toy's "shadowed" style as a render option, the measures the notebook shows,
+LoRA matrices frozen), the toy's styles as a render option ("night", the one notebook 16 trains; "shadowed",
+which the toy's VAE all but erases), the measures the notebook shows,
 and checks that name the file and the mismatch before a bad file reaches diffusers — and take the
 adapter out again when a load fails half-way.
 
@@ -42,7 +44,7 @@ import torch.nn.functional as F
 from sdexplain import diffusion
 from sdexplain.toy import world
 
-# ----------------------------------------------------------------------------- the shadowed style
+# ----------------------------------------------------------------------------- the styles
 
 STYLES = ("plain", "shadowed", "night")
 SHADOW_OFFSET = 3  # pixels down and to the right
@@ -158,6 +160,7 @@ class TextualInversion:
     text_encoder: torch.nn.Module  # the trained copy (the pipeline's own is untouched)
     tokenizer: object  # the copy that knows the token
     token_id: int
+    cpu_seconds: float = 0.0  # processor time of the training loop (time.process_time): the wall time on an otherwise idle machine
 
 
 def _one_token(tokenizer, word: str) -> int:
@@ -222,7 +225,7 @@ def train_textual_inversion(
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW([table], lr=learning_rate, weight_decay=0.0)
     hook = table.register_hook(lambda grad: grad * keep.to(grad))  # only the new row gets a gradient
-    losses, start = [], time.perf_counter()
+    losses, start, cpu_start = [], time.perf_counter(), time.process_time()
     try:
         for _ in range(steps):
             index = torch.randint(len(latents), (batch_size,), generator=generator)
@@ -243,7 +246,8 @@ def train_textual_inversion(
         for p, flag in zip(unet.parameters(), unet_flags):
             p.requires_grad_(flag)
     text_encoder.eval()
-    return TextualInversion(token, table[token_id].detach().clone(), init_word, losses, time.perf_counter() - start, text_encoder, tokenizer, token_id)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    return TextualInversion(token, table[token_id].detach().clone(), init_word, losses, seconds, text_encoder, tokenizer, token_id, cpu_seconds)
 
 
 def save_embedding(vector: torch.Tensor, path: str | Path) -> Path:
@@ -364,6 +368,7 @@ class Lora:
     parameters: int  # LoRA parameters trained
     unet_parameters: int  # the U-Net's own parameters (frozen)
     modules: list[str] = field(default_factory=list)  # the layers it adapts
+    cpu_seconds: float = 0.0  # processor time of the training loop (time.process_time): the wall time on an otherwise idle machine
 
 
 def lora_config(rank: int = 4, targets: str = "both"):
@@ -410,9 +415,9 @@ def train_lora(
     torch.manual_seed(seed)  # peft's gaussian init of A
     unet.add_adapter(config)
     trainable = [p for p in unet.parameters() if p.requires_grad]
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     losses = [r.loss for r in train_noise_predictor(unet, data, pipe.scheduler, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed)]
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     modules = sorted({k.rsplit(".lora", 1)[0] for k in state})
     # what a loader needs to rebuild the adapter (diffusers stores it in the file's metadata)
@@ -425,6 +430,7 @@ def train_lora(
         sum(p.numel() for p in trainable),
         unet_parameters,
         modules,
+        cpu_seconds,
     )
 
 
@@ -643,6 +649,17 @@ def lora_share(lora: Lora) -> float:
 def pictures(images: torch.Tensor) -> list[np.ndarray]:
     """Images (N, 3, H, W) in [-1, 1] -> uint8 (H, W, 3) arrays, for figures and sliders."""
     return list(((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+
+
+def amplified_difference(images: torch.Tensor, base: torch.Tensor, gain: float = 4.0) -> list[np.ndarray]:
+    """uint8 (H, W, 3) pictures of |images − base| × gain, per pixel and channel (0 = black: unchanged;
+    a change of 1/gain of the full range or more = full brightness) — what a weight changed, made visible."""
+    if images.shape != base.shape:
+        raise ValueError(f"images {tuple(images.shape)} and base {tuple(base.shape)} must have the same shape")
+    if not gain > 0:
+        raise ValueError(f"gain must be positive, got {gain!r}")
+    change = (images.float().clamp(-1, 1) - base.float().clamp(-1, 1)).abs() / 2  # 0–1 of the full range
+    return list((change * gain).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy())
 
 
 def carried_by(strengths: dict[str, float]) -> str:

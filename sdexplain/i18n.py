@@ -472,12 +472,11 @@ ZH: dict[str, str] = {
     "Height": "高度",
     "Denoising strength": "重绘幅度 (去噪强度)",
     # notebook 16 (embeddings and LoRA: sdexplain.adapters)
-    "plain": "无阴影",
-    "shadowed": "带阴影",
-    "shadowed, through the VAE": "带阴影, 经过 VAE",
-    "the floor's darkening under the shadows, through the VAE: {k:.0%} of the rendered one": "影子让地面变暗的程度, 经过 VAE 之后: 只剩渲染图的 {k:.0%}",
-    "trained in {s:.0f} s ({n} steps); loss {a:.4f} → {b:.4f} (mean of the first and last 20 steps)":
-        "训练用时 {s:.0f} 秒 ({n} 步); 损失 {a:.4f} → {b:.4f} (前 20 步与后 20 步的平均)",
+    "plain": "原样",
+    "night": "夜间",
+    "night, through the VAE": "夜间, 经过 VAE",
+    "pictures": "图像",
+    "|picture − first row| × {gain}": "|图像 − 第一行| × {gain}",
     "new rows: {n}; old rows moved: {rows}; other text-encoder weights changed: {other}":
         "新增的行: {n}; 变动的旧行: {rows}; 文本编码器其它权重变动的个数: {other}",
     "trained numbers: {a}; frozen numbers (text encoder and U-Net): {b:,}": "训练的数: {a} 个; 冻结的数 (文本编码器和 U-Net): {b:,} 个",
@@ -485,21 +484,14 @@ ZH: dict[str, str] = {
     "loaded as token id {i}; the tokenizer now has {n} tokens": "加载为标记 id {i}; 标记器现在有 {n} 个标记",
     "{label:>9}: judged orange {c:.0%}, cat {s:.0%}, in the asked place {p:.0%}, size {z:.0%}":
         "{label:>9}: 判为橙色 {c:.0%}, 猫 {s:.0%}, 位置如提示 {p:.0%}, 大小如提示 {z:.0%}",
-    "trained in {s:.0f} s; loss {a:.4f} → {b:.4f}": "训练用时 {s:.0f} 秒; 损失 {a:.4f} → {b:.4f}",
     "LoRA parameters: {n:,} = {share:.2%} of the U-Net's {u:,}, on {m} attention projections":
         "LoRA 参数: {n:,} 个 = U-Net 的 {u:,} 个参数的 {share:.2%}, 作用在 {m} 个注意力投影上",
     "{file}: {n} tensors for {l} layers, rank {r}, {p:,} numbers, {b:,} bytes; e.g. {key}":
         "{file}: {n} 个张量, 对应 {l} 层, 秩 {r}, {p:,} 个数, {b:,} 字节; 例如 {key}",
     "w = {w:4.2f}: style strength {s:5.2f}; judged colour {c:.0%}, shape {h:.0%}, place {p:.0%}, size {z:.0%}":
         "w = {w:4.2f}: 风格强度 {s:5.2f}; 判定颜色 {c:.0%}, 形状 {h:.0%}, 位置 {p:.0%}, 大小 {z:.0%}",
-    "adherence kept at w = 1 (share of w = 0's): ": "w = 1 时保留的提示遵循度 (占 w = 0 时的比例): ",
-    "lowest: {k} ({v:.0%})": "最低: {k} ({v:.0%})",
     "fused: the weights moved by up to {m:.2e}; the image differs from the unfused one by at most {d:.2e}; after unfusing the weights are back to within {b:.1e}":
         "融合后: 权重最多变动 {m:.2e}; 图像与未融合时最多相差 {d:.2e}; 解除融合后权重回到原值 (误差不超过 {b:.1e})",
-    "{k:>5}: {n:,} parameters, trained in {s:.0f} s, style strength {v:.2f}, judged colour {c:.0%}":
-        "{k:>5}: {n:,} 个参数, 训练用时 {s:.0f} 秒, 风格强度 {v:.2f}, 判定颜色 {c:.0%}",
-    "more of the style is carried by: {w}-attention ({a:.0%} of both's strength, the other {b:.0%})":
-        "风格更多由 {w} 注意力承载 (达到 both 的强度的 {a:.0%}, 另一个 {b:.0%})",
     "a file for another model is refused, naming the file and the mismatch:": "为别的模型做的文件会被拒绝, 并写明文件和不匹配之处:",
     "{file}: the embedding's vectors are {a} wide but this text encoder's are {b} (SD 1.x: 768, SD 2.x: 1024, the toy: 64) — the file was made for another model":
         "{file}: 这个嵌入的向量宽 {a}, 而这个文本编码器的是 {b} (SD 1.x: 768, SD 2.x: 1024, 玩具模型: 64) —— 这个文件是为别的模型做的",

@@ -204,6 +204,29 @@ def image_grid(
     return fig
 
 
+def weight_rows(images_per_weight: Sequence, weights: Sequence[float], n: int = 6, gain: float = 4.0, label: str = "w = {w:g}", cell: float = 1.0) -> Figure:
+    """A LoRA's weight sweep, tight: one row per weight, its first ``n`` pictures side by side on the
+    left and, on the right, what the weight changed against the first row (the base pictures):
+    |picture − base| × ``gain`` (``adapters.amplified_difference``; black = unchanged)."""
+    from sdexplain import adapters
+
+    if len(images_per_weight) != len(weights) or not weights:
+        raise ValueError(f"{len(images_per_weight)} image batches for {len(weights)} weights; one batch per weight, at least one")
+    base = images_per_weight[0][:n]
+    fig = Figure(figsize=(2 * n * cell + 0.6, len(weights) * cell + 0.45), layout="constrained")
+    axes = fig.subplots(len(weights), 2, squeeze=False)
+    for row, (batch, w) in enumerate(zip(images_per_weight, weights)):
+        left = np.concatenate(list(images.to_uint8(batch[:n])), axis=1)
+        right = np.concatenate(adapters.amplified_difference(batch[:n], base, gain), axis=1)
+        for ax, picture in zip(axes[row], (left, right)):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[row, 0].set_ylabel(label.format(w=w), rotation=0, ha="right", va="center", fontsize=9)
+    axes[0, 0].set_title("pictures", fontsize=9)
+    axes[0, 1].set_title(f"|picture − first row| × {gain:g}", fontsize=9)
+    return fig
+
+
 def wrap_title(title: str, cell: float, fontsize: float = 9.0) -> str:
     """``title`` with every line wrapped to fit an axes ``cell`` inches wide (about 0.55·fontsize points per character)."""
     width = max(6, int(cell * 72 / (0.55 * fontsize)))

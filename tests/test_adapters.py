@@ -360,3 +360,36 @@ def test_the_night_style_survives_the_shipped_vae():
     assert kept_stage > 0.75 and kept_shipped > 0.75, (kept_stage, kept_shipped)
     with pytest.raises(ValueError, match="plain"):
         adapters.shadow_reference(style="plain")
+
+
+def test_amplified_difference_is_black_where_nothing_changed_and_scales_with_gain():
+    base = torch.zeros(2, 3, 4, 4)
+    images = base.clone()
+    images[0, :, 0, 0] = -0.5  # a change of 0.25 of the full range ([-1, 1] is 2 wide)
+    out = adapters.amplified_difference(images, base, gain=2.0)
+    assert len(out) == 2 and out[0].shape == (4, 4, 3) and out[0].dtype == np.uint8
+    assert (out[1] == 0).all() and (out[0][1:, :] == 0).all()
+    assert (out[0][0, 0] == 128).all()  # 0.25 × 2 = half brightness
+    assert (adapters.amplified_difference(images, base, gain=8.0)[0][0, 0] == 255).all()  # clipped at full
+    with pytest.raises(ValueError, match="same shape"):
+        adapters.amplified_difference(images[:1], base)
+    with pytest.raises(ValueError, match="gain must be positive"):
+        adapters.amplified_difference(images, base, gain=0)
+
+
+def test_weight_rows_figure_has_a_row_per_weight_with_pictures_and_differences():
+    from sdexplain import plots
+
+    batches = [torch.full((3, 3, 8, 8), v) for v in (0.0, -0.2, -0.4)]
+    fig = plots.weight_rows(batches, [0, 0.5, 1], n=2, gain=3)
+    assert len(fig.axes) == 6
+    first_diff, last_diff = fig.axes[1].images[0].get_array(), fig.axes[5].images[0].get_array()
+    assert first_diff.shape == (8, 16, 3) and (np.asarray(first_diff) == 0).all() and (np.asarray(last_diff) > 0).all()
+    with pytest.raises(ValueError, match="one batch per weight"):
+        plots.weight_rows(batches, [0, 1])
+
+
+def test_training_reports_processor_seconds_beside_the_clock(tiny_pipe):
+    lora, ti = _lora(tiny_pipe), _concept(tiny_pipe)
+    for trained in (lora, ti):
+        assert 0 < trained.cpu_seconds and 0 < trained.seconds
