@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import sys
+import unicodedata
 from pathlib import Path
 
 
@@ -133,8 +135,50 @@ def say(template: str, **values) -> None:
     """Print a message for the reader in the chosen language: ``template`` is the catalogue's key,
     filled with ``values`` as ``str.format`` does — ``say("{n} steps in {s:.1f} s", n=20, s=1.23)``
     prints "20 steps in 1.2 s", or "20 步, 用时 1.2 秒" with Chinese chosen. The notebooks print their
-    messages through it, so their code is the same in both languages."""
-    print(t(template).format(**values))
+    messages through it, so their code is the same in both languages. A string padded to a width
+    (``{name:12}``, ``{name:>12}``) is padded by its display width, so columns of Chinese text line up
+    in a terminal or a notebook (a Chinese character takes two columns, see ``display_width``)."""
+    print(_WIDE.format(t(template), **values))
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a monospaced font: 2 for a wide or full-width character (Chinese,
+    full-width punctuation — Unicode's East Asian Width W or F), 0 for a combining mark, 1 otherwise."""
+    if not isinstance(text, str):
+        raise TypeError(f"display_width takes a str, got {type(text).__name__} {text!r}")
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, width: int, align: str = "<", fill: str = " ") -> str:
+    """``text`` padded with ``fill`` to ``width`` display columns (``display_width``), aligned left
+    (``"<"``), right (``">"``) or centred (``"^"``); text already as wide or wider is returned as it is
+    — as ``format(text, "<12")`` does, but counting a Chinese character as two columns."""
+    if align not in ("<", ">", "^"):
+        raise ValueError(f"align={align!r}: use '<' (left), '>' (right) or '^' (centre)")
+    if len(fill) != 1 or display_width(fill) != 1:
+        raise ValueError(f"fill={fill!r}: one single-width character")
+    missing = max(0, width - display_width(text))
+    if align == "<":
+        return text + fill * missing
+    if align == ">":
+        return fill * missing + text
+    return fill * (missing // 2) + text + fill * (missing - missing // 2)
+
+
+_STRING_SPEC = re.compile(r"(?:(?P<fill>.)?(?P<align>[<>^]))?(?P<width>\d+)s?")
+
+
+class _WideFormatter(string.Formatter):
+    """``str.format`` whose string fields are padded by display width (``pad``); everything else as usual."""
+
+    def format_field(self, value, format_spec):
+        match = _STRING_SPEC.fullmatch(format_spec) if isinstance(value, str) else None
+        if match:
+            return pad(value, int(match["width"]), match["align"] or "<", match["fill"] or " ")
+        return super().format_field(value, format_spec)
+
+
+_WIDE = _WideFormatter()
 
 
 def translate(text: str) -> str:

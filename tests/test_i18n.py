@@ -217,3 +217,35 @@ def test_a_specific_key_wins_over_a_general_one_and_a_repeated_placeholder_match
     english = "latent channels in grey from −3.92 (black) through 0 (mid-grey) to +3.92 (white), at every t"
     assert i18n.translate(english) != english
     assert i18n.translate(english.replace("+3.92", "+1.00")) == english.replace("+3.92", "+1.00")  # not the same value twice: no match
+
+
+def test_display_width_counts_a_chinese_character_as_two_columns():
+    assert i18n.display_width("abc") == 3
+    assert i18n.display_width("图像尺寸") == 8
+    assert i18n.display_width("U-Net 参数量") == 12  # 6 ASCII + 3 Chinese
+    assert i18n.display_width("（，）") == 6  # full-width punctuation
+    assert i18n.display_width("é") == 1 and i18n.display_width("e\u0301") == 1  # a combining accent takes no column
+    with pytest.raises(TypeError, match="display_width takes a str"):
+        i18n.display_width(3)
+
+
+def test_pad_lines_up_columns_of_mixed_chinese_and_english():
+    rows = [("image size", "64×64"), ("图像尺寸", "64×64"), ("U-Net 参数量", "2,765,540")]
+    lines = [i18n.pad(name, 16) + i18n.pad(value, 12, ">") for name, value in rows]
+    # every line is 28 columns wide, counted independently of pad: ASCII/× one column, each Chinese character two
+    widths = [sum(2 if "\u4e00" <= ch <= "\u9fff" else 1 for ch in line) for line in lines]
+    assert widths == [28, 28, 28], lines
+    assert lines[1] == "图像尺寸" + " " * 8 + " " * 7 + "64×64"
+    assert i18n.pad("中", 5, "^", "*") == "*中**"
+    assert i18n.pad("太长的文字", 4) == "太长的文字"  # wider than the width: unchanged, as str.format does
+    with pytest.raises(ValueError, match="align='='"):
+        i18n.pad("x", 4, "=")
+
+
+def test_say_pads_strings_by_display_width(capsys, restore_language):
+    sdexplain.set_language("zh")
+    sdexplain.say("{name:10}|{value:>6}|{n:4d}|{x:.2f}", name="图像尺寸", value="宽", n=7, x=0.5)
+    sdexplain.say("{name:10}|{value:>6}|{n:4d}|{x:.2f}", name="image", value="w", n=7, x=0.5)
+    chinese, english = capsys.readouterr().out.splitlines()
+    assert chinese == "图像尺寸  |    宽|   7|0.50"
+    assert english == "image     |     w|   7|0.50" == "{:10}|{:>6}|{:4d}|{:.2f}".format("image", "w", 7, 0.5)
