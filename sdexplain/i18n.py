@@ -182,7 +182,8 @@ _WIDE = _WideFormatter()
 
 
 def translate(text: str) -> str:
-    """``text`` in Chinese if the catalogue knows it: exactly, as a formatted key, line by line, or as "Known: rest"."""
+    """``text`` in Chinese if the catalogue knows it: exactly, as a formatted key, as a key wrapped onto
+    several lines, line by line, or as "Known: rest"."""
     if text in ZH:
         return ZH[text]
     for pattern, chinese in _patterns():
@@ -190,6 +191,10 @@ def translate(text: str) -> str:
         if match:
             return chinese.format(**match.groupdict())
     if "\n" in text:
+        joined = " ".join(text.split("\n"))  # a key wrapped onto several lines (plots.wrap_title) is still that key
+        whole = translate(joined)
+        if whole != joined:
+            return whole
         return "\n".join(translate(line) for line in text.split("\n"))
     head, sep, rest = text.partition(": ")
     if sep and head in ZH:

@@ -434,4 +434,7 @@ NOTEBOOK_ZH: dict[str, str] = {
         "{name:18s}: 左边是红猫 {kept}/{n}, 右边是黄色圆形 {circle}/{n}, 右边是狗 {dog}/{n}; 猫的像素上平均误差最多 {cat:.4f}, 蒙版外平均 {out:.4f}",
     "the dog's own mask": "狗自己的蒙版",
     "grown by 4 pixels": "向外扩 4 像素",
+    "(at latent resolution)": "(潜像分辨率下)",
+    "result, strength 1": "结果, 去噪强度 1",
+    "|result − input|": "|结果 − 输入|",
 }

@@ -249,3 +249,11 @@ def test_say_pads_strings_by_display_width(capsys, restore_language):
     chinese, english = capsys.readouterr().out.splitlines()
     assert chinese == "图像尺寸  |    宽|   7|0.50"
     assert english == "image     |     w|   7|0.50" == "{:10}|{:>6}|{:4d}|{:.2f}".format("image", "w", 7, 0.5)
+
+
+def test_a_key_wrapped_onto_several_lines_is_translated_whole():
+    # plots.wrap_title breaks a long title at spaces before the figure translates it
+    wrapped = plots.wrap_title("the dog's own mask", cell=1.2)
+    assert "\n" in wrapped and i18n.translate(wrapped) == i18n.ZH["the dog's own mask"]
+    # lines that are separate keys are still translated one by one
+    assert i18n.translate("mask\nstrength") == i18n.ZH["mask"] + "\n" + i18n.ZH["strength"]
