@@ -519,6 +519,10 @@ ZH: dict[str, str] = {
     "Sampling method": "采样方法 (采样器)",
     "Width": "宽度",
     "Height": "高度",
+    "Width × height": "宽度 × 高度",
+    # editing.INPAINT_FRAME_LABEL (notebook 11's frames)
+    "strength {strength:g} · panels: input + mask, result, |result − input| (black = 0, bright = 0.5), pasted back · outside the mask: max {max:.3f}, mean {mean:.4f}":
+        "去噪强度 {strength:g} · 依次为: 输入 + 蒙版、结果、|结果 − 输入| (黑 = 0, 最亮 = 0.5)、贴回后的结果 · 蒙版外: 最大 {max:.3f}, 平均 {mean:.4f}",
     "Denoising strength": "重绘幅度 (去噪强度)",
     # notebook 16 (embeddings and LoRA: sdexplain.adapters)
     "plain": "无阴影",
@@ -552,6 +556,27 @@ ZH: dict[str, str] = {
     "a file for another model is refused, naming the file and the mismatch:": "为别的模型做的文件会被拒绝, 并写明文件和不匹配之处:",
     "{file}: the embedding's vectors are {a} wide but this text encoder's are {b} (SD 1.x: 768, SD 2.x: 1024, the toy: 64) — the file was made for another model":
         "{file}: 这个嵌入的向量宽 {a}, 而这个文本编码器的是 {b} (SD 1.x: 768, SD 2.x: 1024, 玩具模型: 64) —— 这个文件是为别的模型做的",
+    # versions.markdown_table: the rows and headers of notebook 13's comparison of SD versions
+    "property": "项目",
+    "text encoder": "文本编码器",
+    "text width (embedding size)": "文本向量宽度 (嵌入维数)",
+    "text encoder layers": "文本编码器层数",
+    "text attention heads": "文本编码器注意力头数",
+    "max tokens": "最多标记数",
+    "U-Net cross-attention width": "U-Net 交叉关注宽度",
+    "pooled text width added to the time embedding": "加到时间嵌入上的池化文本宽度",
+    "micro-conditioning numbers": "微调节的数值个数",
+    "U-Net attention layers per level": "U-Net 每一层级的关注层数",
+    "U-Net attention heads": "U-Net 注意力头数",
+    "native resolution (px)": "原生分辨率 (像素)",
+    "prediction type": "预测类型",
+    "default scheduler": "默认采样器 (调度器)",
+    "VAE scaling factor": "VAE 潜像缩放系数",
+    "parameters: {part}": "参数量: {part}",
+    "{n} at every level ({lo}–{hi} channels each)": "每一层级 {n} 个 (每个 {lo}–{hi} 个通道)",
+    "{heads} ({c} channels each)": "{heads} (每个 {c} 个通道)",
+    "CLIP-style, width {w}": "CLIP 式, 宽 {w}",
+    "local folder '{name}'": "本地文件夹 '{name}'",
 }
 
 

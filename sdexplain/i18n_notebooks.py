@@ -95,6 +95,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "the judge says this run ended at a {kind} (probability {p:.2f})": "裁判认为这次运行最后画出的是 {kind} (概率 {p:.2f})",
     "the final image of the traced run": "被跟踪的这次运行的最终图像",
     # ---- 00 start here
+    "{name:24}{mine:>26}{theirs:>26}": "{name:24}{mine:>26}{theirs:>26}",  # the model table: only its labels are words (say pads them by display width)
     "{prompt} → a {w}×{h} image after {n} U-Net evaluations for 20 steps ({scheduler}), in {s:.1f} s on {device}":
         "{prompt} → 一张 {w}×{h} 的图像: 20 步调用了 {n} 次 U-Net ({scheduler}), 在 {device} 上用时 {s:.1f} 秒",
     "seed 0 twice — identical: {same} | largest pixel difference: {d}": "同一个随机数种子 0 生成两次 —— 完全相同: {same} | 最大像素差: {d}",
@@ -160,6 +161,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "   {noun:4s} → its own colour {own:7s} {a:.2f}   the other phrase's {other:7s} {b:.2f}": "   {noun:4s} → 自己的颜色 {own:7s} {a:.2f}   另一个短语的颜色 {other:7s} {b:.2f}",
     "text transformer self-attention, two objects": "文本转换器的自注意力, 两个物体",
     # ---- 14 the control panel (the panel's own labels and notes are in i18n.ZH)
+    "{label:26s} {text}": "{label:26s} {text}",  # each knob's WebUI label and note, both translated on their own
     "prompt {prompt}, {steps} steps, CFG {cfg}": "提示 {prompt}, 采样步数 (迭代步数) {steps}, 提示词引导系数 (CFG) {cfg}",
     "{prompt}, {steps} steps, CFG {cfg}, seed {seed}": "{prompt}, {steps} 步, CFG {cfg}, 种子 {seed}",
     "seed 0 twice: max pixel difference {d} / 255": "同一个随机数种子 0 生成两次: 最大像素差 {d} / 255",
@@ -417,10 +419,12 @@ NOTEBOOK_ZH: dict[str, str] = {
     "{label}: {dogs} dogs among {objects} objects in {n} pictures ({pairs} pictures with two objects)":
         "{label}: {n} 张图共 {objects} 个物体, 其中狗 {dogs} 只 (有两个物体的图 {pairs} 张)",
     # ---- 11 inpainting
+    "{name:24s} {s:8.2f} | {out:13.3f} {out_mean:6.4f} | {far:17.3f} {far_mean:6.4f} | {inside:12.4f} | {pasted:.3f}":
+        "{name:24s} {s:8.2f} | {out:13.3f} {out_mean:6.4f} | {far:17.3f} {far_mean:6.4f} | {inside:12.4f} | {pasted:.3f}",  # numbers only
     "U-Net input channels: {n}": "U-Net 输入通道数: {n}",
     "VAE round trip of the input: mean {mean:.4f}, max {max:.3f}": "输入图的 VAE 往返 (编码 → 解码): 平均 {mean:.4f}, 最大 {max:.3f}",
     "{mask:24s} {strength:>8s} | outside: max   mean | ≥{factor} px away: max   mean | inside: mean | pasted back, outside: max":
-        "{mask:24s} {strength:>8s} | 蒙版外: 最大   平均 | 离蒙版 ≥{factor} 像素: 最大   平均 | 蒙版内: 平均 | 贴回后蒙版外: 最大",
+        "{mask:24s} {strength:>8s} | 蒙版外: 最大   平均 | ≥{factor} 像素外: 最大   平均 | 蒙版内: 平均 | 贴回后蒙版外: 最大",
     "left half": "左半边",
     "right half": "右半边",
     "center box": "中央方框",

@@ -257,3 +257,34 @@ def test_a_key_wrapped_onto_several_lines_is_translated_whole():
     assert "\n" in wrapped and i18n.translate(wrapped) == i18n.ZH["the dog's own mask"]
     # lines that are separate keys are still translated one by one
     assert i18n.translate("mask\nstrength") == i18n.ZH["mask"] + "\n" + i18n.ZH["strength"]
+
+
+def test_the_versions_table_is_chinese_with_chinese_chosen(restore_language):
+    from sdexplain import versions
+
+    header, rows = versions.comparison_table(("sd15", "sdxl"), counts=False)
+    english = versions.markdown_table(header, rows)
+    assert "| U-Net cross-attention width | 768 | 2048 |" in english
+    sdexplain.set_language("zh")
+    chinese = versions.markdown_table(header, rows)
+    assert "| U-Net 交叉关注宽度 | 768 | 2048 |" in chinese
+    assert "每个 64 个通道" in chinese and "channels each" not in chinese
+    assert [line.count("|") for line in chinese.splitlines()] == [line.count("|") for line in english.splitlines()]
+
+
+def test_every_knob_of_the_panel_has_a_webui_label_in_chinese():
+    from sdexplain.widgets import EXPLANATIONS, KNOB_LABELS
+
+    assert set(KNOB_LABELS) == set(EXPLANATIONS)
+    missing = [label for label in KNOB_LABELS.values() if label not in i18n.ZH]
+    assert not missing, missing
+    assert i18n.ZH[KNOB_LABELS["cfg"]].startswith("提示词引导系数")  # WebUI's Chinese label, as the glossary says
+
+
+def test_the_inpainting_frames_caption_has_chinese(restore_language):
+    from sdexplain import editing
+
+    assert editing.INPAINT_FRAME_LABEL in i18n.ZH
+    sdexplain.set_language("zh")
+    caption = sdexplain.t(editing.INPAINT_FRAME_LABEL).format(strength=0.5, max=0.859, mean=0.0284)
+    assert caption.startswith("去噪强度 0.5") and "蒙版外: 最大 0.859, 平均 0.0284" in caption
