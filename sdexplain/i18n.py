@@ -212,7 +212,9 @@ def _patterns() -> list[tuple[re.Pattern, str]]:
     if _compiled is None:
         _compiled = []
         for english, chinese in ZH.items():
-            if _PLACEHOLDER.search(english):
+            # a key of placeholders and punctuation only (a padded row, "{label:26s} {text}") has no words to
+            # translate, and as a pattern it would match any text: it is only looked up exactly
+            if _PLACEHOLDER.search(english) and re.search(r"[A-Za-z]", _PLACEHOLDER.sub("", english)):
                 parts, last = [], 0
                 seen = set()
                 for m in _PLACEHOLDER.finditer(english):

@@ -288,3 +288,10 @@ def test_the_inpainting_frames_caption_has_chinese(restore_language):
     sdexplain.set_language("zh")
     caption = sdexplain.t(editing.INPAINT_FRAME_LABEL).format(strength=0.5, max=0.859, mean=0.0284)
     assert caption.startswith("去噪强度 0.5") and "蒙版外: 最大 0.859, 平均 0.0284" in caption
+
+
+def test_a_key_without_words_never_swallows_other_texts():
+    # "{label:26s} {text}" (14) is in the catalogue so that say finds it, but it must not match every text with a space
+    assert "{label:26s} {text}" in i18n.ZH
+    assert i18n.translate("the dog's own mask") == i18n.ZH["the dog's own mask"]
+    assert i18n.translate("some words nobody translated") == "some words nobody translated"
