@@ -137,7 +137,11 @@ def say(template: str, **values) -> None:
     prints "20 steps in 1.2 s", or "20 步, 用时 1.2 秒" with Chinese chosen. The notebooks print their
     messages through it, so their code is the same in both languages. A string padded to a width
     (``{name:12}``, ``{name:>12}``) is padded by its display width, so columns of Chinese text line up
-    in a terminal or a notebook (a Chinese character takes two columns, see ``display_width``)."""
+    in a terminal or a notebook (a Chinese character takes two columns, see ``display_width``). An
+    exception passed as a value is shown by its message, in Chinese where the catalogue knows it (the
+    exception itself stays English, for programmers)."""
+    if _language == "zh":  # an error shown to the reader ("refused: {error}"): its message through the catalogue too
+        values = {k: translate(str(v)) if isinstance(v, BaseException) else v for k, v in values.items()}
     print(_WIDE.format(t(template), **values))
 
 
@@ -522,6 +526,9 @@ ZH: dict[str, str] = {
     "Width": "宽度",
     "Height": "高度",
     "Width × height": "宽度 × 高度",
+    # errors of sdexplain.generate that notebooks show the reader (10, 14) through say("…: {error}", error=error)
+    "{name}={value} is not a multiple of the VAE factor {factor}; try {suggestion}": "{name}={value} 不是 VAE 缩放倍数 {factor} 的整数倍; 可以改用 {suggestion}",
+    "steps={steps} × strength={strength} leaves {n} denoising steps; need at least 1": "steps={steps} × strength={strength} 只剩 {n} 个去噪步; 至少要有 1 步",
     # editing.INPAINT_FRAME_LABEL (notebook 11's frames)
     "strength {strength:g} · panels: input + mask, result, |result − input| (black = 0, bright = 0.5), pasted back · outside the mask: max {max:.3f}, mean {mean:.4f}":
         "去噪强度 {strength:g} · 依次为: 输入 + 蒙版、结果、|结果 − 输入| (黑 = 0, 最亮 = 0.5)、贴回后的结果 · 蒙版外: 最大 {max:.3f}, 平均 {mean:.4f}",

@@ -295,3 +295,14 @@ def test_a_key_without_words_never_swallows_other_texts():
     assert "{label:26s} {text}" in i18n.ZH
     assert i18n.translate("the dog's own mask") == i18n.ZH["the dog's own mask"]
     assert i18n.translate("some words nobody translated") == "some words nobody translated"
+
+
+def test_an_error_said_to_the_reader_is_in_chinese(capsys, restore_language):
+    error = ValueError("width=67 is not a multiple of the VAE factor 8; try 64")
+    sdexplain.say("refused: {error}", error=error)
+    sdexplain.set_language("zh")
+    sdexplain.say("refused: {error}", error=error)
+    english, chinese = capsys.readouterr().out.splitlines()
+    assert english == "refused: width=67 is not a multiple of the VAE factor 8; try 64"
+    assert chinese == "被拒绝: width=67 不是 VAE 缩放倍数 8 的整数倍; 可以改用 64"
+    assert str(error).startswith("width=67 is not")  # the exception itself stays English
