@@ -306,3 +306,15 @@ def test_an_error_said_to_the_reader_is_in_chinese(capsys, restore_language):
     assert english == "refused: width=67 is not a multiple of the VAE factor 8; try 64"
     assert chinese == "被拒绝: width=67 不是 VAE 缩放倍数 8 的整数倍; 可以改用 64"
     assert str(error).startswith("width=67 is not")  # the exception itself stays English
+
+
+def test_a_frame_scrubbers_caption_the_catalogue_knows_is_in_chinese(restore_language):
+    from sdexplain.widgets import FrameScrubber
+
+    frames = [np.zeros((8, 8, 3), dtype=np.uint8)] * 2
+    labels = ["t = 1: panels x_t, ε-target, v-target · v = 0.999·ε − 0.041·x₀", "a caption nobody translated"]
+    sdexplain.set_language("zh")
+    view = FrameScrubber(frames, labels)
+    assert view.caption.value.startswith("t = 1: 依次为 x_t")
+    view.show(1)
+    assert view.caption.value == "a caption nobody translated"
