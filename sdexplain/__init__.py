@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from sdexplain.i18n import say, set_language, t
+from sdexplain.i18n import display_width, pad, say, set_language, t
 from sdexplain.quiet import quiet_libraries
 
 with quiet_libraries():  # diffusers' pipeline imports make transformers warn about torchvision

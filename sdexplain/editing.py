@@ -28,6 +28,11 @@ import PIL.Image
 import torch
 
 from sdexplain import diffusion
+from sdexplain.i18n import t
+
+# the caption under each frame of inpaint_frames (the key of its Chinese in i18n.ZH)
+INPAINT_FRAME_LABEL = ("strength {strength:g} · panels: input + mask, result, |result − input| (black = 0, bright = 0.5), pasted back · "
+                       "outside the mask: max {max:.3f}, mean {mean:.4f}")
 
 
 # ----------------------------------------------------------------------------- strength -> start step
@@ -353,10 +358,7 @@ def inpaint_frames(pipe, sweep: StrengthSweep, image, mask, size: int = 160) -> 
         parts = [mask_overlay(image, mask), images.to_uint8(result), difference_map(image, result), images.to_uint8(pasted)]
         frames.append(images.hstack([images.zoom(p, zoom) for p in parts], pad=6))
         kept = preservation(image, result, mask)
-        labels.append(
-            f"strength {strength:g} · panels: input + mask, result, |result − input| (black = 0, bright = 0.5), pasted back · "
-            f"outside the mask: max {kept['max outside']:.3f}, mean {kept['mean outside']:.4f}"
-        )
+        labels.append(t(INPAINT_FRAME_LABEL).format(strength=strength, max=kept["max outside"], mean=kept["mean outside"]))
     return frames, labels
 
 

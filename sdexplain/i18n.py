@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import sys
+import unicodedata
 from pathlib import Path
 
 
@@ -133,12 +135,59 @@ def say(template: str, **values) -> None:
     """Print a message for the reader in the chosen language: ``template`` is the catalogue's key,
     filled with ``values`` as ``str.format`` does — ``say("{n} steps in {s:.1f} s", n=20, s=1.23)``
     prints "20 steps in 1.2 s", or "20 步, 用时 1.2 秒" with Chinese chosen. The notebooks print their
-    messages through it, so their code is the same in both languages."""
-    print(t(template).format(**values))
+    messages through it, so their code is the same in both languages. A string padded to a width
+    (``{name:12}``, ``{name:>12}``) is padded by its display width, so columns of Chinese text line up
+    in a terminal or a notebook (a Chinese character takes two columns, see ``display_width``). An
+    exception passed as a value is shown by its message, in Chinese where the catalogue knows it (the
+    exception itself stays English, for programmers)."""
+    if _language == "zh":  # an error shown to the reader ("refused: {error}"): its message through the catalogue too
+        values = {k: translate(str(v)) if isinstance(v, BaseException) else v for k, v in values.items()}
+    print(_WIDE.format(t(template), **values))
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a monospaced font: 2 for a wide or full-width character (Chinese,
+    full-width punctuation — Unicode's East Asian Width W or F), 0 for a combining mark, 1 otherwise."""
+    if not isinstance(text, str):
+        raise TypeError(f"display_width takes a str, got {type(text).__name__} {text!r}")
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def pad(text: str, width: int, align: str = "<", fill: str = " ") -> str:
+    """``text`` padded with ``fill`` to ``width`` display columns (``display_width``), aligned left
+    (``"<"``), right (``">"``) or centred (``"^"``); text already as wide or wider is returned as it is
+    — as ``format(text, "<12")`` does, but counting a Chinese character as two columns."""
+    if align not in ("<", ">", "^"):
+        raise ValueError(f"align={align!r}: use '<' (left), '>' (right) or '^' (centre)")
+    if len(fill) != 1 or display_width(fill) != 1:
+        raise ValueError(f"fill={fill!r}: one single-width character")
+    missing = max(0, width - display_width(text))
+    if align == "<":
+        return text + fill * missing
+    if align == ">":
+        return fill * missing + text
+    return fill * (missing // 2) + text + fill * (missing - missing // 2)
+
+
+_STRING_SPEC = re.compile(r"(?:(?P<fill>.)?(?P<align>[<>^]))?(?P<width>\d+)s?")
+
+
+class _WideFormatter(string.Formatter):
+    """``str.format`` whose string fields are padded by display width (``pad``); everything else as usual."""
+
+    def format_field(self, value, format_spec):
+        match = _STRING_SPEC.fullmatch(format_spec) if isinstance(value, str) else None
+        if match:
+            return pad(value, int(match["width"]), match["align"] or "<", match["fill"] or " ")
+        return super().format_field(value, format_spec)
+
+
+_WIDE = _WideFormatter()
 
 
 def translate(text: str) -> str:
-    """``text`` in Chinese if the catalogue knows it: exactly, as a formatted key, line by line, or as "Known: rest"."""
+    """``text`` in Chinese if the catalogue knows it: exactly, as a formatted key, as a key wrapped onto
+    several lines, line by line, or as "Known: rest"."""
     if text in ZH:
         return ZH[text]
     for pattern, chinese in _patterns():
@@ -146,6 +195,10 @@ def translate(text: str) -> str:
         if match:
             return chinese.format(**match.groupdict())
     if "\n" in text:
+        joined = " ".join(text.split("\n"))  # a key wrapped onto several lines (plots.wrap_title) is still that key
+        whole = translate(joined)
+        if whole != joined:
+            return whole
         return "\n".join(translate(line) for line in text.split("\n"))
     head, sep, rest = text.partition(": ")
     if sep and head in ZH:
@@ -163,7 +216,9 @@ def _patterns() -> list[tuple[re.Pattern, str]]:
     if _compiled is None:
         _compiled = []
         for english, chinese in ZH.items():
-            if _PLACEHOLDER.search(english):
+            # a key of placeholders and punctuation only (a padded row, "{label:26s} {text}") has no words to
+            # translate, and as a pattern it would match any text: it is only looked up exactly
+            if _PLACEHOLDER.search(english) and re.search(r"[A-Za-z]", _PLACEHOLDER.sub("", english)):
                 parts, last = [], 0
                 seen = set()
                 for m in _PLACEHOLDER.finditer(english):
@@ -470,6 +525,13 @@ ZH: dict[str, str] = {
     "Sampling method": "采样方法 (采样器)",
     "Width": "宽度",
     "Height": "高度",
+    "Width × height": "宽度 × 高度",
+    # errors of sdexplain.generate that notebooks show the reader (10, 14) through say("…: {error}", error=error)
+    "{name}={value} is not a multiple of the VAE factor {factor}; try {suggestion}": "{name}={value} 不是 VAE 缩放倍数 {factor} 的整数倍; 可以改用 {suggestion}",
+    "steps={steps} × strength={strength} leaves {n} denoising steps; need at least 1": "steps={steps} × strength={strength} 只剩 {n} 个去噪步; 至少要有 1 步",
+    # editing.INPAINT_FRAME_LABEL (notebook 11's frames)
+    "strength {strength:g} · panels: input + mask, result, |result − input| (black = 0, bright = 0.5), pasted back · outside the mask: max {max:.3f}, mean {mean:.4f}":
+        "去噪强度 {strength:g} · 依次为: 输入 + 蒙版、结果、|结果 − 输入| (黑 = 0, 最亮 = 0.5)、贴回后的结果 · 蒙版外: 最大 {max:.3f}, 平均 {mean:.4f}",
     "Denoising strength": "重绘幅度 (去噪强度)",
     # notebook 16 (embeddings and LoRA: sdexplain.adapters)
     "plain": "原样",
@@ -495,6 +557,27 @@ ZH: dict[str, str] = {
     "a file for another model is refused, naming the file and the mismatch:": "为别的模型做的文件会被拒绝, 并写明文件和不匹配之处:",
     "{file}: the embedding's vectors are {a} wide but this text encoder's are {b} (SD 1.x: 768, SD 2.x: 1024, the toy: 64) — the file was made for another model":
         "{file}: 这个嵌入的向量宽 {a}, 而这个文本编码器的是 {b} (SD 1.x: 768, SD 2.x: 1024, 玩具模型: 64) —— 这个文件是为别的模型做的",
+    # versions.markdown_table: the rows and headers of notebook 13's comparison of SD versions
+    "property": "项目",
+    "text encoder": "文本编码器",
+    "text width (embedding size)": "文本向量宽度 (嵌入维数)",
+    "text encoder layers": "文本编码器层数",
+    "text attention heads": "文本编码器注意力头数",
+    "max tokens": "最多标记数",
+    "U-Net cross-attention width": "U-Net 交叉关注宽度",
+    "pooled text width added to the time embedding": "加到时间嵌入上的池化文本宽度",
+    "micro-conditioning numbers": "微调节的数值个数",
+    "U-Net attention layers per level": "U-Net 每一层级的关注层数",
+    "U-Net attention heads": "U-Net 注意力头数",
+    "native resolution (px)": "原生分辨率 (像素)",
+    "prediction type": "预测类型",
+    "default scheduler": "默认采样器 (调度器)",
+    "VAE scaling factor": "VAE 潜像缩放系数",
+    "parameters: {part}": "参数量: {part}",
+    "{n} at every level ({lo}–{hi} channels each)": "每一层级 {n} 个 (每个 {lo}–{hi} 个通道)",
+    "{heads} ({c} channels each)": "{heads} (每个 {c} 个通道)",
+    "CLIP-style, width {w}": "CLIP 式, 宽 {w}",
+    "local folder '{name}'": "本地文件夹 '{name}'",
 }
 
 

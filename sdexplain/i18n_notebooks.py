@@ -114,6 +114,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "the judge says this run ended at a {kind} (probability {p:.2f})": "裁判认为这次运行最后画出的是 {kind} (概率 {p:.2f})",
     "the final image of the traced run": "被跟踪的这次运行的最终图像",
     # ---- 00 start here
+    "{name:24}{mine:>26}{theirs:>26}": "{name:24}{mine:>26}{theirs:>26}",  # the model table: only its labels are words (say pads them by display width)
     "{prompt} → a {w}×{h} image after {n} U-Net evaluations for 20 steps ({scheduler}), in {s:.1f} s on {device}":
         "{prompt} → 一张 {w}×{h} 的图像: 20 步调用了 {n} 次 U-Net ({scheduler}), 在 {device} 上用时 {s:.1f} 秒",
     "seed 0 twice — identical: {same} | largest pixel difference: {d}": "同一个随机数种子 0 生成两次 —— 完全相同: {same} | 最大像素差: {d}",
@@ -189,6 +190,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "next to the noun instead of two back: +{near:.2f} (the nearer place wins in {share:.0%} of cases); a colour word instead of a size word: +{colour:.2f}":
         "紧挨名词而不是在往前第二个位置: +{near:.2f} ({share:.0%} 的情况下离得近的胜出); 颜色词而不是大小词: +{colour:.2f}",
     # ---- 14 the control panel (the panel's own labels and notes are in i18n.ZH)
+    "{label:26s} {text}": "{label:26s} {text}",  # each knob's WebUI label and note, both translated on their own
     "prompt {prompt}, {steps} steps, CFG {cfg}": "提示 {prompt}, 采样步数 (迭代步数) {steps}, 提示词引导系数 (CFG) {cfg}",
     "{prompt}, {steps} steps, CFG {cfg}, seed {seed}": "{prompt}, {steps} 步, CFG {cfg}, 种子 {seed}",
     "seed 0 twice: max pixel difference {d} / 255": "同一个随机数种子 0 生成两次: 最大像素差 {d} / 255",
@@ -460,10 +462,12 @@ NOTEBOOK_ZH: dict[str, str] = {
     "{label}: {dogs} dogs among {objects} objects in {n} pictures ({pairs} pictures with two objects)":
         "{label}: {n} 张图共 {objects} 个物体, 其中狗 {dogs} 只 (有两个物体的图 {pairs} 张)",
     # ---- 11 inpainting
+    "{name:24s} {s:8.2f} | {out:13.3f} {out_mean:6.4f} | {far:17.3f} {far_mean:6.4f} | {inside:12.4f} | {pasted:.3f}":
+        "{name:24s} {s:8.2f} | {out:13.3f} {out_mean:6.4f} | {far:17.3f} {far_mean:6.4f} | {inside:12.4f} | {pasted:.3f}",  # numbers only
     "U-Net input channels: {n}": "U-Net 输入通道数: {n}",
     "VAE round trip of the input: mean {mean:.4f}, max {max:.3f}": "输入图的 VAE 往返 (编码 → 解码): 平均 {mean:.4f}, 最大 {max:.3f}",
     "{mask:24s} {strength:>8s} | outside: max   mean | ≥{factor} px away: max   mean | inside: mean | pasted back, outside: max":
-        "{mask:24s} {strength:>8s} | 蒙版外: 最大   平均 | 离蒙版 ≥{factor} 像素: 最大   平均 | 蒙版内: 平均 | 贴回后蒙版外: 最大",
+        "{mask:24s} {strength:>8s} | 蒙版外: 最大   平均 | ≥{factor} 像素外: 最大   平均 | 蒙版内: 平均 | 贴回后蒙版外: 最大",
     "left half": "左半边",
     "right half": "右半边",
     "center box": "中央方框",
@@ -477,4 +481,7 @@ NOTEBOOK_ZH: dict[str, str] = {
         "{name:18s}: 左边是红猫 {kept}/{n}, 右边是黄色圆形 {circle}/{n}, 右边是狗 {dog}/{n}; 猫的像素上平均误差最多 {cat:.4f}, 蒙版外平均 {out:.4f}",
     "the dog's own mask": "狗自己的蒙版",
     "grown by 4 pixels": "向外扩 4 像素",
+    "(at latent resolution)": "(潜像分辨率下)",
+    "result, strength 1": "结果, 去噪强度 1",
+    "|result − input|": "|结果 − 输入|",
 }

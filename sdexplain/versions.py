@@ -228,9 +228,11 @@ def _source_name(pipe) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:
-    """A Markdown table (for `IPython.display.Markdown`)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    """A Markdown table (for `IPython.display.Markdown`), its header, row labels and worded values in the chosen language."""
+    from sdexplain.i18n import t
+
+    lines = ["| " + " | ".join(t(str(cell)) for cell in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(t(str(cell)) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -217,3 +217,104 @@ def test_a_specific_key_wins_over_a_general_one_and_a_repeated_placeholder_match
     english = "latent channels in grey from −3.92 (black) through 0 (mid-grey) to +3.92 (white), at every t"
     assert i18n.translate(english) != english
     assert i18n.translate(english.replace("+3.92", "+1.00")) == english.replace("+3.92", "+1.00")  # not the same value twice: no match
+
+
+def test_display_width_counts_a_chinese_character_as_two_columns():
+    assert i18n.display_width("abc") == 3
+    assert i18n.display_width("图像尺寸") == 8
+    assert i18n.display_width("U-Net 参数量") == 12  # 6 ASCII + 3 Chinese
+    assert i18n.display_width("（，）") == 6  # full-width punctuation
+    assert i18n.display_width("é") == 1 and i18n.display_width("e\u0301") == 1  # a combining accent takes no column
+    with pytest.raises(TypeError, match="display_width takes a str"):
+        i18n.display_width(3)
+
+
+def test_pad_lines_up_columns_of_mixed_chinese_and_english():
+    rows = [("image size", "64×64"), ("图像尺寸", "64×64"), ("U-Net 参数量", "2,765,540")]
+    lines = [i18n.pad(name, 16) + i18n.pad(value, 12, ">") for name, value in rows]
+    # every line is 28 columns wide, counted independently of pad: ASCII/× one column, each Chinese character two
+    widths = [sum(2 if "\u4e00" <= ch <= "\u9fff" else 1 for ch in line) for line in lines]
+    assert widths == [28, 28, 28], lines
+    assert lines[1] == "图像尺寸" + " " * 8 + " " * 7 + "64×64"
+    assert i18n.pad("中", 5, "^", "*") == "*中**"
+    assert i18n.pad("太长的文字", 4) == "太长的文字"  # wider than the width: unchanged, as str.format does
+    with pytest.raises(ValueError, match="align='='"):
+        i18n.pad("x", 4, "=")
+
+
+def test_say_pads_strings_by_display_width(capsys, restore_language):
+    sdexplain.set_language("zh")
+    sdexplain.say("{name:10}|{value:>6}|{n:4d}|{x:.2f}", name="图像尺寸", value="宽", n=7, x=0.5)
+    sdexplain.say("{name:10}|{value:>6}|{n:4d}|{x:.2f}", name="image", value="w", n=7, x=0.5)
+    chinese, english = capsys.readouterr().out.splitlines()
+    assert chinese == "图像尺寸  |    宽|   7|0.50"
+    assert english == "image     |     w|   7|0.50" == "{:10}|{:>6}|{:4d}|{:.2f}".format("image", "w", 7, 0.5)
+
+
+def test_a_key_wrapped_onto_several_lines_is_translated_whole():
+    # plots.wrap_title breaks a long title at spaces before the figure translates it
+    wrapped = plots.wrap_title("the dog's own mask", cell=1.2)
+    assert "\n" in wrapped and i18n.translate(wrapped) == i18n.ZH["the dog's own mask"]
+    # lines that are separate keys are still translated one by one
+    assert i18n.translate("mask\nstrength") == i18n.ZH["mask"] + "\n" + i18n.ZH["strength"]
+
+
+def test_the_versions_table_is_chinese_with_chinese_chosen(restore_language):
+    from sdexplain import versions
+
+    header, rows = versions.comparison_table(("sd15", "sdxl"), counts=False)
+    english = versions.markdown_table(header, rows)
+    assert "| U-Net cross-attention width | 768 | 2048 |" in english
+    sdexplain.set_language("zh")
+    chinese = versions.markdown_table(header, rows)
+    assert "| U-Net 交叉关注宽度 | 768 | 2048 |" in chinese
+    assert "每个 64 个通道" in chinese and "channels each" not in chinese
+    assert [line.count("|") for line in chinese.splitlines()] == [line.count("|") for line in english.splitlines()]
+
+
+def test_every_knob_of_the_panel_has_a_webui_label_in_chinese():
+    from sdexplain.widgets import EXPLANATIONS, KNOB_LABELS
+
+    assert set(KNOB_LABELS) == set(EXPLANATIONS)
+    missing = [label for label in KNOB_LABELS.values() if label not in i18n.ZH]
+    assert not missing, missing
+    assert i18n.ZH[KNOB_LABELS["cfg"]].startswith("提示词引导系数")  # WebUI's Chinese label, as the glossary says
+
+
+def test_the_inpainting_frames_caption_has_chinese(restore_language):
+    from sdexplain import editing
+
+    assert editing.INPAINT_FRAME_LABEL in i18n.ZH
+    sdexplain.set_language("zh")
+    caption = sdexplain.t(editing.INPAINT_FRAME_LABEL).format(strength=0.5, max=0.859, mean=0.0284)
+    assert caption.startswith("去噪强度 0.5") and "蒙版外: 最大 0.859, 平均 0.0284" in caption
+
+
+def test_a_key_without_words_never_swallows_other_texts():
+    # "{label:26s} {text}" (14) is in the catalogue so that say finds it, but it must not match every text with a space
+    assert "{label:26s} {text}" in i18n.ZH
+    assert i18n.translate("the dog's own mask") == i18n.ZH["the dog's own mask"]
+    assert i18n.translate("some words nobody translated") == "some words nobody translated"
+
+
+def test_an_error_said_to_the_reader_is_in_chinese(capsys, restore_language):
+    error = ValueError("width=67 is not a multiple of the VAE factor 8; try 64")
+    sdexplain.say("refused: {error}", error=error)
+    sdexplain.set_language("zh")
+    sdexplain.say("refused: {error}", error=error)
+    english, chinese = capsys.readouterr().out.splitlines()
+    assert english == "refused: width=67 is not a multiple of the VAE factor 8; try 64"
+    assert chinese == "被拒绝: width=67 不是 VAE 缩放倍数 8 的整数倍; 可以改用 64"
+    assert str(error).startswith("width=67 is not")  # the exception itself stays English
+
+
+def test_a_frame_scrubbers_caption_the_catalogue_knows_is_in_chinese(restore_language):
+    from sdexplain.widgets import FrameScrubber
+
+    frames = [np.zeros((8, 8, 3), dtype=np.uint8)] * 2
+    labels = ["t = 1: panels x_t, ε-target, v-target · v = 0.999·ε − 0.041·x₀", "a caption nobody translated"]
+    sdexplain.set_language("zh")
+    view = FrameScrubber(frames, labels)
+    assert view.caption.value.startswith("t = 1: 依次为 x_t")
+    view.show(1)
+    assert view.caption.value == "a caption nobody translated"

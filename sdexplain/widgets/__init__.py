@@ -47,13 +47,13 @@ from sdexplain.widgets.button import GenerateButton, RunProgress, sampler, unet_
 from sdexplain.widgets.tokens import TokenInspector
 from sdexplain.widgets.resolution import ResolutionExplorer
 from sdexplain.widgets.samplers import SamplerSwitcher
-from sdexplain.widgets.panel import EXPLANATIONS, ControlPanel
+from sdexplain.widgets.panel import EXPLANATIONS, KNOB_LABELS, ControlPanel
 from sdexplain.widgets.training import Probe, TrainMore
 from sdexplain.widgets.static import show, snapshot
 
 __all__ = [
     "Probe", "TrainMore",
-    "ALL_STEPS", "CFG_PANELS", "DISPLAY_SIZE", "EXPLANATIONS",
+    "ALL_STEPS", "CFG_PANELS", "DISPLAY_SIZE", "EXPLANATIONS", "KNOB_LABELS",
     "AttentionExplorer", "CfgExplorer", "ControlPanel", "ForwardDiffusionExplorer", "FrameScrubber", "GenerateButton",
     "GuidanceResult", "ResolutionExplorer", "RunProgress", "SamplerSwitcher", "StepScrubber", "TokenInspector", "View",
     "default_image", "guidance_results", "sampler", "show", "snapshot", "sweep_sampler", "unet_progress", "upload_image", "uploaded_files",

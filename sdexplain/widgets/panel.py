@@ -47,6 +47,19 @@ EXPLANATIONS = {
     "image": "An optional input image: with one, generation becomes image-to-image.",
 }
 
+# each explanation's control as the WebUI labels it (the catalogue gives WebUI's Chinese label): notebook 14 lists them
+KNOB_LABELS = {
+    "prompt": "Prompt",
+    "negative_prompt": "Negative prompt",
+    "seed": "Seed",
+    "steps": "Sampling steps",
+    "cfg": "CFG Scale",
+    "scheduler": "Sampling method",
+    "size": "Width × height",
+    "strength": "Denoising strength",
+    "image": "input image",
+}
+
 
 class ControlPanel(View):
     """All of a WebUI's main knobs, a Generate button with progress, the result and a step scrubber.

@@ -61,7 +61,7 @@ class FrameScrubber(View):
 
     def show(self, index: int) -> None:
         put(self.image, self.frame_bytes[index])
-        self.caption.value = html.escape(self.labels[index])
+        self.caption.value = html.escape(t(self.labels[index]))  # a caption the catalogue knows (even formatted) in the chosen language
         self.value_label.value = self.values[index] if self.values is not None else ""
 
 
