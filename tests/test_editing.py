@@ -134,6 +134,19 @@ def test_depth_pipeline_runs_depth_to_image_with_the_five_channel_unet(tiny_pipe
     assert depth_pipe.unet.config.in_channels == 5 and depth_pipe.vae is tiny_pipe.vae
     sweep = editing.strength_sweep(depth_pipe, "a red cat", image, [1.0], steps=2, cfg=3.0, depth_map=torch.from_numpy(depth))
     assert sweep.images[0].size == image.size
+    # the slider's frames: four panels, and a caption in the chosen language with the depth correlation
+    from sdexplain import i18n
+
+    torch.manual_seed(0)
+    estimator = DepthEstimator().eval()
+    frames, labels = editing.depth_frames(estimator, sweep, image, depth)
+    r = editing.pearson(editing.estimate_depth(estimator, sweep.images[0]), depth)
+    assert len(frames) == 1 and labels[0].startswith("strength 1 · panels: input") and labels[0].endswith(f"= {r:.3f}")
+    try:
+        i18n.set_language("zh")
+        assert "从左到右" in editing.depth_frames(estimator, sweep, image, depth)[1][0]
+    finally:
+        i18n.set_language("en")
     with pytest.raises(ValueError, match="5 input channels"):
         editing.depth_pipeline(tiny_pipe, tiny_pipe.unet)
 
