@@ -337,9 +337,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "depth U-Net's fine-tuning: {n:,} steps; captions: place words removed from {drop:.0%}, each attribute wrong {noise:.0%} of the time":
         "深度 U-Net 的微调: {n:,} 步; 描述: {drop:.0%} 去掉了位置词, 每个属性有 {noise:.0%} 的概率是错的",
     "{blank:32s} {strength:>8s} | Pearson with input depth | with other scene | judged green | judged orange": "{blank:32s} {strength:>8s} | 与输入深度的 Pearson | 与另一场景的 | 判为绿色 | 判为橙色",
-    "depth, s={s}": "深度图转图像, s={s}",
-    "plain, s={s}": "普通图像转图像, s={s}",
-    "depth + 'right', s={s}": "深度图转图像 + 'right', s={s}",
+    "depth + 'right'": "深度图 + 'right'",
     "strength {strength:g} · panels: input, its depth, result, the result's estimated depth · Pearson(depth of result, depth of input) = {r:.3f}":
         "重绘幅度 (去噪强度) {strength:g} · 从左到右: 输入, 它的深度图, 结果, 结果的估计深度 · Pearson(结果的深度, 输入的深度) = {r:.3f}",
     # ---- 13 SD v1 vs v2 vs XL
