@@ -421,7 +421,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "{label}: {dogs} dogs among {objects} objects in {n} pictures ({pairs} pictures with two objects)":
         "{label}: {n} 张图共 {objects} 个物体, 其中狗 {dogs} 只 (有两个物体的图 {pairs} 张)",
     "s = {s:3g}: judged small {small:2d}, large {large:2d} (of {n} seeds)": "s = {s:3g}: 判为小 {small:2d}, 判为大 {large:2d} (共 {n} 个种子)",
-    "toward '{target}', s = {s}\njudged {share}, p {conf}": "朝 '{target}' 指引, s = {s}\n判为 '{target}' {share}, p {conf}",
+    "toward '{target}', s = {s}\njudged {share}, p {conf}": "朝 '{target}' 指引, s = {s}\n判为目标 {share}, p {conf}",
     "s = {s} · top: toward cat, bottom: toward dog": "s = {s} · 上排: 朝猫 (cat) 指引, 下排: 朝狗 (dog) 指引",
     "step {k}, t = {t}": "第 {k} 步, t = {t}",
     "classifier guidance": "分类器指引",
