@@ -395,6 +395,63 @@ def depth_correlation(estimator, original, result) -> float:
     return pearson(estimate_depth(estimator, original), estimate_depth(estimator, result))
 
 
+@dataclass
+class DepthRow:
+    """One row of the depth-to-image measurement (`measure_depth_row`): one runner, one prompt, one
+    strength, many seeds, each result measured for layout (depth correlations) and colour (the judge)."""
+
+    prompt: str
+    strength: float
+    images: list  # [PIL.Image], one per seed
+    own: list[float]  # per seed: Pearson(result's estimated depth, the input's estimated depth)
+    other: list[float]  # per seed: Pearson(result's estimated depth, another scene's depth)
+    colours: list[str]  # per seed: the colour the judge reads off the result
+
+    @property
+    def seeds(self) -> int:
+        return len(self.images)
+
+    @property
+    def mean_own(self) -> float:
+        return sum(self.own) / len(self.own)
+
+    @property
+    def mean_other(self) -> float:
+        return sum(self.other) / len(self.other)
+
+    def count(self, colour: str) -> int:
+        """How many seeds the judge read as `colour` (one of the toy world's colours)."""
+        from sdexplain.toy import world
+
+        if colour not in world.COLOUR_NAMES:
+            raise ValueError(f"colour must be one of {list(world.COLOUR_NAMES)}, got {colour!r}")
+        return self.colours.count(colour)
+
+
+def measure_depth_row(runner, prompt: str, image, *, estimator, judge, other_depth, strength: float, seeds, steps: int = 20, cfg: float = 3.0, **modes) -> DepthRow:
+    """Run `runner` (a depth-to-image pipeline with ``depth_map=...`` in `modes`, or plain image-to-image)
+    on `image` once per seed and measure each result: the Pearson correlation of its estimated depth
+    with `image`'s (same `estimator`) and with `other_depth` (another scene's, the control), and the
+    colour the toy's `judge` reads off it."""
+    import sdexplain
+    from sdexplain.toy.evaluate import judge_pictures
+
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("measure_depth_row needs at least one seed, got none")
+    results = [sdexplain.generate(runner, prompt, image=image, strength=strength, steps=steps, cfg=cfg, seed=seed, attention=False, preview_every=0, **modes)[0][0] for seed in seeds]
+    input_depth = estimate_depth(estimator, image)
+    result_depths = [estimate_depth(estimator, r) for r in results]
+    return DepthRow(
+        prompt=prompt,
+        strength=float(strength),
+        images=results,
+        own=[pearson(input_depth, d) for d in result_depths],
+        other=[pearson(other_depth, d) for d in result_depths],
+        colours=[reading["colour"] for reading in judge_pictures(judge, results)],
+    )
+
+
 def depth_pipeline(pipe, depth_unet):
     """A depth-to-image pipeline sharing `pipe`'s components, with `depth_unet` (5 input channels) as U-Net.
 
@@ -460,8 +517,10 @@ def depth_picture(depth) -> np.ndarray:
 
 def depth_frames(estimator, sweep: StrengthSweep, image, depth, size: int = 160) -> tuple[list, list[str]]:
     """Per strength, one picture for a slider: input, its depth map, the result, the result's estimated
-    depth; the label carries the Pearson correlation of the two depth maps."""
+    depth (each depth map on its own min…max grey ramp, `depth_picture`); the label, in the chosen
+    language, carries the Pearson correlation of the two depth maps."""
     from sdexplain import images
+    from sdexplain.i18n import t
 
     zoom = images.zoom_for(max(images.to_uint8(image).shape[:2]), size)
     frames, labels = [], []
@@ -470,7 +529,8 @@ def depth_frames(estimator, sweep: StrengthSweep, image, depth, size: int = 160)
         parts = [images.to_uint8(image), depth_picture(depth), images.to_uint8(result), depth_picture(result_depth)]
         frames.append(images.hstack([images.zoom(p, zoom) for p in parts], pad=6))
         labels.append(
-            f"strength {strength:g} · panels: input, its depth, result, the result's estimated depth · "
-            f"Pearson(depth of result, depth of input) = {pearson(result_depth, depth):.3f}"
+            t("strength {strength:g} · panels: input, its depth, result, the result's estimated depth · Pearson(depth of result, depth of input) = {r:.3f}").format(
+                strength=strength, r=pearson(result_depth, depth)
+            )
         )
     return frames, labels

@@ -300,6 +300,13 @@ class AttributeDiversity:
         """Per scale: the entropy in bits of the judged values of `attribute` (0 = all seeds alike)."""
         return [entropy_bits(row) for row in self.counts[attribute]]
 
+    def value_counts(self, attribute: str) -> list[dict[str, int]]:
+        """Per scale: how many seeds the judge read as each value of `attribute`, e.g. for "size"
+        [{"small": 13, "large": 19}, ...] (every value of the judge's head, zeros included)."""
+        if attribute not in self.counts:
+            raise ValueError(f"attribute must be one of {sorted(self.counts)}, got {attribute!r}")
+        return [{value: int(n) for value, n in zip(self.labels[attribute], row)} for row in self.counts[attribute]]
+
     def adherence(self, attribute: str) -> list[float]:
         """Per scale: the share of seeds judged to have the value the prompt names for `attribute`."""
         if attribute not in self.named:

@@ -367,6 +367,10 @@ NOTEBOOK_ZH: dict[str, str] = {
     "strength 1 starts at t = {t}: √ᾱ = {r:.3f} of the input latent is left": "去噪强度 1 从 t = {t} 开始: 输入潜像还剩 √ᾱ = {r:.3f}",
     "depth U-Net's fine-tuning: {n:,} steps; captions: place words removed from {drop:.0%}, each attribute wrong {noise:.0%} of the time":
         "深度 U-Net 的微调: {n:,} 步; 描述: {drop:.0%} 去掉了位置词, 每个属性有 {noise:.0%} 的概率是错的",
+    "{blank:32s} {strength:>8s} | Pearson with input depth | with other scene | judged green | judged orange": "{blank:32s} {strength:>8s} | 与输入深度的 Pearson | 与另一场景的 | 判为绿色 | 判为橙色",
+    "depth + 'right'": "深度图 + 'right'",
+    "strength {strength:g} · panels: input, its depth, result, the result's estimated depth · Pearson(depth of result, depth of input) = {r:.3f}":
+        "重绘幅度 (去噪强度) {strength:g} · 从左到右: 输入, 它的深度图, 结果, 结果的估计深度 · Pearson(结果的深度, 输入的深度) = {r:.3f}",
     # ---- 13 SD v1 vs v2 vs XL
     "{name:10s} U-Net {unet:7.1f} M   text encoder(s) {text:6.1f} M   VAE {vae:5.1f} M   total {total:.3f} B": "{name:10s} U-Net {unet:7.1f} M   文本编码器 {text:6.1f} M   VAE {vae:5.1f} M   合计 {total:.3f} B",
     "text encoder v2 / v1: {r:.2f}×": "文本编码器 v2 / v1: {r:.2f} 倍",
@@ -461,6 +465,16 @@ NOTEBOOK_ZH: dict[str, str] = {
     "each dog of the pictures without it, same seed with it: {fate}": "不加它时图里的每只狗, 同一个种子加上它之后, 原位置上变成了: {fate}",
     "{label}: {dogs} dogs among {objects} objects in {n} pictures ({pairs} pictures with two objects)":
         "{label}: {n} 张图共 {objects} 个物体, 其中狗 {dogs} 只 (有两个物体的图 {pairs} 张)",
+    "s = {s:3g}: judged small {small:2d}, large {large:2d} (of {n} seeds)": "s = {s:3g}: 判为小 {small:2d}, 判为大 {large:2d} (共 {n} 个种子)",
+    "toward '{target}', s = {s}\njudged {share}, p {conf}": "朝 '{target}' 指引, s = {s}\n判为目标 {share}, p {conf}",
+    "s = {s} · top: toward cat, bottom: toward dog": "s = {s} · 上排: 朝猫 (cat) 指引, 下排: 朝狗 (dog) 指引",
+    "step {k}, t = {t}": "第 {k} 步, t = {t}",
+    "classifier guidance": "分类器指引",
+    "negative ''": "反向提示词为空",
+    "negative '{negative}'": "反向提示词 '{negative}'",
+    "negative ε(x_t, '{negative}')": "反向 ε(x_t, '{negative}')",
+    "conditional ε(x_t, '{prompt}')": "有条件 ε(x_t, '{prompt}')",
+    "cond − negative": "有条件 − 反向",
     # ---- 11 inpainting
     "{name:24s} {s:8.2f} | {out:13.3f} {out_mean:6.4f} | {far:17.3f} {far_mean:6.4f} | {inside:12.4f} | {pasted:.3f}":
         "{name:24s} {s:8.2f} | {out:13.3f} {out_mean:6.4f} | {far:17.3f} {far_mean:6.4f} | {inside:12.4f} | {pasted:.3f}",  # numbers only

@@ -99,6 +99,33 @@ def test_pearson_and_depth_correlation():
         editing.pearson(np.ones(4), a[:4])
 
 
+def test_measure_depth_row_measures_each_seed_against_the_input_and_the_other_scene(tiny_pipe):
+    from sdexplain.toy.model import Judge
+
+    torch.manual_seed(0)
+    estimator = DepthEstimator().eval()
+    judge = Judge.load()
+    image, _, _ = _scene_image()
+    other = editing.estimate_depth(estimator, images.to_pil(world.render(world.make_scene("cat", "orange", "right", "large"))[0]))
+    row = editing.measure_depth_row(tiny_pipe, "a green circle", image, estimator=estimator, judge=judge, other_depth=other, strength=1.0, seeds=[0, 1], steps=2, cfg=3.0)
+    assert row.seeds == 2 and row.strength == 1.0
+    for i, result in enumerate(row.images):
+        assert row.own[i] == pytest.approx(editing.depth_correlation(estimator, image, result))
+        assert row.other[i] == pytest.approx(editing.pearson(other, editing.estimate_depth(estimator, result)))
+    assert row.mean_own == pytest.approx(sum(row.own) / 2)
+    # the colours are the judge's readings of the results, read here through the tensor path
+    from sdexplain.toy.evaluate import judge_images
+
+    batch = torch.cat([images.pil_to_tensor(r) for r in row.images])
+    read = [world.COLOUR_NAMES[int(i)] for i in judge_images(judge, batch)["colour"]["predicted"]]
+    assert row.colours == read
+    assert sum(row.count(c) for c in world.COLOUR_NAMES) == 2 and row.count("green") == read.count("green")
+    with pytest.raises(ValueError, match="colour must be one of .*got 'teal'"):
+        row.count("teal")
+    with pytest.raises(ValueError, match="at least one seed"):
+        editing.measure_depth_row(tiny_pipe, "a cat", image, estimator=estimator, judge=judge, other_depth=other, strength=1.0, seeds=[])
+
+
 def test_depth_pipeline_runs_depth_to_image_with_the_five_channel_unet(tiny_pipe):
     from sdexplain.toy.extras import make_depth_unet
 
@@ -107,6 +134,19 @@ def test_depth_pipeline_runs_depth_to_image_with_the_five_channel_unet(tiny_pipe
     assert depth_pipe.unet.config.in_channels == 5 and depth_pipe.vae is tiny_pipe.vae
     sweep = editing.strength_sweep(depth_pipe, "a red cat", image, [1.0], steps=2, cfg=3.0, depth_map=torch.from_numpy(depth))
     assert sweep.images[0].size == image.size
+    # the slider's frames: four panels, and a caption in the chosen language with the depth correlation
+    from sdexplain import i18n
+
+    torch.manual_seed(0)
+    estimator = DepthEstimator().eval()
+    frames, labels = editing.depth_frames(estimator, sweep, image, depth)
+    r = editing.pearson(editing.estimate_depth(estimator, sweep.images[0]), depth)
+    assert len(frames) == 1 and labels[0].startswith("strength 1 · panels: input") and labels[0].endswith(f"= {r:.3f}")
+    try:
+        i18n.set_language("zh")
+        assert "从左到右" in editing.depth_frames(estimator, sweep, image, depth)[1][0]
+    finally:
+        i18n.set_language("en")
     with pytest.raises(ValueError, match="5 input channels"):
         editing.depth_pipeline(tiny_pipe, tiny_pipe.unet)
 

@@ -138,8 +138,12 @@ def test_attribute_diversity_counts_what_the_judge_reads_per_scale(tiny_pipe):
             assert result.entropy(name)[i] == pytest.approx(guidance.entropy_bits(expected))
         cats = [result.labels["shape"][int(k)] for k in verdict["shape"]["predicted"]].count("cat")
         assert result.adherence("shape")[i] == pytest.approx(cats / 3)
+        sizes = [result.labels["size"][int(k)] for k in verdict["size"]["predicted"]]
+        assert result.value_counts("size")[i] == {value: sizes.count(value) for value in result.labels["size"]}
     with pytest.raises(ValueError, match="names no colour"):
         result.adherence("colour")
+    with pytest.raises(ValueError, match="attribute must be one of .*got 'weight'"):
+        result.value_counts("weight")
     with pytest.raises(ValueError, match="at least two seeds"):
         guidance.attribute_diversity(tiny_pipe, judge, "a cat", [1.0], seeds=[0], steps=1)
 
