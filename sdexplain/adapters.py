@@ -6,18 +6,18 @@
     load_embedding(pipe, "my-cat.safetensors", token="<my-cat>")   # pipe.load_textual_inversion underneath
 
     # LoRA: a low-rank update of the U-Net's attention, learned from pictures in a new style
-    images, captions = styled_batch(256, 0, "night")                # the world's scenes on a dark floor
+    images, captions = styled_batch(256, 0, "sky")                  # the world's scenes on a sky-blue floor
     lora = train_lora(pipe, images, captions, rank=4, targets="both")
-    save_lora(lora, "night.safetensors")                            # StableDiffusionPipeline.save_lora_weights
-    load_lora(pipe, "night.safetensors", "night")                   # pipe.load_lora_weights
-    pipe.set_adapters(["night"], adapter_weights=[0.5])             # WebUI's <lora:night:0.5>
+    save_lora(lora, "sky.safetensors")                              # StableDiffusionPipeline.save_lora_weights
+    load_lora(pipe, "sky.safetensors", "sky")                       # pipe.load_lora_weights
+    pipe.set_adapters(["sky"], adapter_weights=[0.5])               # WebUI's <lora:sky:0.5>
 
 Everything that diffusers or peft already does is theirs: the adapter layers (peft's `LoraConfig`
 through `unet.add_adapter`), the file formats (`save_lora_weights`, kohya key conversion inside
 `load_lora_weights`), adding a token (`load_textual_inversion`), scaling and fusing. What is here:
 the two training loops (the article's noise-prediction loss, with everything but the new row or the
-LoRA matrices frozen), the toy's styles as a render option ("night", the one notebook 16 trains; "shadowed",
-which the toy's VAE all but erases), the measures the notebook shows,
+LoRA matrices frozen), the toy's styles as a render option ("sky", the one notebook 16 trains; "night", which the
+VAE keeps but the judge cannot read objects on; "shadowed", which the toy's VAE all but erases), the measures the notebook shows,
 and checks that name the file and the mismatch before a bad file reaches diffusers — and take the
 adapter out again when a load fails half-way.
 
@@ -46,7 +46,8 @@ from sdexplain.toy import world
 
 # ----------------------------------------------------------------------------- the styles
 
-STYLES = ("plain", "shadowed", "night")
+STYLES = ("plain", "shadowed", "night", "sky")
+FLOORS = {"night": world.NIGHT_FLOOR, "sky": world.SKY_FLOOR}  # the styles that redraw the floor
 SHADOW_OFFSET = 3  # pixels down and to the right
 SHADOW = (170, 170, 165)  # a grey drop shadow on the floor
 FLOOR_LUMA, FLOOR_SATURATION = 0.85, 0.1  # bare floor: lighter than this and less colourful (max − min of RGB, 0–1)
@@ -70,16 +71,17 @@ def render_styled(scene: world.Scene, style: str = "shadowed") -> np.ndarray:
     squares into cats and triangles into squares. The 3-pixel grey shadow survives faintly (about half of
     its floor darkening), the most any of them kept.
 
-    "night" draws the floor in `world.NIGHT_FLOOR`. World 2's VAE saw floors of every colour in training
-    (`world.vary_floor`; no caption names them and its U-Net never sees one), so it keeps this style: the
-    room a LoRA needs, as SD's VAE can draw far more than any prompt asks for.
+    "night" and "sky" draw the floor in `world.NIGHT_FLOOR` / `world.SKY_FLOOR`. World 2's VAE saw floors of
+    every colour in training (`world.vary_floor`; no caption names them and its U-Net never sees one), so it
+    keeps both: the room a LoRA needs, as SD's VAE can draw far more than any prompt asks for. The judge
+    was trained on light floors: it reads objects on the sky floor, not on the night one.
     """
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; allowed: {', '.join(STYLES)}")
     image, mask, _ = world.render(scene)
-    if style == "night":  # world 2's VAE learnt to draw any floor colour; world 1's decodes this one light again
+    if style in FLOORS:  # world 2's VAE learnt to draw any floor colour; world 1's decodes these light again
         image = image.copy()
-        image[~mask] = world.NIGHT_FLOOR
+        image[~mask] = FLOORS[style]
     if style == "shadowed":
         image = image.copy()
         shadow = np.roll(np.roll(mask, SHADOW_OFFSET, 0), SHADOW_OFFSET, 1) & ~mask
@@ -108,7 +110,7 @@ def darkening(images: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
 
 
 def shadow_reference(vae=None, n: int = 64, seed: int = world.HELD_OUT_SEED, style: str = "shadowed") -> float:
-    """The darkening of renders in `style` (a darkening style: "shadowed" or "night") against plain renders
+    """The darkening of renders in `style` (a darkening style: "shadowed", "night" or "sky") against plain renders
     of the same held-out scenes — both through `vae` when given, since every generated picture is decoded
     by it. Style strength 1 means this much."""
     from sdexplain.toy.model import vae_round_trip

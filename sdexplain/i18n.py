@@ -535,8 +535,8 @@ ZH: dict[str, str] = {
     "Denoising strength": "重绘幅度 (去噪强度)",
     # notebook 16 (embeddings and LoRA: sdexplain.adapters)
     "plain": "原样",
-    "night": "夜间",
-    "night, through the VAE": "夜间, 经过 VAE",
+    "sky": "天空风格",
+    "sky, through the VAE": "天空风格, 经过 VAE",
     "pictures": "图像",
     "|picture − first row| × {gain}": "|图像 − 第一行| × {gain}",
     "new rows: {n}; old rows moved: {rows}; other text-encoder weights changed: {other}":

@@ -402,13 +402,11 @@ NOTEBOOK_ZH: dict[str, str] = {
     "a real model with your files": "用你自己的文件跑真实模型",
     "a real SD model and SDEXPLAIN_EMBEDDING / SDEXPLAIN_LORA set to an embedding or LoRA file": "一个真实的 SD 模型, 并把 SDEXPLAIN_EMBEDDING / SDEXPLAIN_LORA 设为嵌入或 LoRA 文件",
     "the toy's files above show the same calls": "上面玩具模型的文件演示的是同样的调用",
-    "the floor's darkening in the night style, through the VAE: {k:.0%} of the rendered one": "夜间风格让地面变暗的程度, 经过 VAE 之后: 保留了渲染图的 {k:.0%}",
+    "the floor's darkening in the sky style, through the VAE: {k:.0%} of the rendered one": "天空风格让地面变暗的程度, 经过 VAE 之后: 保留了渲染图的 {k:.0%}",
     "trained in {s:.0f} s of processor time ({w:.0f} s on the clock, {c} CPU thread(s)); {n} steps; loss {a:.4f} → {b:.4f} (mean of the first and last 20 steps)":
         "训练用了 {s:.0f} 秒处理器时间 (墙钟时间 {w:.0f} 秒, {c} 个 CPU 线程); {n} 步; 损失 {a:.4f} → {b:.4f} (前 20 步与后 20 步的平均)",
-    "{label} of the same scenes (the style drawn right): judged colour {c:.0%}, shape {h:.0%}, place {p:.0%}, size {z:.0%}":
-        "同样场景的{label} (风格画得完全正确): 判定颜色 {c:.0%}, 形状 {h:.0%}, 位置 {p:.0%}, 大小 {z:.0%}",
-    "the night renders": "夜间渲染图",
-    "the night renders through the VAE": "夜间渲染图经过 VAE 之后",
+    "the same scenes rendered in the sky style, through the VAE (the style drawn right): judged colour {c:.0%}, shape {h:.0%}, place {p:.0%}, size {z:.0%}":
+        "同样的场景按天空风格渲染, 再经过 VAE (风格画得完全正确): 判定颜色 {c:.0%}, 形状 {h:.0%}, 位置 {p:.0%}, 大小 {z:.0%}",
     "judged at w = 1 (share of the 30 prompts): colour {c:.0%}, shape {h:.0%}, place {p:.0%}, size {z:.0%}; at w = 0: {c0:.0%}, {h0:.0%}, {p0:.0%}, {z0:.0%}":
         "w = 1 时的判定 (占 30 个提示的比例): 颜色 {c:.0%}, 形状 {h:.0%}, 位置 {p:.0%}, 大小 {z:.0%}; w = 0 时: {c0:.0%}, {h0:.0%}, {p0:.0%}, {z0:.0%}",
     "w = {w:g}: {r:.2f} × the style strength of w = 1; judged colour {c:.0%}, shape {h:.0%}": "w = {w:g}: 风格强度是 w = 1 时的 {r:.2f} 倍; 判定颜色 {c:.0%}, 形状 {h:.0%}",

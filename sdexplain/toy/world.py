@@ -105,6 +105,7 @@ class WorldSpec:
 V1 = WorldSpec(1, 0.0, False)  # the shipped model's world: one object, no synonyms
 V2 = WorldSpec(2, 0.5, True, floor_variety=0.25)  # one or two objects, synonyms; a VAE that can draw any floor
 NIGHT_FLOOR = (24, 28, 52)  # a dark blue-black floor: a style no caption names and the U-Net never sees
+SKY_FLOOR = (150, 190, 235)  # a sky-blue floor: the same, light enough for the judge to read the objects on it
 
 
 def vary_floor(images: torch.Tensor, masks: torch.Tensor, rate: float, seed: int) -> torch.Tensor:
