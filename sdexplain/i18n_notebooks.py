@@ -21,7 +21,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "÷ uniform, over these prompts: start {s0:.2f}–{s1:.2f}, a word {w0:.2f}–{w1:.2f}, end {e0:.2f}–{e1:.2f}, a padding slot {p0:.2f}–{p1:.2f}":
         "÷ 均匀值, 在这些提示上: 开始 {s0:.2f}–{s1:.2f}, 一个词 {w0:.2f}–{w1:.2f}, 结束 {e0:.2f}–{e1:.2f}, 一个填充位置 {p0:.2f}–{p1:.2f}",
     "strongest map: {word}; 'left' on the left half {l:.0%} of its mass, 'right' on the right half {r:.0%}":
-        "最强的关注图: {word}; 'left' 的质量有 {l:.0%} 在左半边, 'right' 的有 {r:.0%} 在右半边",
+        "最强的关注图: {word}; 'left' 的关注有 {l:.0%} 落在左半边, 'right' 的有 {r:.0%} 落在右半边",
     "object masks": "物体蒙版",
     "a real image has no plain background to cut the objects from: compare the word maps of section 3 with the picture by eye":
         "真实图像没有素色背景, 无法从中抠出物体: 用眼睛把第 3 节的逐词关注图和图像对照",
@@ -88,7 +88,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "compare the maps above by eye": "用眼睛比较上面的关注图",
     "the check of the reading below": "对下面读法的检查",
     "read the cosines above slot by slot": "逐个位置读上面的余弦值",
-    "{word} over the steps": "{word} 在各步中",
+    "{word} over the steps": "{word} 在各步的关注图",
     "text transformer self-attention: {prompt}": "文本转换器的自我关注: {prompt}",
     # ---- 03 reverse diffusion
     "{n} unconditional samples of {h}×{w} pixels": "{n} 张无条件样本, 每张 {h}×{w} 像素",
