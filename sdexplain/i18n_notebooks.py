@@ -448,14 +448,14 @@ NOTEBOOK_ZH: dict[str, str] = {
     "at the default s = {s:g}: {share:.0%}": "默认的 s = {s:g} 时: {share:.0%}",
     "training captions replaced by the empty prompt (the unconditional model): {r:.0%}": "训练描述被换成空提示的比例 (无条件模型): {r:.0%}",
     "training captions, stage 2: each of shape, colour, place and size wrong with probability {r:.0%}": "第二阶段的训练描述: 形状、颜色、位置、大小各自以 {r:.0%} 的概率写错",
-    "so a faithful model follows each attribute of a prompt at s = 1 about {r:.0%} of the time": "所以一个忠实学习数据的模型在 s = 1 时, 提示的每个属性大约只有 {r:.0%} 的时候被遵循",
+    "so a faithful model follows each attribute of a prompt at s = 1 about {r:.0%} of the time": "所以一个忠实学习数据的模型在 s = 1 时, 提示的每个属性大约只有 {r:.0%} 的概率被遵循",
     "measured above: at s = 1, {share:.0%} of the {n} seeds of '{prompt}' are judged a cat": "上面实测: s = 1 时, '{prompt}' 的 {n} 个种子中有 {share:.0%} 被判为猫",
     "the toy's default CFG scale: {s}": "玩具模型默认的 CFG 值: {s}",
     "default CFG scale (SD's usual): {s}": "默认的 CFG 值 (SD 的常用值): {s}",
     "'{prompt}', {n} seeds, CFG {cfg:g}: judged '{value}' {a:.0%} without the negative prompt, {b:.0%} with it; the judge's mean p({value}) {pa:.3f} → {pb:.3f}":
         "'{prompt}', {n} 个种子, CFG {cfg:g}: 不加反向提示词时判为 '{value}' 的占 {a:.0%}, 加上后占 {b:.0%}; 裁判给出的平均 p({value}) {pa:.3f} → {pb:.3f}",
     "The judge is the toy's; on a real model, try sdexplain.generate(pipe, prompt, negative_prompt=...) and compare by eye.":
-        "裁判模型只属于玩具模型; 在真实模型上, 试试 sdexplain.generate(pipe, prompt, negative_prompt=...), 用眼睛比较。",
+        "裁判是玩具模型专用的; 在真实模型上, 试试 sdexplain.generate(pipe, prompt, negative_prompt=...), 用眼睛比较。",
     "without the negative prompt": "不加反向提示词",
     "with the negative prompt 'dog'": "加上反向提示词 'dog'",
     "{label}: a red cat on the left in {cats}/{n} pictures, a blue dog on the right in {dogs}/{n}; dogs anywhere: {all_dogs}":
