@@ -349,7 +349,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "result, s={s}": "结果, s={s}",
     "strength {s} starts here": "去噪强度 {s} 从这里开始",
     # ---- 12 depth-to-image
-    "text-only U-Net conv_in: {shape}   (out, in = latent channels, kernel)": "只读文本的 U-Net 的 conv_in: {shape}   (输出, 输入 = 潜像通道数, 卷积核)",
+    "text-only U-Net conv_in: {shape}   (out, in = latent channels, kernel)": "只看文本的 U-Net 的 conv_in: {shape}   (输出, 输入 = 潜像通道数, 卷积核)",
     "depth U-Net    conv_in: {shape}   (in = 4 latent + 1 depth)": "深度 U-Net 的 conv_in:      {shape}   (输入 = 4 个潜像通道 + 1 个深度通道)",
     "weight norm per input channel: {norms}": "每个输入通道的权重范数: {norms}",
     "latent 0": "潜像 0",
