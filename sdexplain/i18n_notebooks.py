@@ -413,7 +413,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "{k:>5}, seed {seed}: {n:,} parameters, trained in {s:.0f} s of processor time, style strength {v:.2f}, judged colour {c:.0%}, shape {h:.0%}":
         "{k:>5}, 种子 {seed}: {n:,} 个参数, 训练用了 {s:.0f} 秒处理器时间, 风格强度 {v:.2f}, 判定颜色 {c:.0%}, 形状 {h:.0%}",
     "mean of the two seeds: cross {c:.2f}, self {s:.2f}, both {b:.2f}; more of the style is carried by {w}-attention, in {n} of 2 seeds":
-        "两个种子的平均: cross {c:.2f}, self {s:.2f}, both {b:.2f}; 风格更多由 {w} 注意力承载, 2 个种子中有 {n} 个如此",
+        "两个种子的平均: 只放交叉关注 (cross) {c:.2f}, 只放自我关注 (self) {s:.2f}, 两者都放 (both) {b:.2f}; 风格更多由 {w} 一方承载, 2 个种子中有 {n} 个如此",
     # ---- figure titles the notebooks pass in (02, 04, 07, 10, 12)
     "error ε̂ − ε": "误差 ε̂ − ε",
     "predicted ε̂ (trained U-Net)": "预测的 ε̂ (训练好的 U-Net)",
