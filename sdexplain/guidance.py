@@ -427,7 +427,8 @@ def plot_tradeoff(curve: GuidanceCurve, figsize=(7.5, 3.0), *, show_diversity: b
     else:
         left, right = fig.subplots(), None
     for name, values in curve.adherence.items():
-        style = dict(linewidth=2.5, color="black") if name == "all" else dict(linewidth=1.2)
+        # "all" is drawn underneath, wide and pale, so a line that equals it (colour, when colour is what fails) stays visible
+        style = dict(linewidth=6, color="0.75", zorder=1) if name == "all" else dict(linewidth=1.5, zorder=2)
         left.plot(curve.scales, values, marker="o", label=name, **style)
     left.set_xlabel("CFG scale s")
     left.set_ylabel("share matching the prompt")

@@ -201,6 +201,18 @@ def test_long_titles_are_wrapped_to_the_cell():
     assert fig.axes[0].get_title() == wrapped
 
 
+def test_neighbouring_titles_of_a_grid_do_not_overlap_when_drawn():
+    # notebook 06's slot-swap grid: five long captions side by side overlapped before the wrap width was measured
+    titles = ["A: a small green square at the bottom and a small purple cat at the top",
+              "B: a small purple square at the bottom and a small green cat at the top",
+              "A, with B's two colour-word slots", "A, with B's two noun slots", "A, with B's two place-word slots"]
+    fig = plots.image_grid([np.zeros((64, 64, 3), np.uint8)] * 5, titles, ncols=5, cell=2.0)
+    fig.canvas.draw()
+    boxes = [ax.title.get_window_extent() for ax in fig.axes]
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 <= right.x0, (left, right)  # each title ends before the next one starts
+
+
 def test_the_figures_moved_out_of_notebooks_02_03_04():
     import numpy as np
     from types import SimpleNamespace
