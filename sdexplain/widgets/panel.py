@@ -35,6 +35,10 @@ from sdexplain.widgets.button import RunProgress, unet_progress
 from sdexplain.widgets.scrubbers import StepScrubber
 from sdexplain.i18n import t
 
+# the sliders' ranges, WebUI's (modules/ui.py): Sampling steps 1–150, CFG Scale 1–30
+STEPS_RANGE = (1, 150)
+CFG_RANGE = (1.0, 30.0)
+
 EXPLANATIONS = {
     "prompt": "What you want to see. It is tokenized, embedded, and steers every denoising step through cross-attention.",
     "negative_prompt": "Replaces the empty prompt in the unconditional pass, so guidance pushes AWAY from it.",
@@ -71,7 +75,7 @@ class ControlPanel(View):
 
     def __init__(self, pipe, prompt: str = "a red cat", steps: int = WEBUI_STEPS, cfg: float = WEBUI_CFG, seed: int = 0, input_image=None, sampler: str | None = None):
         super().__init__()
-        for name, value, low, high in (("steps", steps, 1, 150), ("cfg", cfg, 1.0, 30.0)):  # the sliders' ranges, WebUI's
+        for name, value, (low, high) in (("steps", steps, STEPS_RANGE), ("cfg", cfg, CFG_RANGE)):
             if not low <= value <= high:  # a slider would clamp it without a word
                 raise ValueError(f"{name}={value} is outside the panel's {name} slider, {low} to {high} (WebUI's range)")
         self.pipe = pipe
@@ -85,8 +89,8 @@ class ControlPanel(View):
             "prompt": widgets.Text(value=prompt, description=t("Prompt"), style=style, layout=layout),
             "negative_prompt": widgets.Text(value="", description=t("Negative prompt"), style=style, layout=layout),
             "seed": widgets.IntText(value=seed, description=t("Seed"), style=style),
-            "steps": widgets.IntSlider(value=steps, min=1, max=150, description=t("Sampling steps"), style=style),
-            "cfg": widgets.FloatSlider(value=cfg, min=1.0, max=30.0, step=0.5, description=t("CFG Scale"), style=style),
+            "steps": widgets.IntSlider(value=steps, min=STEPS_RANGE[0], max=STEPS_RANGE[1], description=t("Sampling steps"), style=style),
+            "cfg": widgets.FloatSlider(value=cfg, min=CFG_RANGE[0], max=CFG_RANGE[1], step=0.5, description=t("CFG Scale"), style=style),
             "scheduler": widgets.Dropdown(options=list(WEBUI_SAMPLERS), value=sampler or _sampler_name(pipe), description=t("Sampling method"), style=style),
             "width": widgets.IntText(value=width, step=self.factor, description=t("Width"), style=style),
             "height": widgets.IntText(value=height, step=self.factor, description=t("Height"), style=style),
