@@ -397,7 +397,8 @@ def colour_slot_swap(pipe, judge: SlotJudge, n: int = 40, guidance_scale: float 
              "shape+position": role_slots["shape"] | role_slots["position"], "rest": ~colour_slots}
     runs = {name: torch.where(taken[name][..., None], hidden_b, hidden_a) for name in SWAPS}  # A's output, B's slots
     runs.update(plain_a=hidden_a, plain_b=hidden_b)
-    result: dict = {"pictures": len(pairs), "pairs": pairs, "swaps": {}, "images": {}}
+    shaped = [i for i, a in enumerate(pairs) if a.first.shape != a.second.shape]  # where shapes can be told apart
+    result: dict = {"pictures": len(pairs), "pairs": pairs, "swaps": {}, "images": {}, "distinct_shapes": len(shaped)}
     for name, embeds in runs.items():
         generator = torch.Generator(device="cpu").manual_seed(seed)
         images = pipe(prompt_embeds=embeds.to(pipe.device, pipe.unet.dtype), num_inference_steps=steps, guidance_scale=guidance_scale,
@@ -407,11 +408,11 @@ def colour_slot_swap(pipe, judge: SlotJudge, n: int = 40, guidance_scale: float 
         follow_b = float(np.mean([score_pair(b, r)["colour"] for b, r in zip(swapped, readings)]))
         follow_a = float(np.mean([score_pair(a, r)["colour"] for a, r in zip(pairs, readings)]))
         if name in SWAPS:
-            shaped = [(a, r) for a, r in zip(pairs, readings) if a.first.shape != a.second.shape]
+            kept = [score_pair(pairs[i], readings[i])["shape"] for i in shaped]
+            moved = [score_pair(exchange_places(pairs[i]), readings[i])["both"] for i in shaped]
             result["swaps"][name] = {"b": follow_b, "a": follow_a,
-                                     "kept": float(np.mean([score_pair(a, r)["shape"] for a, r in shaped])) if shaped else float("nan"),
-                                     "moved": float(np.mean([score_pair(exchange_places(a), r)["both"] for a, r in shaped])) if shaped else float("nan")}
-            result["distinct_shapes"] = len(shaped)
+                                     "kept": float(np.mean(kept)) if shaped else float("nan"),
+                                     "moved": float(np.mean(moved)) if shaped else float("nan")}
         else:
             result[name] = follow_a if name == "plain_a" else follow_b
     result["images"]["mixed"] = result["images"]["colour"]
