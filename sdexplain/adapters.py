@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from sdexplain import diffusion
+from sdexplain.quiet import quiet_libraries
 from sdexplain.toy import world
 
 # ----------------------------------------------------------------------------- the styles
@@ -323,7 +325,8 @@ def load_embedding(pipe, path: str | Path, token: str) -> int:
         taken = [f"{token}_{i}" for i in range(1, vectors.shape[0]) if f"{token}_{i}" in pipe.tokenizer.get_vocab()]
         if taken:
             raise AdapterFileError(f"{path}: a {vectors.shape[0]}-vector embedding needs the words {token}_1 … but {taken} are taken")
-    pipe.load_textual_inversion(str(path), token=token)
+    with quiet_libraries():  # transformers explains how it initialises the new row, which diffusers then overwrites
+        pipe.load_textual_inversion(str(path), token=token)
     return pipe.tokenizer.convert_tokens_to_ids(token)
 
 
@@ -415,7 +418,11 @@ def train_lora(
     unet.requires_grad_(False)
     unet_parameters = sum(p.numel() for p in unet.parameters())
     torch.manual_seed(seed)  # peft's gaussian init of A
-    unet.add_adapter(config)
+    with warnings.catch_warnings():
+        # a copy of a U-Net that already carries adapters makes peft warn "Already found a `peft_config`":
+        # harmless here, as add_adapter makes the new adapter the only active one and only it is saved
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        unet.add_adapter(config)
     trainable = [p for p in unet.parameters() if p.requires_grad]
     start, cpu_start = time.perf_counter(), time.process_time()
     losses = [r.loss for r in train_noise_predictor(unet, data, pipe.scheduler, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed)]
@@ -522,7 +529,8 @@ def load_lora(pipe, path: str | Path, name: str) -> None:
     state_dict = check_lora(pipe, path)
     others = _adapter_names(pipe)
     try:
-        pipe.load_lora_weights(state_dict, adapter_name=name)
+        with quiet_libraries():  # diffusers notes that a U-Net-only LoRA has no text-encoder keys: true of every file here
+            pipe.load_lora_weights(state_dict, adapter_name=name)
     except Exception as err:
         if not others:
             pipe.unload_lora_weights()  # no LoRA before: take peft's layers out entirely
