@@ -467,6 +467,7 @@ ZH: dict[str, str] = {
     # ---- notebook 15 (the WebUI's knobs) and the control panel's WebUI labels (widgets/panel.py)
     "sampler: {name} · CFG {cfg:g} · {steps} steps · seeds {first}…{last}": "采样方法: {name} · 提示词引导系数 (CFG) {cfg:g} · {steps} 步 · 种子 {first}…{last}",
     "  up to step {end}: {text!r}": "  到第 {end} 步为止: {text!r}",
+    "prompt: {prompt}": "提示: {prompt}",
     "plain diffusers reads {n} tokens for 'a (red:1.3) cat': {tokens}": "直接用 diffusers 时, 'a (red:1.3) cat' 被读成 {n} 个标记: {tokens}",
     "length ratio, 'red' slot: {red:.3f} · every other slot: {other:.3f} · mean before {before:.4f}, after {after:.4f}":
         "向量长度之比, 'red' 位置: {red:.3f} · 其余每个位置: {other:.3f} · 均值 之前 {before:.4f}, 之后 {after:.4f}",

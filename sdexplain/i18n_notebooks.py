@@ -114,6 +114,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "the judge says this run ended at a {kind} (probability {p:.2f})": "裁判认为这次运行最后画出的是 {kind} (概率 {p:.2f})",
     "the final image of the traced run": "被跟踪的这次运行的最终图像",
     # ---- 00 start here
+    "{pipeline} on {device} · {dtype}": "{pipeline}, 运行于 {device} · {dtype}",
     "{name:24}{mine:>26}{theirs:>26}": "{name:24}{mine:>26}{theirs:>26}",  # the model table: only its labels are words (say pads them by display width)
     "{prompt} → a {w}×{h} image after {n} U-Net evaluations for 20 steps ({scheduler}), in {s:.1f} s on {device}":
         "{prompt} → 一张 {w}×{h} 的图像: 20 步调用了 {n} 次 U-Net ({scheduler}), 在 {device} 上用时 {s:.1f} 秒",
@@ -139,6 +140,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "seed {s} again": "种子 {s}, 再来一次",
     "The two kinds of the thought experiment: cats (pointed ears) and dogs (floppy ears, big nose)": "思想实验里的两类图: 猫 (尖耳朵) 和狗 (耷拉耳朵, 大鼻子)",
     # ---- 05 tokens, embeddings and the text encoder
+    "prompt {prompt!r}:": "提示 {prompt!r}:",  # also notebook 06
     "the loaded model's tokenizer: {n:,} tokens": "所加载模型的标记器 (tokenizer): {n:,} 个标记",
     "Tokenizer shown below: {where}": "下面展示的标记器: {where}",
     "the loaded model's own tokenizer (not CLIP's vocabulary)": "所加载模型自己的标记器 (不是 CLIP 的词表)",
@@ -311,6 +313,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "  decoded noisy latent: {gaps}": "  解码带噪潜像: {gaps}",
     "  decoded x̂0:           {gaps}": "  解码 x̂0:      {gaps}",
     # ---- 08 noise schedules and samplers
+    "{name:20s} → {cls} {extra}": "{name:20s} → diffusers 的 {cls} {extra}",  # WebUI's sampler name → its diffusers scheduler
     "training: {n} timesteps, {schedule} β {start}…{end}   (SD v1: {sd_n}, {sd_schedule} β {sd_start}…{sd_end})":
         "训练: {n} 个时间步, {schedule} β {start}…{end}   (SD v1: {sd_n}, {sd_schedule} β {sd_start}…{sd_end})",
     "{scheduler}, {steps} steps → {n} U-Net calls": "{scheduler}, {steps} 步 → 调用 U-Net {n} 次",
