@@ -31,6 +31,7 @@ File formats:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -376,6 +377,14 @@ class Lora:
     cpu_seconds: float = 0.0  # processor time of the training loop (time.process_time): the wall time on an otherwise idle machine
 
 
+@contextlib.contextmanager
+def _several_adapters_expected():
+    """Without peft's "Already found a `peft_config` attribute" warning: a model may carry several adapters here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        yield
+
+
 def lora_config(rank: int = 4, targets: str = "both"):
     """peft's LoraConfig for the U-Net's attention projections: `targets` 'cross', 'self' or 'both'.
 
@@ -418,10 +427,9 @@ def train_lora(
     unet.requires_grad_(False)
     unet_parameters = sum(p.numel() for p in unet.parameters())
     torch.manual_seed(seed)  # peft's gaussian init of A
-    with warnings.catch_warnings():
-        # a copy of a U-Net that already carries adapters makes peft warn "Already found a `peft_config`":
-        # harmless here, as add_adapter makes the new adapter the only active one and only it is saved
-        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+    with _several_adapters_expected():
+        # a copy of a U-Net that already carries adapters: add_adapter makes the new adapter the only
+        # active one, and only it is saved
         unet.add_adapter(config)
     trainable = [p for p in unet.parameters() if p.requires_grad]
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -529,7 +537,9 @@ def load_lora(pipe, path: str | Path, name: str) -> None:
     state_dict = check_lora(pipe, path)
     others = _adapter_names(pipe)
     try:
-        with quiet_libraries():  # diffusers notes that a U-Net-only LoRA has no text-encoder keys: true of every file here
+        # diffusers notes that a U-Net-only LoRA has no text-encoder keys (true of every file here), and
+        # peft that a second adapter joins the first (what named adapters are for: set_adapters picks)
+        with quiet_libraries(), _several_adapters_expected():
             pipe.load_lora_weights(state_dict, adapter_name=name)
     except Exception as err:
         if not others:

@@ -417,3 +417,20 @@ def test_training_reports_processor_seconds_beside_the_clock(tiny_pipe):
     lora, ti = _lora(tiny_pipe), _concept(tiny_pipe)
     for trained in (lora, ti):
         assert 0 < trained.cpu_seconds and 0 < trained.seconds
+
+
+def test_a_second_lora_loads_and_trains_without_peft_warning_and_both_stay_selectable(tiny_pipe, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images, captions = adapters.styled_batch(8, 0)
+        for seed, name in enumerate(("first", "second")):
+            lora = adapters.train_lora(tiny_pipe, images, captions, rank=2, steps=2, batch_size=4, seed=seed)
+            adapters.load_lora(tiny_pipe, adapters.save_lora(lora, tmp_path / f"{name}.safetensors"), name)
+    assert not [w for w in caught if "peft_config" in str(w.message)], [str(w.message) for w in caught]
+    assert sorted(tiny_pipe.get_list_adapters()["unet"]) == ["first", "second"]
+    tiny_pipe.set_adapters(["first"], adapter_weights=[1.0])
+    first = _image(tiny_pipe)
+    tiny_pipe.set_adapters(["second"], adapter_weights=[1.0])
+    assert not torch.equal(first, _image(tiny_pipe))  # two adapters, two different images: neither overwrote the other
