@@ -5,7 +5,7 @@ pass in (titles, suptitles, legends, tick labels), English -> 简体中文, one 
 in their code (``tests/test_i18n.py`` checks that every ``say``/``t`` template of a notebook is here and
 that its Chinese has the same placeholders). Terms follow notebooks/zh/glossary.md: the article's term,
 WebUI's Chinese label beside it where WebUI has one (迭代步数, 采样方法, 提示词引导系数, 随机数种子,
-重绘幅度, 反向提示词).
+重绘幅度, 反向提示词): e.g. 去噪强度 (重绘幅度); the control panel's own labels put WebUI's first, as its screen does.
 """
 
 NOTEBOOK_ZH: dict[str, str] = {
@@ -99,7 +99,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "what came out: {counts}": "生成了什么 (裁判模型读出的类别): {counts}",
     "cats vs dogs among them: {cats} : {dogs}": "其中猫与狗之比: {cats} : {dogs}",
     "of the {n} objects, judge confident (max probability ≥ 0.9): {sure:.0%};  'in between' (max probability < 0.6): {unsure:.0%}":
-        "在 {n} 个物体中, 裁判很有把握的 (最大概率 ≥ 0.9): {sure:.0%};  '介于两者之间' 的 (最大概率 < 0.6): {unsure:.0%}",
+        "在 {n} 个物体中, 裁判很有把握的 (最大概率 ≥ 0.9): {sure:.0%};  「介于两者之间」的 (最大概率 < 0.6): {unsure:.0%}",
     "a real model's unconditional samples are judged by eye: no toy judge for them": "真实模型的无条件样本只能用眼睛判断: 玩具世界的裁判模型不认识它们",
     "judge's probability for its top shape (1/{k} = no idea)": "裁判对最可能形状给出的概率 (1/{k} = 毫无头绪)",
     "samples": "样本数",
@@ -207,7 +207,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "{name:9s} {n:3d} U-Net evaluations, mean |difference| from DDIM {d:.4f}": "{name:9s} 调用 U-Net {n:3d} 次, 与 DDIM 的平均 |差值| {d:.4f}",
     "Euler a vs DDIM {a:.4f}; the largest gap among the deterministic ones {b:.4f}": "Euler a 与 DDIM 相差 {a:.4f}; 确定性采样器之间的最大差距 {b:.4f}",
     "strength {s:.1f}: {k:2d} of {n} steps run, from t = {t:4d}; mean |difference| from the input {d:.4f}":
-        "重绘幅度 {s:.1f}: 运行 {n} 步中的 {k:2d} 步, 从 t = {t:4d} 开始; 与输入的平均 |差值| {d:.4f}",
+        "去噪强度 {s:.1f}: 运行 {n} 步中的 {k:2d} 步, 从 t = {t:4d} 开始; 与输入的平均 |差值| {d:.4f}",
     "{w}×{h} pixels → latent {shape} (VAE factor {factor})": "{w}×{h} 像素 → 潜像 {shape} (VAE 缩放倍数 {factor})",
     "refused: {error}": "被拒绝: {error}",
     "{n} steps": "{n} 步",
@@ -373,7 +373,7 @@ NOTEBOOK_ZH: dict[str, str] = {
     "{blank:32s} {strength:>8s} | Pearson with input depth | with other scene | judged green | judged orange": "{blank:32s} {strength:>8s} | 与输入深度的 Pearson | 与另一场景的 | 判为绿色 | 判为橙色",
     "depth + 'right'": "深度图 + 'right'",
     "strength {strength:g} · panels: input, its depth, result, the result's estimated depth · Pearson(depth of result, depth of input) = {r:.3f}":
-        "重绘幅度 (去噪强度) {strength:g} · 从左到右: 输入, 它的深度图, 结果, 结果的估计深度 · Pearson(结果的深度, 输入的深度) = {r:.3f}",
+        "去噪强度 (重绘幅度) {strength:g} · 从左到右: 输入, 它的深度图, 结果, 结果的估计深度 · Pearson(结果的深度, 输入的深度) = {r:.3f}",
     # ---- 13 SD v1 vs v2 vs XL
     "{name:10s} U-Net {unet:7.1f} M   text encoder(s) {text:6.1f} M   VAE {vae:5.1f} M   total {total:.3f} B": "{name:10s} U-Net {unet:7.1f} M   文本编码器 {text:6.1f} M   VAE {vae:5.1f} M   合计 {total:.3f} B",
     "text encoder v2 / v1: {r:.2f}×": "文本编码器 v2 / v1: {r:.2f} 倍",
