@@ -438,7 +438,7 @@ ZH: dict[str, str] = {
     "Picks the starting noise. Same seed + same settings = the same image, bit for bit.":
         "决定起始噪声。随机数种子相同、其他设置也相同, 生成的图就完全相同 (逐位一致)。",
     "How many denoising steps the sampler takes from noise to image: more is slower, and past a point more steps change little (notebook 14 measures where).":
-        "采样器从噪声走到图像要去噪多少步: 步数越多越慢, 超过某个步数后再加, 图像也几乎不变 (是哪个步数, 本系列的笔记本 14 有实测)。",
+        "采样器从噪声走到图像要去噪多少步: 步数越多越慢, 超过某个步数后再加, 图像也几乎不变 (具体在哪一步, 笔记本 14 有实测)。",
     "Classifier-free guidance scale: ε_uncond + s·(ε_cond − ε_uncond). 1 = no guidance, the conditional prediction alone (the slider starts at 1, as WebUI's does); higher follows the prompt more closely (on SD, with less variety between seeds).":
         "无分类器指引的尺度 (WebUI: 提示词引导系数): ε_uncond + s·(ε_cond − ε_uncond)。1 = 不指引, 只用有条件的预测 (滑块和 WebUI 的一样从 1 起); 越高越贴近提示 (在 SD 上, 不同种子之间的差异也越小)。",
     "The sampler: how each step turns the predicted noise into the next, less noisy latent.":
