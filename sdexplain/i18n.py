@@ -459,7 +459,7 @@ ZH: dict[str, str] = {
         "{encoder} ({cls}): U-Net 文本输入的第 {first}–{last} 个通道, 来自 hidden_states[{layer}] —— 与直接调用该编码器的结果相同: {same}",
     "U-Net text input per token: {n} numbers = {sum}; pooled embedding: {shape} (batch, width)":
         "U-Net 每个标记的文本输入: {n} 个数 = {sum}; 池化嵌入: {shape} (批量, 宽度)",
-    "words in the attention maps:": "注意力图中的词:",
+    "words in the attention maps:": "关注图中的词:",
     "the U-Net was told:": "告诉 U-Net 的数值:",
     "mean absolute pixel difference between the two: {d:.3f} (pixels in [0, 1])": "两张图的平均绝对像素差: {d:.3f} (像素取值 [0, 1])",
     "base: {n} steps, timesteps {a:.0f} … {b:.0f}": "基础模型: {n} 步, 时间步 {a:.0f} … {b:.0f}",
