@@ -406,9 +406,10 @@ def colour_slot_swap(pipe, judge: SlotJudge, n: int = 40, guidance_scale: float 
         result["images"][name] = images
         readings = read_places(judge, images)
         follow_b = float(np.mean([score_pair(b, r)["colour"] for b, r in zip(swapped, readings)]))
-        follow_a = float(np.mean([score_pair(a, r)["colour"] for a, r in zip(pairs, readings)]))
+        scores_a = [score_pair(a, r) for a, r in zip(pairs, readings)]
+        follow_a = float(np.mean([score["colour"] for score in scores_a]))
         if name in SWAPS:
-            kept = [score_pair(pairs[i], readings[i])["shape"] for i in shaped]
+            kept = [scores_a[i]["shape"] for i in shaped]
             moved = [score_pair(exchange_places(pairs[i]), readings[i])["both"] for i in shaped]
             result["swaps"][name] = {"b": follow_b, "a": follow_a,
                                      "kept": float(np.mean(kept)) if shaped else float("nan"),
